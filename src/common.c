@@ -1,0 +1,42 @@
+/* Small helpers shared by the native modules. */
+#include "mpctl.h"
+
+#include <stdio.h>
+#include <time.h>
+
+void mpctl_push_escaped(lua_State *L, const char *data, size_t len, size_t max)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t start = 0;
+    if (len > max) {
+        start = len - max;
+        luaL_addstring(&b, "...");
+    }
+    for (size_t i = start; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        char tmp[8];
+        switch (c) {
+        case '\r': luaL_addstring(&b, "\\r"); break;
+        case '\n': luaL_addstring(&b, "\\n"); break;
+        case '\t': luaL_addstring(&b, "\\t"); break;
+        case '\\': luaL_addstring(&b, "\\\\"); break;
+        case '"': luaL_addstring(&b, "\\\""); break;
+        default:
+            if (c < 0x20 || c >= 0x7f) {
+                snprintf(tmp, sizeof tmp, "\\x%02x", c);
+                luaL_addstring(&b, tmp);
+            } else {
+                luaL_addchar(&b, (char)c);
+            }
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+double mpctl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
