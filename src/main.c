@@ -24,18 +24,28 @@ static int is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* The data folder holding lua/, recipes/ and boards/: the source tree this binary was built
- * from (so a build tree runs without installing), else the installed share/mpctl. */
-static const char *data_dir(const char *exe)
+/* The data folder holding lua/, recipes/ and boards/: share/mpctl next to the binary when
+ * installed (relocatable), else the source tree it was built from (a build tree runs without
+ * installing), else the configured install prefix. */
+static int has_library(const char *dir)
 {
-    static const char *const candidates[] = {MPCTL_SOURCE_DIR, MPCTL_INSTALL_DATADIR};
-    (void)exe;
-    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
-        char probe[PATH_MAX];
-        snprintf(probe, sizeof probe, "%s/lua/mpctl", candidates[i]);
-        if (is_dir(probe))
-            return candidates[i];
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/lua/mpctl", dir);
+    return is_dir(probe);
+}
+
+static const char *data_dir(const char *exe, char *buf, size_t bufsize)
+{
+    const char *slash = strrchr(exe, '/');
+    if (slash) {
+        snprintf(buf, bufsize, "%.*s/../share/mpctl", (int)(slash - exe), exe);
+        if (has_library(buf))
+            return buf;
     }
+    if (has_library(MPCTL_SOURCE_DIR))
+        return MPCTL_SOURCE_DIR;
+    if (has_library(MPCTL_INSTALL_DATADIR))
+        return MPCTL_INSTALL_DATADIR;
     return NULL;
 }
 
@@ -132,7 +142,8 @@ int main(int argc, char **argv)
     /* A peer hanging up on a socket must be an error return, not a silent death. */
     signal(SIGPIPE, SIG_IGN);
 
-    const char *datadir = data_dir(exe);
+    char datadir_buf[PATH_MAX];
+    const char *datadir = data_dir(exe, datadir_buf, sizeof datadir_buf);
     if (datadir == NULL) {
         fprintf(stderr, "mpctl: cannot find the Lua library (looked in %s and %s)\n",
                 MPCTL_SOURCE_DIR, MPCTL_INSTALL_DATADIR);

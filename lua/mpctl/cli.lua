@@ -1,4 +1,481 @@
--- placeholder: replaced by the real command line in the next commit
+-- mpctl.cli: the command line. Built-in commands are few (ports, recipes, test, sim); every
+-- other word names a recipe, so teams add commands by dropping a .lua file into recipes/.
+--
+-- Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+
 local M = {}
-function M.main(argv, info) io.stderr:write("mpctl " .. info.version .. ": not yet\n") return 2 end
+
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+local USAGE = [[
+usage: mpctl [options] COMMAND|RECIPE [options] [key=value ...] [words ...]
+
+Built-in commands:
+  ports                     serial ports with USB ids and the board they look like (--json)
+  recipes                   the recipes mpctl can find, with their descriptions
+  test PATH... [--port P]   run test files (*_test.lua, and device *.py with --port);
+                            --tap, --junit FILE; ends with "N passed, N failed"
+  sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
+  help [RECIPE]             this text, or a recipe's description and options
+
+Recipes (mpctl recipes lists them all): verify_repl, exec, run, fs, repl, esp32_flash, ...
+  RECIPE is a path to a .lua file or a name looked up in ./recipes, $MPCTL_PATH,
+  ~/.config/mpctl/recipes, then the installed recipes.
+
+Options:
+  --port PORT       serial port: /dev/ttyUSB0, socket://HOST:PORT, rfc2217://HOST:PORT, sim://NAME
+  --baud N          baud rate
+  --board ID        board id (boards/ID.lua), e.g. ESP32_GENERIC
+  -v, --verbose     more output (twice: debug)
+  -q, --quiet       errors only
+  --json            events as JSON lines on stdout, for other programs
+  --allow-exec      let the recipe run programs (os.execute, io.popen) and load native code
+  --version         print the version
+  -h, --help        this text
+  --                everything after it is a plain word for the recipe
+
+Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+]]
+
+-- Options every recipe accepts; --name VALUE takes the next word unless written --name=VALUE.
+local VALUE_OPTIONS = { port = true, baud = true, board = true, junit = true, listen = true }
+local FLAG_OPTIONS = { json = true, quiet = true, verbose = true, help = true, version = true,
+  tap = true, ["allow-exec"] = true }
+local SHORT = { v = "verbose", q = "quiet", h = "help" }
+
+-- ---------------------------------------------------------------------------------------
+-- helpers
+
+local function usage_error(msg)
+  error({ usage = true, msg = msg }, 0)
+end
+
+local function edit_distance(a, b)
+  a, b = a:lower(), b:lower()
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = (a:sub(i, i) == b:sub(j, j)) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The candidates closest to `word`, best first (at most `n`, only reasonably close ones).
+function M.closest(word, candidates, n)
+  local scored = {}
+  for _, c in ipairs(candidates) do
+    local d = edit_distance(word, c)
+    if c:lower():find(word:lower(), 1, true) or word:lower():find(c:lower(), 1, true) then d = math.min(d, 1) end
+    if d <= math.max(2, #word // 2) then scored[#scored + 1] = { c, d } end
+  end
+  table.sort(scored, function(x, y) if x[2] ~= y[2] then return x[2] < y[2] end return x[1] < y[1] end)
+  local out = {}
+  for i = 1, math.min(n or 3, #scored) do out[i] = scored[i][1] end
+  return out
+end
+
+-- Parses argv into { command=, opts={}, arg={ positional..., key=value } }.
+-- key=value words land in arg; malformed ones (no key, no value) are usage errors.
+function M.parse(argv)
+  local opts, arg, words = { verbose = 0 }, {}, {}
+  local command
+  local i, rest = 1, false
+  local function set_option(name, value)
+    if name == "verbose" then opts.verbose = opts.verbose + 1
+    else opts[name] = value end
+  end
+  while i <= #argv do
+    local w = argv[i]
+    if rest then
+      if command == nil then command = w else arg[#arg + 1] = w; words[#words + 1] = w end
+    elseif w == "--" then
+      rest = true
+    elseif w:sub(1, 2) == "--" and #w > 2 then
+      local name, value = w:match("^%-%-([^=]+)=(.*)$")
+      name = name or w:sub(3)
+      if VALUE_OPTIONS[name] and value == nil then
+        i = i + 1
+        value = argv[i]
+        if value == nil then usage_error("option --" .. name .. " needs a value") end
+      end
+      if VALUE_OPTIONS[name] or FLAG_OPTIONS[name] then
+        set_option(name, value == nil and true or value)
+      else
+        -- recipe-specific option: validated against the recipe's @option lines later
+        arg[name] = (value == nil) and true or value
+        opts._recipe_flags = opts._recipe_flags or {}
+        opts._recipe_flags[#opts._recipe_flags + 1] = name
+      end
+    elseif w:sub(1, 1) == "-" and #w > 1 and not w:match("^%-%d") then
+      for c in w:sub(2):gmatch(".") do
+        if SHORT[c] then set_option(SHORT[c], true)
+        else
+          arg[c] = true
+          opts._recipe_flags = opts._recipe_flags or {}
+          opts._recipe_flags[#opts._recipe_flags + 1] = c
+        end
+      end
+    elseif command == nil then
+      command = w
+    else
+      words[#words + 1] = w
+      local key, value = w:match("^([%a_][%w_%-]*)=(.*)$")
+      if key then
+        if value == "" then usage_error("'" .. w .. "' has no value (write key=value)") end
+        arg[key] = value
+        opts._keys = opts._keys or {}
+        opts._keys[#opts._keys + 1] = key
+      elseif w:sub(1, 1) == "=" then
+        usage_error("'" .. w .. "' has no key (write key=value)")
+      else
+        arg[#arg + 1] = w
+      end
+    end
+    i = i + 1
+  end
+  for _, k in ipairs({ "port", "baud", "board" }) do
+    if opts[k] ~= nil and arg[k] == nil then arg[k] = opts[k] end
+  end
+  return { command = command, opts = opts, arg = arg, words = words }
+end
+
+-- ---------------------------------------------------------------------------------------
+-- recipes
+
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+-- Folders searched for recipes, in order.
+function M.recipe_dirs(info)
+  local fs = require("mpctl.fs")
+  local dirs = { "recipes" }
+  for dir in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do
+    dirs[#dirs + 1] = dir .. "/recipes"
+    dirs[#dirs + 1] = dir
+  end
+  dirs[#dirs + 1] = fs.xdg("config") .. "/recipes"
+  if info.datadir then dirs[#dirs + 1] = info.datadir .. "/recipes" end
+  return dirs
+end
+
+-- Reads a recipe's declared description (`--- text`) and options (`-- @option name: help`).
+function M.recipe_meta(path)
+  local meta = { options = {}, option_names = {} }
+  local f = io.open(path, "r")
+  if not f then return meta end
+  for line in f:lines() do
+    local d = line:match("^%-%-%-%s*(.-)%s*$")
+    if d and not meta.description and d ~= "" then meta.description = d end
+    local name, help = line:match("^%-%-%s*@option%s+([%w_%-]+)%s*:?%s*(.-)%s*$")
+    if name then
+      meta.options[#meta.options + 1] = { name = name, help = help }
+      meta.option_names[name] = true
+    end
+    if line:match("^%-%-%s*@raw%-args") then meta.raw_args = true end
+    if not line:match("^%-%-") and not line:match("^%s*$") then break end
+  end
+  f:close()
+  return meta
+end
+
+-- Every recipe name found, first one wins: { name = path }.
+function M.all_recipes(info)
+  local fs = require("mpctl.fs")
+  local found, order = {}, {}
+  for _, dir in ipairs(M.recipe_dirs(info)) do
+    local st = fs.stat(dir)
+    if st and st.type == "dir" then
+      for _, name in ipairs(fs.list(dir)) do
+        local base = name:match("^(.+)%.lua$")
+        if base and not found[base] then
+          found[base] = fs.join(dir, name)
+          order[#order + 1] = base
+        end
+      end
+    end
+  end
+  table.sort(order)
+  return found, order
+end
+
+function M.find_recipe(word, info)
+  if word:find("/", 1, true) or word:match("%.lua$") then
+    if file_exists(word) then return word end
+    usage_error("no recipe file " .. word)
+  end
+  for _, dir in ipairs(M.recipe_dirs(info)) do
+    local p = dir .. "/" .. word .. ".lua"
+    if file_exists(p) then return p end
+  end
+  local _, names = M.all_recipes(info)
+  local near = M.closest(word, names)
+  usage_error("unknown command or recipe '" .. word .. "'" ..
+    (#near > 0 and ("; did you mean: " .. table.concat(near, ", ") .. "?") or "") ..
+    " (mpctl recipes lists them)")
+end
+
+local COMMON_RECIPE_KEYS = { port = true, baud = true, board = true }
+
+local function check_recipe_options(parsed, meta, name)
+  if #meta.options == 0 then return end -- a recipe that declares nothing takes anything
+  local declared = {}
+  for _, o in ipairs(meta.options) do declared[#declared + 1] = o.name end
+  local function check(key, kind)
+    if COMMON_RECIPE_KEYS[key] or meta.option_names[key] then return end
+    local near = M.closest(key, declared)
+    usage_error(string.format("%s: unknown %s '%s'%s (mpctl help %s)", name, kind, key,
+      #near > 0 and ("; did you mean " .. table.concat(near, ", ") .. "?") or "", name))
+  end
+  for _, f in ipairs(parsed.opts._recipe_flags or {}) do check(f, "option") end
+  if not meta.raw_args then
+    for _, k in ipairs(parsed.opts._keys or {}) do check(k, "setting") end
+  end
+end
+
+-- A recipe declaring `-- @raw-args` takes key=value-looking words (Python code like `x=1`)
+-- as plain words, in the order given.
+local function unparse_keys(parsed)
+  for _, k in ipairs(parsed.opts._keys or {}) do parsed.arg[k] = nil end
+  for i = #parsed.arg, 1, -1 do parsed.arg[i] = nil end
+  for i, w in ipairs(parsed.words) do parsed.arg[i] = w end
+  parsed.opts._keys = nil
+end
+
+local function recipe_help(path, name)
+  local meta = M.recipe_meta(path)
+  local out = { "mpctl " .. name .. ": " .. (meta.description or "(no description)"), "  file: " .. path }
+  if #meta.options > 0 then
+    out[#out + 1] = "  options (as --name or name=value):"
+    for _, o in ipairs(meta.options) do
+      out[#out + 1] = string.format("    %-14s %s", o.name, o.help)
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+local function run_recipe(parsed, info)
+  local path = M.find_recipe(parsed.command, info)
+  local name = path:match("([^/]+)%.lua$") or path
+  if parsed.opts.help then
+    io.stdout:write(recipe_help(path, name))
+    return EXIT_OK
+  end
+  local meta = M.recipe_meta(path)
+  if meta.raw_args then unparse_keys(parsed) end
+  check_recipe_options(parsed, meta, name)
+  local sandbox = require("mpctl.sandbox")
+  local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then
+    io.stderr:write("mpctl: " .. tostring(err) .. "\n")
+    return EXIT_FAIL
+  end
+  local result = table.pack(xpcall(chunk, function(e)
+    if type(e) == "table" then return e end
+    return { msg = tostring(e), traceback = debug.traceback(tostring(e), 2) }
+  end))
+  if result[1] then
+    local rv = result[2]
+    if type(rv) == "number" then return math.tointeger(rv) or EXIT_FAIL end
+    if rv == false then return EXIT_FAIL end
+    return EXIT_OK
+  end
+  error(result[2], 0)
+end
+
+-- ---------------------------------------------------------------------------------------
+-- built-in commands
+
+local function cmd_recipes(parsed, info)
+  local found, order = M.all_recipes(info)
+  local ui = require("mpctl.ui")
+  if parsed.opts.json then
+    for _, name in ipairs(order) do
+      io.stdout:write(ui.json_encode({ name = name, path = found[name],
+        description = M.recipe_meta(found[name]).description or "" }) .. "\n")
+    end
+    return EXIT_OK
+  end
+  for _, name in ipairs(order) do
+    io.stdout:write(string.format("%-18s %s\n", name, M.recipe_meta(found[name]).description or ""))
+  end
+  return EXIT_OK
+end
+
+-- Board families guessed from USB ids in boards/*.lua.
+local function guess_boards(vid, pid)
+  if not vid then return {} end
+  local ok, board = pcall(require, "mpctl.board")
+  if not ok or not board.match_usb then return {} end
+  local ok2, list = pcall(board.match_usb, vid, pid)
+  if not ok2 then return {} end
+  local fams, seen = {}, {}
+  for _, b in ipairs(list) do
+    local f = b.family or b.chip or b.id
+    if not seen[f] then seen[f] = true; fams[#fams + 1] = f end
+  end
+  return fams, list
+end
+
+function M.describe_ports(ports)
+  local rows = {}
+  for _, p in ipairs(ports) do
+    local fams, boards = guess_boards(p.vid, p.pid)
+    local ids = {}
+    for _, b in ipairs(boards or {}) do ids[#ids + 1] = b.id end
+    rows[#rows + 1] = {
+      path = p.path, vid = p.vid, pid = p.pid, serial = p.serial,
+      manufacturer = p.manufacturer, product = p.product, description = p.description,
+      transport = p.transport, families = fams, boards = ids,
+      usb = p.vid and string.format("%04X:%04X", p.vid, p.pid) or nil,
+    }
+  end
+  table.sort(rows, function(a, b) return a.path < b.path end)
+  return rows
+end
+
+local function cmd_ports(parsed)
+  local serial = require("mpctl.serial")
+  local ui = require("mpctl.ui")
+  local rows = M.describe_ports(serial.list())
+  if parsed.opts.json then
+    for _, r in ipairs(rows) do io.stdout:write(ui.json_encode(r) .. "\n") end
+    return EXIT_OK
+  end
+  if #rows == 0 then
+    io.stdout:write("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
+    return EXIT_OK
+  end
+  for _, r in ipairs(rows) do
+    local what = table.concat({ r.manufacturer or "", r.product or r.description or "" }, " "):gsub("^%s+", "")
+    io.stdout:write(string.format("%-20s %-10s %-14s %-30s %s\n", r.path, r.usb or "-", r.serial or "-",
+      what, #r.families > 0 and ("looks like: " .. table.concat(r.families, "/")) or ""))
+  end
+  return EXIT_OK
+end
+
+local function cmd_test(parsed, info)
+  local paths = {}
+  for i = 1, #parsed.arg do paths[i] = parsed.arg[i] end
+  if #paths == 0 then usage_error("mpctl test needs at least one file or folder") end
+  local sandbox = require("mpctl.sandbox")
+  local test = require("mpctl.test")
+  local _, failed = test.run({
+    paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
+    port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
+    exe = info.exe,
+    env_for = function(file)
+      return sandbox.env(file, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
+    end,
+  })
+  return failed > 0 and EXIT_FAIL or EXIT_OK
+end
+
+-- `mpctl sim NAME --listen URL [k=v ...]`: serves a simulator. fd://N is the far end of a
+-- sim:// port (RFC 2217 over a socketpair); other URLs are listeners the simulator accepts on.
+local function cmd_sim(parsed)
+  local name = parsed.arg[1]
+  if not name then usage_error("mpctl sim needs a simulator name, e.g. mpctl sim micropython --listen pty") end
+  local ok, sim = pcall(require, "mpctl.sim." .. name)
+  if not ok then
+    if tostring(sim):find("module 'mpctl.sim." .. name .. "' not found", 1, true) then
+      usage_error("no simulator named '" .. name .. "'")
+    end
+    error(sim, 0)
+  end
+  local url = parsed.opts.listen or "pty"
+  local serial = require("mpctl.serial")
+  local opts = {}
+  for k, v in pairs(parsed.arg) do if type(k) == "string" then opts[k] = v end end
+  local target
+  local fd = url:match("^fd://(%d+)$")
+  if fd then
+    target = serial.listen(url, { rfc2217 = true })
+  else
+    target = serial.listen(url, opts)
+  end
+  local rv = sim.serve(target, opts)
+  return type(rv) == "number" and rv or EXIT_OK
+end
+
+local BUILTIN = { ports = cmd_ports, recipes = cmd_recipes, test = cmd_test, sim = cmd_sim }
+
+-- ---------------------------------------------------------------------------------------
+
+local function configure_ui(opts)
+  local ok, ui = pcall(require, "mpctl.ui")
+  if not ok then return end
+  local level = "info"
+  if opts.quiet then level = "quiet"
+  elseif opts.verbose >= 2 then level = "debug"
+  elseif opts.verbose == 1 then level = "verbose" end
+  ui.configure({ level = level, json = opts.json and true or false })
+end
+
+local function report_error(e, opts)
+  local msg, tb
+  if type(e) == "table" then
+    msg, tb = e.msg or e.message or tostring(e), e.traceback
+  else
+    msg = tostring(e)
+  end
+  local ok, ui = pcall(require, "mpctl.ui")
+  if ok and opts.json then
+    ui.event({ event = "error", message = msg, usage = type(e) == "table" and e.usage or nil })
+  end
+  io.stderr:write("mpctl: " .. msg .. "\n")
+  if tb and opts.verbose and opts.verbose > 0 then io.stderr:write(tb .. "\n") end
+end
+
+function M.main(argv, info)
+  local ok, parsed = pcall(M.parse, argv)
+  if not ok then
+    io.stderr:write("mpctl: " .. (type(parsed) == "table" and parsed.msg or tostring(parsed)) .. "\n")
+    return EXIT_USAGE
+  end
+  local opts = parsed.opts
+  configure_ui(opts)
+  if opts.version and not parsed.command then
+    io.stdout:write("mpctl " .. info.version .. "\n")
+    return EXIT_OK
+  end
+  local cmd = parsed.command
+  if cmd == "help" then
+    if parsed.arg[1] then
+      parsed.command, parsed.opts.help = parsed.arg[1], true
+      table.remove(parsed.arg, 1)
+      cmd = parsed.command
+    else
+      io.stdout:write(USAGE)
+      return EXIT_OK
+    end
+  end
+  if not cmd then
+    if opts.help then io.stdout:write(USAGE) return EXIT_OK end
+    io.stderr:write(USAGE)
+    return EXIT_USAGE
+  end
+  if opts.help and BUILTIN[cmd] then
+    io.stdout:write(USAGE)
+    return EXIT_OK
+  end
+  local rok, rv = pcall(function()
+    if BUILTIN[cmd] then return BUILTIN[cmd](parsed, info) end
+    return run_recipe(parsed, info)
+  end)
+  if rok then return rv end
+  local mpctl = require("mpctl")
+  report_error(rv, opts)
+  if type(rv) == "table" and (rv.usage or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
+  return EXIT_FAIL
+end
+
 return M

@@ -1,0 +1,106 @@
+-- mpctl: the API table recipes see as the global `mpctl`.
+--
+-- Submodules load on first use (`mpctl.serial`, `mpctl.repl`, `mpctl.esp`, ...), so a recipe
+-- that only talks to a REPL never pays for the ESP or firmware code.
+
+local M = {}
+
+local info = debug.getregistry()["mpctl.info"] or {}
+M.version = info.version or "0.0.0"
+M.datadir = info.datadir
+M.exe = info.exe
+
+-- Raised for mistakes in how mpctl was called (exit code 2), as opposed to failures (1).
+local UsageError = {}
+UsageError.__index = UsageError
+UsageError.__tostring = function(e) return e.msg end
+
+function M.usage_error(msg)
+  error(setmetatable({ usage = true, msg = msg }, UsageError), 2)
+end
+
+function M.is_usage_error(e)
+  return type(e) == "table" and getmetatable(e) == UsageError
+end
+
+-- A failed check: printed as a failed step, exit code 1.
+local Failure = {}
+Failure.__index = Failure
+Failure.__tostring = function(e) return e.msg end
+
+function M.is_failure(e)
+  return type(e) == "table" and getmetatable(e) == Failure
+end
+
+function M.fail(msg)
+  error(setmetatable({ failure = true, msg = msg }, Failure), 2)
+end
+
+-- mpctl.check(cond, "REPL answers"): one visible step of a recipe.
+function M.check(cond, what, detail)
+  local ui = require("mpctl.ui")
+  if cond then
+    ui.log("info", "ok: %s", what)
+    ui.event({ event = "check", name = what, ok = true })
+    return cond
+  end
+  ui.event({ event = "check", name = what, ok = false, detail = detail })
+  M.fail("check failed: " .. what .. (detail and (": " .. tostring(detail)) or ""))
+end
+
+function M.log(fmt, ...) require("mpctl.ui").log("info", fmt, ...) end
+function M.warn(fmt, ...) require("mpctl.ui").log("warn", fmt, ...) end
+function M.verbose(fmt, ...) require("mpctl.ui").log("verbose", fmt, ...) end
+
+-- The serial ports present, as one line for messages ("none found" when there are none).
+function M.port_list_text()
+  local ok, ports = pcall(function() return require("mpctl.serial").list() end)
+  if not ok or #ports == 0 then return "none found" end
+  local names = {}
+  for _, p in ipairs(ports) do names[#names + 1] = p.path end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+-- Opens the port a recipe was given (`--port`), or stops with a usage error that lists the
+-- ports present, so a person who forgot --port sees what to type.
+function M.open_port(arg, opts)
+  opts = opts or {}
+  local url = arg and arg.port
+  if not url or url == "" then
+    M.usage_error("no port given: use --port PORT (ports present: " .. M.port_list_text() ..
+      "; or --port sim://micropython for the built-in simulator)")
+  end
+  local baud = tonumber(opts.baud or (arg and arg.baud) or 115200)
+  local ok, port = pcall(require("mpctl.serial").open, url, { baud = baud, exclusive = opts.exclusive })
+  if not ok then
+    local msg = tostring(type(port) == "table" and port.msg or port)
+    if msg:find("no such port", 1, true) then M.usage_error(msg) end
+    error(msg, 0)
+  end
+  return port
+end
+
+function M.board(id)
+  return require("mpctl.board").load(id)
+end
+
+-- Lazy submodules: mpctl.serial, mpctl.repl, mpctl.esp, mpctl.firmware, ...
+local NATIVE_OR_LIB = {
+  serial = true, slip = true, hash = true, zlib = true, fs = true, time = true, ui = true,
+  http = true, archive = true, usb = true, repl = true, esp = true, firmware = true,
+  history = true, test = true, board = true, dfu = true, rp2 = true,
+}
+
+setmetatable(M, {
+  __index = function(t, k)
+    if NATIVE_OR_LIB[k] then
+      local mod = require("mpctl." .. k)
+      rawset(t, k, mod)
+      return mod
+    end
+    return nil
+  end,
+})
+
+return M

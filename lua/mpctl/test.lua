@@ -1,0 +1,366 @@
+-- mpctl.test: the test runner for mpctl's own Lua tests and for device test scripts.
+--
+-- A test file registers cases; the runner loads each file, runs its cases in order, and
+-- reports one line per case, TAP or JUnit on request, closing with `N passed, N failed`.
+--
+--     local test = require("mpctl.test")
+--     test("name", function() test.eq(got, want) end)
+--
+-- Device scripts (*.py) are run on the board through the REPL: a traceback fails the test.
+
+local M = {}
+
+local SKIP = setmetatable({}, { __tostring = function() return "skip" end })
+
+-- Cases registered by the file being loaded; the runner swaps this list per file.
+local collector = nil
+
+local function register(name, fn, opts)
+  if type(name) ~= "string" or type(fn) ~= "function" then
+    error("test(name, function) expected", 3)
+  end
+  if not collector then
+    error("test() called outside the test runner (run the file with `mpctl test`)", 3)
+  end
+  collector[#collector + 1] = { name = name, fn = fn, timeout = opts and opts.timeout }
+end
+
+setmetatable(M, { __call = function(_, name, fn, opts) return register(name, fn, opts) end })
+
+-- ---------------------------------------------------------------------------------------
+-- assertions
+
+local function show(v)
+  if type(v) == "string" then
+    local s = v
+    if #s > 200 then s = s:sub(1, 200) .. "..." end
+    return '"' .. s:gsub("[%c\128-\255\"\\]", function(c)
+      if c == "\n" then return "\\n" elseif c == "\r" then return "\\r"
+      elseif c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
+      return string.format("\\x%02x", c:byte())
+    end) .. '"' .. (#v > 200 and string.format(" (%d bytes)", #v) or "")
+  elseif type(v) == "table" then
+    local parts, n = {}, 0
+    for k, x in pairs(v) do
+      n = n + 1
+      if n > 12 then parts[#parts + 1] = "..." break end
+      parts[#parts + 1] = tostring(k) .. "=" .. show(x)
+    end
+    return "{" .. table.concat(parts, ", ") .. "}"
+  end
+  return tostring(v)
+end
+M.show = show
+
+local function deep_equal(a, b, seen)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  seen = seen or {}
+  if seen[a] == b then return true end
+  seen[a] = b
+  for k, v in pairs(a) do
+    if not deep_equal(v, b[k], seen) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+local function fail(msg, level)
+  error(msg, (level or 1) + 1)
+end
+
+function M.eq(got, want, what)
+  if not deep_equal(got, want) then
+    fail(string.format("%sexpected %s, got %s", what and (what .. ": ") or "", show(want), show(got)), 2)
+  end
+  return got
+end
+
+function M.ne(got, unwanted, what)
+  if deep_equal(got, unwanted) then
+    fail(string.format("%sexpected something other than %s", what and (what .. ": ") or "", show(unwanted)), 2)
+  end
+  return got
+end
+
+function M.ok(v, what)
+  if not v then fail((what or "expected a true value") .. " (got " .. show(v) .. ")", 2) end
+  return v
+end
+
+-- Substring (plain) match on a string; shows the string when it does not contain `needle`.
+function M.contains(s, needle, what)
+  if type(s) ~= "string" or not s:find(needle, 1, true) then
+    fail(string.format("%sexpected %s to contain %s", what and (what .. ": ") or "", show(s), show(needle)), 2)
+  end
+  return s
+end
+
+-- Calls fn, expects it to raise; `pattern` (plain substring) must occur in the message.
+-- Returns the error message so a test can look closer.
+function M.raises(fn, pattern, what)
+  local ok, err = pcall(fn)
+  if ok then
+    fail((what and (what .. ": ") or "") .. "expected an error" ..
+      (pattern and (" containing " .. show(pattern)) or "") .. ", but none was raised", 2)
+  end
+  local msg = type(err) == "table" and (err.msg or err.message or tostring(err)) or tostring(err)
+  if pattern and not msg:find(pattern, 1, true) then
+    fail(string.format("%sexpected an error containing %s, got %s", what and (what .. ": ") or "",
+      show(pattern), show(msg)), 2)
+  end
+  return msg
+end
+
+function M.skip(reason)
+  error(setmetatable({ reason = reason or "skipped" }, { __index = SKIP, __tostring = function(s) return "skip: " .. s.reason end }), 0)
+end
+
+local function is_skip(e)
+  return type(e) == "table" and getmetatable(e) and getmetatable(e).__index == SKIP
+end
+
+-- Where the running test can find the mpctl executable (to start simulators, or mpctl itself).
+function M.exe()
+  return M.context and M.context.exe
+end
+
+-- The --port given to `mpctl test`, or a skip when there is none (device tests need one).
+function M.port()
+  local p = M.context and M.context.port
+  if not p then M.skip("needs --port") end
+  return p
+end
+
+-- ---------------------------------------------------------------------------------------
+-- discovery
+
+local function list_tests(path, fs, with_py, out)
+  local st = fs.stat(path)
+  if not st then
+    return nil, "no such file or folder: " .. path
+  end
+  if st.type == "dir" then
+    for _, name in ipairs(fs.list(path)) do
+      local full = fs.join(path, name)
+      local s = fs.stat(full)
+      if s and s.type == "dir" then
+        if name ~= "fixtures" and name:sub(1, 1) ~= "." then list_tests(full, fs, with_py, out) end
+      elseif name:match("_test%.lua$") then
+        out[#out + 1] = full
+      elseif with_py and (name:match("^test_.*%.py$") or name:match("_test%.py$")) then
+        out[#out + 1] = full
+      end
+    end
+  else
+    out[#out + 1] = path
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------------------
+-- reporters
+
+local function xml_escape(s)
+  return (tostring(s):gsub("[&<>\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" })
+    :gsub("[%z\1-\8\11\12\14-\31]", "?"))
+end
+
+local function write_junit(path, results, total_time)
+  local by_file, order = {}, {}
+  for _, r in ipairs(results) do
+    if not by_file[r.file] then by_file[r.file] = {}; order[#order + 1] = r.file end
+    table.insert(by_file[r.file], r)
+  end
+  local out = { '<?xml version="1.0" encoding="UTF-8"?>' }
+  local nf, ns = 0, 0
+  for _, r in ipairs(results) do
+    if r.status == "fail" then nf = nf + 1 elseif r.status == "skip" then ns = ns + 1 end
+  end
+  out[#out + 1] = string.format('<testsuites name="mpctl" tests="%d" failures="%d" skipped="%d" time="%.3f">',
+    #results, nf, ns, total_time)
+  for _, file in ipairs(order) do
+    local cases = by_file[file]
+    local f, s, t = 0, 0, 0
+    for _, r in ipairs(cases) do
+      t = t + r.time
+      if r.status == "fail" then f = f + 1 elseif r.status == "skip" then s = s + 1 end
+    end
+    out[#out + 1] = string.format('  <testsuite name="%s" tests="%d" failures="%d" skipped="%d" time="%.3f">',
+      xml_escape(file), #cases, f, s, t)
+    for _, r in ipairs(cases) do
+      out[#out + 1] = string.format('    <testcase classname="%s" name="%s" time="%.3f">',
+        xml_escape(file), xml_escape(r.name), r.time)
+      if r.status == "fail" then
+        out[#out + 1] = string.format('      <failure message="%s">%s</failure>',
+          xml_escape((r.message or ""):match("[^\n]*")), xml_escape(r.message or ""))
+      elseif r.status == "skip" then
+        out[#out + 1] = string.format('      <skipped message="%s"/>', xml_escape(r.message or ""))
+      end
+      out[#out + 1] = "    </testcase>"
+    end
+    out[#out + 1] = "  </testsuite>"
+  end
+  out[#out + 1] = "</testsuites>"
+  local fs = require("mpctl.fs")
+  fs.write(path, table.concat(out, "\n") .. "\n")
+end
+
+-- ---------------------------------------------------------------------------------------
+-- running
+
+local DEFAULT_CASE_TIMEOUT = 240
+
+-- A hung Lua loop must fail the case, not the whole run: a count hook checks the deadline.
+-- Blocking C calls are bounded by their own timeouts.
+local function with_deadline(seconds, fn)
+  local time = require("mpctl.time")
+  local deadline = time.now() + seconds
+  debug.sethook(function()
+    if time.now() > deadline then
+      debug.sethook()
+      error(string.format("test timed out after %g s", seconds), 2)
+    end
+  end, "", 100000)
+  local ok, err = xpcall(fn, function(e)
+    if is_skip(e) then return e end
+    if type(e) == "table" then
+      e = e.msg or e.message or tostring(e)
+    end
+    return debug.traceback(tostring(e), 2)
+  end)
+  debug.sethook()
+  return ok, err
+end
+
+local function run_lua_file(file, env_for, emit)
+  local cases = {}
+  collector = cases
+  local env = env_for(file)
+  local chunk, lerr = loadfile(file, "t", env)
+  local ok, err
+  if chunk then
+    ok, err = xpcall(chunk, debug.traceback)
+  else
+    ok, err = false, lerr
+  end
+  collector = nil
+  if not ok then
+    emit({ file = file, name = "(load)", status = "fail", message = tostring(err), time = 0 })
+    return
+  end
+  if #cases == 0 then
+    emit({ file = file, name = "(no cases)", status = "fail", message = "the file registered no test cases", time = 0 })
+    return
+  end
+  local time = require("mpctl.time")
+  for _, case in ipairs(cases) do
+    local t0 = time.now()
+    local cok, cerr = with_deadline(case.timeout or DEFAULT_CASE_TIMEOUT, case.fn)
+    local r = { file = file, name = case.name, time = time.now() - t0 }
+    if cok then
+      r.status = "pass"
+    elseif is_skip(cerr) then
+      r.status, r.message = "skip", cerr.reason
+    else
+      r.status, r.message = "fail", tostring(cerr)
+    end
+    emit(r)
+    collectgarbage()
+  end
+end
+
+local function run_device_script(file, ctx, emit)
+  local time = require("mpctl.time")
+  local t0 = time.now()
+  local r = { file = file, name = file:match("[^/]+$") }
+  if not ctx.port then
+    r.status, r.message, r.time = "skip", "device script: needs --port", 0
+    emit(r)
+    return
+  end
+  local ok, err = pcall(function()
+    local fs = require("mpctl.fs")
+    local code = fs.read(file)
+    local serial = require("mpctl.serial")
+    local repl = require("mpctl.repl")
+    local port <close> = serial.open(ctx.port, { baud = ctx.baud or 115200 })
+    local device = repl.attach(port)
+    local out = device:exec(code, { timeout = ctx.timeout or 60 })
+    device:close()
+    return out
+  end)
+  r.time = time.now() - t0
+  if ok then
+    r.status, r.output = "pass", err
+  else
+    r.status, r.message = "fail", tostring(type(err) == "table" and (err.traceback or err.msg) or err)
+  end
+  emit(r)
+end
+
+-- opts: paths (list), tap (bool), junit (path), port, baud, env_for(file) -> env, exe, out (writer)
+-- Returns passed, failed, skipped.
+function M.run(opts)
+  local fs = require("mpctl.fs")
+  local time = require("mpctl.time")
+  local write = opts.out or function(s) io.stdout:write(s) io.stdout:flush() end
+  M.context = { port = opts.port, baud = opts.baud, exe = opts.exe }
+
+  local files = {}
+  local results = {}
+  local counts = { pass = 0, fail = 0, skip = 0 }
+  local n = 0
+  local function emit(r)
+    n = n + 1
+    results[#results + 1] = r
+    counts[r.status] = counts[r.status] + 1
+    local label = r.file .. ": " .. r.name
+    if opts.tap then
+      if r.status == "pass" then
+        write(string.format("ok %d - %s\n", n, label))
+      elseif r.status == "skip" then
+        write(string.format("ok %d - %s # SKIP %s\n", n, label, r.message or ""))
+      else
+        write(string.format("not ok %d - %s\n", n, label))
+        for line in (r.message or ""):gmatch("[^\n]+") do write("  # " .. line .. "\n") end
+      end
+    else
+      if r.status == "pass" then
+        write(string.format("ok    %s (%.2f s)\n", label, r.time))
+      elseif r.status == "skip" then
+        write(string.format("skip  %s: %s\n", label, r.message or ""))
+      else
+        write(string.format("FAIL  %s\n", label))
+        for line in (r.message or ""):gmatch("[^\n]+") do write("      " .. line .. "\n") end
+      end
+    end
+  end
+
+  for _, p in ipairs(opts.paths) do
+    local got, err = list_tests(p, fs, opts.port ~= nil, files)
+    if not got then
+      emit({ file = p, name = "(discover)", status = "fail", message = err, time = 0 })
+    end
+  end
+  if opts.tap then write("TAP version 13\n") end
+
+  local t0 = time.now()
+  for _, file in ipairs(files) do
+    if file:match("%.py$") then
+      run_device_script(file, opts, emit)
+    else
+      run_lua_file(file, opts.env_for, emit)
+    end
+  end
+  if opts.tap then write(string.format("1..%d\n", n)) end
+  if opts.junit then write_junit(opts.junit, results, time.now() - t0) end
+  local line = string.format("%d passed, %d failed", counts.pass, counts.fail)
+  if counts.skip > 0 then line = line .. string.format(", %d skipped", counts.skip) end
+  write(line .. "\n")
+  return counts.pass, counts.fail, counts.skip
+end
+
+return M
