@@ -1,0 +1,568 @@
+/* mpctl.http: downloads over libcurl for the firmware catalog.
+ *
+ *   http.get(url[, opts]) -> result
+ *     opts.to             write the body to this file (else result.body holds it)
+ *     opts.resume         continue a partial file at opts.to with a Range request (default false);
+ *                         retries inside one call always continue what that call wrote
+ *     opts.if_range       validator (ETag or HTTP date) for the partial file: a server holding a
+ *                         different file then answers 200 and the download restarts cleanly
+ *     opts.ca_file        CA bundle to trust instead of the system store (TLS verify stays on)
+ *     opts.connect_timeout seconds (default 15); opts.stall_timeout seconds without a byte
+ *                         (default 30, CURLOPT_LOW_SPEED_*); opts.timeout whole transfer (0 = none)
+ *     opts.retries        extra attempts on transient failures (default 3), opts.backoff first
+ *                         pause in seconds (default 1, doubled each time, capped at 30)
+ *     opts.progress       function(done, total|nil), called at most every 0.1 s and at the end
+ *     opts.max_size       cap for an in-memory body (default 64 MiB)
+ *     opts.headers        { "Name: value", ... }
+ *   result = { status=, size=, sha256=hex, url=effective, resumed_from=, attempts=, elapsed=,
+ *              etag=?, last_modified=?, content_type=?, body=? }
+ *
+ * Failures raise "http GET URL: what (after N attempts)". Proxies come from the environment, as
+ * libcurl does by default; loopback addresses never go through a proxy. */
+#include "mpctl.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ_MT "mpctl.http_request"
+#define DEFAULT_MAX_BODY (64u << 20)
+
+typedef struct {
+    CURL *curl;
+    struct curl_slist *headers;
+    FILE *out;
+    char *body;
+    size_t body_len, body_cap, body_max;
+    lua_State *L;
+    int progress_ref;
+    int error_ref;     /* error raised by the progress callback, re-raised after the transfer */
+    curl_off_t offset; /* bytes already in the file when this attempt started */
+    int first_write;   /* the next write callback is the first of this attempt */
+    int bad_range;     /* server answered 206 for another offset than the one asked */
+    int too_big;
+    int stalled;       /* our own stall check fired (libcurl's low-speed window is ~6 s wide) */
+    double stall;      /* seconds without a byte before giving up; 0 = never */
+    double last_data;  /* monotonic time the byte count last moved */
+    curl_off_t last_dlnow;
+    double last_progress;
+    char *etag;        /* validator of the partial file between attempts */
+    char errbuf[CURL_ERROR_SIZE];
+} request;
+
+static void req_release(request *r)
+{
+    if (r->curl) {
+        curl_easy_cleanup(r->curl);
+        r->curl = NULL;
+    }
+    curl_slist_free_all(r->headers);
+    r->headers = NULL;
+    if (r->out) {
+        fclose(r->out);
+        r->out = NULL;
+    }
+    free(r->body);
+    r->body = NULL;
+    free(r->etag);
+    r->etag = NULL;
+    if (r->L) {
+        luaL_unref(r->L, LUA_REGISTRYINDEX, r->progress_ref);
+        luaL_unref(r->L, LUA_REGISTRYINDEX, r->error_ref);
+        r->progress_ref = r->error_ref = LUA_NOREF;
+    }
+}
+
+static int req_gc(lua_State *L)
+{
+    req_release(luaL_checkudata(L, 1, REQ_MT));
+    return 0;
+}
+
+/* Parses "bytes START-END/TOTAL" and returns START, or -1. */
+static curl_off_t content_range_start(CURL *curl)
+{
+    struct curl_header *h = NULL;
+    if (curl_easy_header(curl, "Content-Range", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+        return -1;
+    const char *p = h->value;
+    while (*p == ' ')
+        p++;
+    if (strncmp(p, "bytes", 5) != 0)
+        return -1;
+    p += 5;
+    while (*p == ' ')
+        p++;
+    char *end = NULL;
+    long long start = strtoll(p, &end, 10);
+    if (end == p || *end != '-')
+        return -1;
+    return (curl_off_t)start;
+}
+
+static int begin_file_attempt(request *r)
+{
+    long code = 0;
+    curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &code);
+    if (r->offset > 0 && code == 206 && content_range_start(r->curl) != r->offset) {
+        r->bad_range = 1;
+        return -1;
+    }
+    if (r->offset > 0 && code != 206 && code != 0) {
+        /* The server sent the whole file (If-Range mismatch or no range support): start over. */
+        if (fflush(r->out) != 0 || ftruncate(fileno(r->out), 0) != 0 || fseeko(r->out, 0, SEEK_SET) != 0)
+            return -1;
+        r->offset = 0;
+    }
+    return 0;
+}
+
+static size_t on_write(char *data, size_t size, size_t n, void *ud)
+{
+    request *r = ud;
+    size_t len = size * n;
+    if (r->first_write) {
+        r->first_write = 0;
+        if (r->out && begin_file_attempt(r) != 0)
+            return 0;
+    }
+    if (r->out)
+        return fwrite(data, 1, len, r->out) == len ? len : 0;
+    if (r->body_len + len > r->body_max) {
+        r->too_big = 1;
+        return 0;
+    }
+    if (r->body_len + len > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 16384;
+        while (cap < r->body_len + len)
+            cap *= 2;
+        char *nb = realloc(r->body, cap);
+        if (nb == NULL)
+            return 0;
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+    return len;
+}
+
+static int call_progress(request *r, curl_off_t done, curl_off_t total)
+{
+    lua_State *L = r->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->progress_ref);
+    lua_pushinteger(L, (lua_Integer)done);
+    if (total > 0)
+        lua_pushinteger(L, (lua_Integer)total);
+    else
+        lua_pushnil(L);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        r->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return 1;
+    }
+    return 0;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)ultotal;
+    (void)ulnow;
+    request *r = ud;
+    double now = mpctl_now();
+    if (dlnow != r->last_dlnow) {
+        r->last_dlnow = dlnow;
+        r->last_data = now;
+    } else if (r->stall > 0 && now - r->last_data > r->stall) {
+        r->stalled = 1;
+        return 1;
+    }
+    if (r->progress_ref == LUA_NOREF)
+        return 0;
+    if (now - r->last_progress < 0.1)
+        return 0;
+    r->last_progress = now;
+    return call_progress(r, r->offset + dlnow, dltotal > 0 ? r->offset + dltotal : 0);
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double def)
+{
+    lua_getfield(L, t, k);
+    double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v >= 0))
+        luaL_error(L, "http.get: %s must be a number >= 0", k);
+    return v;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the string stays alive in the options table */
+    return s;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    int b = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* Loopback is never reached through a proxy, even when the environment names one: a proxy
+ * cannot reach the user's 127.0.0.1 anyway. */
+static void set_noproxy(lua_State *L, CURL *curl)
+{
+    const char *env = getenv("no_proxy");
+    if (env == NULL)
+        env = getenv("NO_PROXY");
+    if (env && strcmp(env, "*") == 0)
+        return;
+    lua_pushfstring(L, "%s%slocalhost,127.0.0.1,::1", env ? env : "", env && *env ? "," : "");
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, lua_tostring(L, -1));
+    lua_pop(L, 1); /* libcurl copies option strings */
+}
+
+static void add_headers(lua_State *L, request *r, int opts)
+{
+    lua_getfield(L, opts, "headers");
+    if (lua_istable(L, -1)) {
+        for (lua_Integer i = 1;; i++) {
+            if (lua_rawgeti(L, -1, i) == LUA_TNIL) {
+                lua_pop(L, 1);
+                break;
+            }
+            struct curl_slist *n = curl_slist_append(r->headers, luaL_checkstring(L, -1));
+            if (n == NULL)
+                luaL_error(L, "http.get: out of memory");
+            r->headers = n;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static int retryable(const request *r, CURLcode rc, long status)
+{
+    if (r->stalled)
+        return 1;
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return 1;
+    case CURLE_HTTP_RETURNED_ERROR:
+        return status >= 500 || status == 408 || status == 429;
+    default:
+        return 0;
+    }
+}
+
+static void push_failure(lua_State *L, request *r, CURLcode rc, long status, double stall)
+{
+    if (rc == CURLE_HTTP_RETURNED_ERROR)
+        lua_pushfstring(L, "HTTP %d", (int)status);
+    else if (r->stalled || (rc == CURLE_OPERATION_TIMEDOUT && strstr(r->errbuf, "too slow") != NULL))
+        lua_pushfstring(L, "stalled: no data for %f s", (lua_Number)stall);
+    else if (r->bad_range)
+        lua_pushstring(L, "server resumed at another offset than asked (Content-Range mismatch)");
+    else if (r->too_big)
+        lua_pushfstring(L, "response larger than max_size (%d bytes)", (int)r->body_max);
+    else if (rc == CURLE_WRITE_ERROR && r->out)
+        lua_pushfstring(L, "writing the file: %s", strerror(errno));
+    else
+        lua_pushfstring(L, "%s%s%s", curl_easy_strerror(rc), r->errbuf[0] ? ": " : "", r->errbuf);
+}
+
+static int sha256_file(FILE *f, char hex[65])
+{
+    unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return -1;
+    }
+    size_t n;
+    rewind(f);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        EVP_DigestUpdate(ctx, buf, n);
+    int ok = !ferror(f) && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
+    EVP_MD_CTX_free(ctx);
+    for (unsigned int i = 0; ok && i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return ok ? 0 : -1;
+}
+
+static void sha256_mem(const char *data, size_t len, char hex[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+    for (unsigned int i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+static void set_header_field(lua_State *L, CURL *curl, const char *name, const char *field)
+{
+    struct curl_header *h = NULL;
+    if (curl_easy_header(curl, name, 0, CURLH_HEADER, -1, &h) == CURLHE_OK) {
+        lua_pushstring(L, h->value);
+        lua_setfield(L, -2, field);
+    }
+}
+
+static void sleep_seconds(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void open_output(lua_State *L, request *r, const char *url, const char *to, int append)
+{
+    r->out = fopen(to, append ? "ab+" : "wb+");
+    if (r->out == NULL)
+        luaL_error(L, "http GET %s: cannot write %s: %s", url, to, strerror(errno));
+    fseeko(r->out, 0, SEEK_END);
+    r->offset = ftello(r->out);
+}
+
+static void configure(lua_State *L, request *r, int opts, double *stall)
+{
+    CURL *c = r->curl;
+    double connect = opt_number(L, opts, "connect_timeout", 15);
+    *stall = opt_number(L, opts, "stall_timeout", 30);
+    double total = opt_number(L, opts, "timeout", 0);
+    const char *ca = opt_string(L, opts, "ca_file");
+    lua_getfield(L, LUA_REGISTRYINDEX, "mpctl.info");
+    lua_getfield(L, -1, "version");
+    lua_pushfstring(L, "mpctl/%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "dev");
+    curl_easy_setopt(c, CURLOPT_USERAGENT, lua_tostring(L, -1));
+    lua_pop(L, 3);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https,file");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca)
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect * 1000));
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(total * 1000));
+    if (*stall > 0) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)ceil(*stall));
+    }
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* gzip pages; identity for ranges */
+    set_noproxy(L, c);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, r);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+}
+
+/* One transfer attempt; the file (if any) is positioned at its end. */
+static CURLcode perform(lua_State *L, request *r, const char *if_range)
+{
+    struct curl_slist *hdrs = r->headers, *extra = NULL;
+    if (r->out && r->offset > 0 && if_range) {
+        lua_pushfstring(L, "If-Range: %s", if_range);
+        extra = curl_slist_append(NULL, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (extra == NULL)
+            luaL_error(L, "http.get: out of memory");
+        extra->next = r->headers; /* borrowed tail, detached again below */
+        hdrs = extra;
+    }
+    curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(r->curl, CURLOPT_RESUME_FROM_LARGE, r->out ? r->offset : (curl_off_t)0);
+    r->first_write = 1;
+    r->bad_range = r->too_big = r->stalled = 0;
+    r->last_dlnow = 0;
+    r->last_data = mpctl_now();
+    r->errbuf[0] = '\0';
+    r->body_len = 0;
+    CURLcode rc = curl_easy_perform(r->curl);
+    if (extra) {
+        extra->next = NULL;
+        curl_slist_free_all(extra);
+    }
+    curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, r->headers);
+    if (r->out)
+        fflush(r->out);
+    return rc;
+}
+
+static void push_result(lua_State *L, request *r, const char *url, int attempts, double t0,
+                        curl_off_t resumed_from)
+{
+    long status = 0;
+    char *eff = NULL;
+    curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(r->curl, CURLINFO_EFFECTIVE_URL, &eff);
+    char hex[65] = {0};
+    lua_newtable(L);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, eff ? eff : url);
+    lua_setfield(L, -2, "url");
+    lua_pushinteger(L, attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_pushnumber(L, mpctl_now() - t0);
+    lua_setfield(L, -2, "elapsed");
+    lua_pushinteger(L, (lua_Integer)resumed_from);
+    lua_setfield(L, -2, "resumed_from");
+    set_header_field(L, r->curl, "ETag", "etag");
+    set_header_field(L, r->curl, "Last-Modified", "last_modified");
+    set_header_field(L, r->curl, "Content-Type", "content_type");
+    if (r->out) {
+        if (fseeko(r->out, 0, SEEK_END) != 0 || sha256_file(r->out, hex) != 0)
+            luaL_error(L, "http GET %s: cannot read back the file: %s", url, strerror(errno));
+        fseeko(r->out, 0, SEEK_END);
+        lua_pushinteger(L, (lua_Integer)ftello(r->out));
+    } else {
+        sha256_mem(r->body ? r->body : "", r->body_len, hex);
+        lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+        lua_setfield(L, -2, "body");
+        lua_pushinteger(L, (lua_Integer)r->body_len);
+    }
+    lua_setfield(L, -2, "size");
+    lua_pushstring(L, hex);
+    lua_setfield(L, -2, "sha256");
+}
+
+static int h_get(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        lua_settop(L, 1);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const int opts = 2;
+    request *r = lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    r->progress_ref = r->error_ref = LUA_NOREF;
+    luaL_setmetatable(L, REQ_MT);
+    r->L = L;
+    r->curl = curl_easy_init();
+    if (r->curl == NULL)
+        return luaL_error(L, "http GET %s: cannot initialise libcurl", url);
+    r->body_max = (size_t)opt_number(L, opts, "max_size", DEFAULT_MAX_BODY);
+    double stall = 0;
+    configure(L, r, opts, &stall);
+    r->stall = stall;
+    add_headers(L, r, opts);
+    curl_easy_setopt(r->curl, CURLOPT_URL, url);
+    lua_getfield(L, opts, "progress");
+    if (lua_isfunction(L, -1))
+        r->progress_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_pop(L, 1);
+
+    const char *to = opt_string(L, opts, "to");
+    const char *if_range = opt_string(L, opts, "if_range");
+    int retries = (int)opt_number(L, opts, "retries", 3);
+    double backoff = opt_number(L, opts, "backoff", 1);
+    if (to)
+        open_output(L, r, url, to, opt_bool(L, opts, "resume"));
+    curl_off_t resumed_from = r->offset;
+    double t0 = mpctl_now();
+    int attempt = 0, restarts = 0;
+    CURLcode rc;
+    long status = 0;
+    for (;;) {
+        attempt++;
+        rc = perform(L, r, r->etag ? r->etag : if_range);
+        if (r->error_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, r->error_ref);
+            return lua_error(L);
+        }
+        status = 0;
+        curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
+        if (rc == CURLE_OK)
+            break;
+        /* 416 or "no byte ranges" on a resume: the partial file is unusable, start over once. */
+        if (r->out && r->offset > 0 && restarts == 0 &&
+            (rc == CURLE_RANGE_ERROR || (rc == CURLE_HTTP_RETURNED_ERROR && status == 416) || r->bad_range)) {
+            restarts++;
+            if (ftruncate(fileno(r->out), 0) != 0)
+                return luaL_error(L, "http GET %s: cannot truncate %s: %s", url, to, strerror(errno));
+            fseeko(r->out, 0, SEEK_SET);
+            r->offset = resumed_from = 0;
+            attempt--;
+            continue;
+        }
+        if (!retryable(r, rc, status) || attempt > retries) {
+            push_failure(L, r, rc, status, stall);
+            return luaL_error(L, "http GET %s: %s (after %d attempt%s)", url, lua_tostring(L, -1), attempt,
+                              attempt == 1 ? "" : "s");
+        }
+        if (r->out) {
+            /* Keep what arrived; the next attempt asks for the rest, guarded by the ETag. */
+            struct curl_header *h = NULL;
+            free(r->etag);
+            r->etag = NULL;
+            if (curl_easy_header(r->curl, "ETag", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+                r->etag = strdup(h->value);
+            fseeko(r->out, 0, SEEK_END);
+            r->offset = ftello(r->out);
+        }
+        sleep_seconds(fmin(backoff * pow(2, attempt - 1), 30));
+    }
+    if (r->progress_ref != LUA_NOREF) {
+        curl_off_t got = 0;
+        curl_easy_getinfo(r->curl, CURLINFO_SIZE_DOWNLOAD_T, &got);
+        if (call_progress(r, r->offset + got, r->offset + got)) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, r->error_ref);
+            return lua_error(L);
+        }
+    }
+    push_result(L, r, url, attempt, t0, resumed_from);
+    req_release(r);
+    return 1;
+}
+
+static int h_version(lua_State *L)
+{
+    lua_pushstring(L, curl_version());
+    return 1;
+}
+
+int luaopen_mpctl_http(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"get", h_get},
+        {"version", h_version},
+        {NULL, NULL},
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (luaL_newmetatable(L, REQ_MT)) {
+        lua_pushcfunction(L, req_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, req_gc);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, fns);
+    return 1;
+}
