@@ -1,0 +1,887 @@
+/* mpctl.serial: serial ports for Lua (contract in docs/internals.md "mpctl.serial").
+ * Local ttys, socket://, rfc2217:// (client), sim:// (a simulator child spoken to over RFC 2217)
+ * and fd://; listeners for pty, socket:// and rfc2217:// (server side). The byte work is in
+ * serial_io.c, RFC 2217 in serial_rfc.c, ttys in serial_local.c, sockets in serial_net.c. */
+#include "serial_port.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT 1.0
+#define CONNECT_TIMEOUT 5.0
+#define SIM_START_TIMEOUT 10.0
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static struct port *push_port(lua_State *L)
+{
+    struct port *p = lua_newuserdatauv(L, sizeof *p, 0);
+    port_init(p, -1, PORT_RAW, "?", "fd");
+    luaL_setmetatable(L, SERIAL_PORT_MT);
+    return p;
+}
+
+static void name_port(struct port *p, const char *name, enum port_kind kind, const char *label)
+{
+    free(p->name);
+    p->name = strdup(name);
+    p->kind = kind;
+    p->label = label;
+}
+
+static struct port *check_port(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, SERIAL_PORT_MT);
+}
+
+static struct port *check_open(lua_State *L, int idx)
+{
+    struct port *p = check_port(L, idx);
+    if (p->fd < 0)
+        luaL_error(L, "serial %s: port is closed", p->name);
+    return p;
+}
+
+static double opt_timeout(lua_State *L, int idx, double def)
+{
+    double t = luaL_optnumber(L, idx, def);
+    luaL_argcheck(L, t >= 0, idx, "timeout must be >= 0 seconds");
+    return t;
+}
+
+static int opt_field_bool(lua_State *L, int idx, const char *key, int def)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return def;
+    lua_getfield(L, idx, key);
+    int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static double opt_field_number(lua_State *L, int idx, const char *key, double def)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return def;
+    lua_getfield(L, idx, key);
+    double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void raise_wait(lua_State *L, struct port *p, const char *what, int r, double timeout,
+                       const char *detail)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "%s on %s: ", what, p->name);
+    luaL_addvalue(&b);
+    if (r < 0) {
+        port_push_eof_reason(L, p);
+        luaL_addvalue(&b);
+    } else {
+        char secs[32];
+        snprintf(secs, sizeof secs, "%.1f", timeout);
+        lua_pushfstring(L, "timeout after %s s", secs);
+        luaL_addvalue(&b);
+    }
+    luaL_addstring(&b, detail);
+    luaL_addstring(&b, "; last bytes seen: \"");
+    mpctl_push_escaped(L, port_buf_ptr(&p->in), p->in.len, 64);
+    luaL_addvalue(&b);
+    luaL_addstring(&b, "\"");
+    luaL_pushresult(&b);
+    lua_error(L);
+}
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+static int port_read(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    lua_Integer n = luaL_optinteger(L, 2, 65536);
+    double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
+    luaL_argcheck(L, n >= 0, 2, "byte count must be >= 0");
+    if (p->in.len < (size_t)n && !p->eof)
+        port_fill(L, p, p->in.len > 0 ? mpctl_now() : mpctl_now() + timeout);
+    size_t k = p->in.len < (size_t)n ? p->in.len : (size_t)n;
+    lua_pushlstring(L, port_buf_ptr(&p->in), k);
+    port_buf_consume(&p->in, k);
+    return 1;
+}
+
+static int port_read_exact(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
+    luaL_argcheck(L, n >= 0, 2, "byte count must be >= 0");
+    double deadline = mpctl_now() + timeout;
+    while (p->in.len < (size_t)n) {
+        int r = port_fill(L, p, deadline);
+        if (r <= 0) {
+            lua_pushfstring(L, " wanting %d bytes, got %d", (int)n, (int)p->in.len);
+            raise_wait(L, p, "read_exact", r, timeout, lua_tostring(L, -1));
+        }
+    }
+    lua_pushlstring(L, port_buf_ptr(&p->in), (size_t)n);
+    port_buf_consume(&p->in, (size_t)n);
+    return 1;
+}
+
+static int port_read_until(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    size_t dl;
+    const char *delim = luaL_checklstring(L, 2, &dl);
+    double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
+    luaL_argcheck(L, dl > 0, 2, "delimiter must not be empty");
+    double deadline = mpctl_now() + timeout;
+    size_t from = 0;
+    for (;;) {
+        const char *buf = port_buf_ptr(&p->in);
+        const char *hit = p->in.len >= dl ? memmem(buf + from, p->in.len - from, delim, dl) : NULL;
+        if (hit) {
+            size_t k = (size_t)(hit - buf) + dl;
+            lua_pushlstring(L, buf, k);
+            port_buf_consume(&p->in, k);
+            return 1;
+        }
+        from = p->in.len >= dl ? p->in.len - dl + 1 : 0;
+        int r = port_fill(L, p, deadline);
+        if (r <= 0) {
+            lua_pushliteral(L, " waiting for \"");
+            mpctl_push_escaped(L, delim, dl, 64);
+            lua_pushliteral(L, "\"");
+            lua_concat(L, 3);
+            raise_wait(L, p, "read_until", r, timeout, lua_tostring(L, -1));
+        }
+    }
+}
+
+/* Search the buffer: plain with memmem, else with string.find so recipes get Lua patterns.
+ * Leaves nothing on the stack when not found; else pushes before, match, captures. */
+static int expect_search(lua_State *L, struct port *p, const char *pat, size_t pl, int plain)
+{
+    const char *buf = port_buf_ptr(&p->in);
+    if (plain) {
+        const char *hit = pl == 0 ? buf : memmem(buf, p->in.len, pat, pl);
+        if (hit == NULL)
+            return 0;
+        size_t at = (size_t)(hit - buf);
+        lua_pushlstring(L, buf, at);
+        lua_pushlstring(L, hit, pl);
+        port_buf_consume(&p->in, at + pl);
+        return 2;
+    }
+    int top = lua_gettop(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "string");
+    lua_getfield(L, -1, "find");
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+    lua_pushlstring(L, buf, p->in.len);
+    lua_pushlstring(L, pat, pl);
+    lua_call(L, 2, LUA_MULTRET);
+    if (lua_isnil(L, top + 1)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_Integer s = lua_tointeger(L, top + 1), e = lua_tointeger(L, top + 2);
+    int ncap = lua_gettop(L) - top - 2;
+    lua_pushlstring(L, buf, (size_t)(s - 1));
+    lua_replace(L, top + 1);
+    lua_pushlstring(L, buf + s - 1, (size_t)(e - s + 1));
+    lua_replace(L, top + 2);
+    port_buf_consume(&p->in, (size_t)e);
+    return 2 + ncap;
+}
+
+static int port_expect(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    size_t pl;
+    const char *pat = luaL_checklstring(L, 2, &pl);
+    double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
+    int plain = lua_toboolean(L, 4);
+    lua_settop(L, 4);
+    double deadline = mpctl_now() + timeout;
+    for (;;) {
+        int n = expect_search(L, p, pat, pl, plain);
+        if (n > 0)
+            return n;
+        int r = port_fill(L, p, deadline);
+        if (r <= 0) {
+            lua_pushliteral(L, " waiting for \"");
+            mpctl_push_escaped(L, pat, pl, 200);
+            lua_pushliteral(L, "\"");
+            lua_concat(L, 3);
+            raise_wait(L, p, "expect", r, timeout, lua_tostring(L, -1));
+        }
+    }
+}
+
+static int port_unread(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    port_buf_prepend(&p->in, data, n);
+    return 0;
+}
+
+static int port_pending(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)check_port(L, 1)->in.len);
+    return 1;
+}
+
+static int port_is_eof(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    lua_pushboolean(L, p->eof && p->in.len == 0);
+    return 1;
+}
+
+/* ---- writing and control ----------------------------------------------------------------- */
+
+static int port_write(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    /* Default: twice the wire time at the current baud plus slack for a slow peer. */
+    double def = 5.0 + (double)n * 20.0 / (double)(p->baud > 0 ? p->baud : 115200);
+    double timeout = opt_timeout(L, 3, def);
+    port_write_all(L, p, data, n, mpctl_now() + timeout);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+static int port_set_baud(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    lua_Integer baud = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, baud > 0 && baud <= 0x7fffffff, 2, "baud rate must be positive");
+    if (p->kind == PORT_LOCAL)
+        local_set_baud(L, p, (long)baud);
+    else if (p->kind == PORT_RFC_CLIENT)
+        rfc_set_baud(L, p, (long)baud);
+    else
+        p->baud = (long)baud;
+    return 0;
+}
+
+static int port_baud(lua_State *L)
+{
+    lua_pushinteger(L, check_port(L, 1)->baud);
+    return 1;
+}
+
+/* dtr/rts: 1 assert, 0 release, -1 leave alone. Asserted is pyserial's True (line low). */
+static void set_signals(lua_State *L, struct port *p, int dtr, int rts)
+{
+    if (p->kind == PORT_LOCAL) {
+        local_set_signals(L, p, dtr, rts);
+    } else if (p->kind == PORT_RFC_CLIENT) {
+        uint8_t v[2];
+        int n = 0;
+        if (dtr >= 0)
+            v[n++] = dtr ? RFC_CTL_DTR_ON : RFC_CTL_DTR_OFF;
+        if (rts >= 0)
+            v[n++] = rts ? RFC_CTL_RTS_ON : RFC_CTL_RTS_OFF;
+        if (n)
+            rfc_set_control(L, p, v, n);
+        if (dtr >= 0)
+            p->dtr = dtr;
+        if (rts >= 0)
+            p->rts = rts;
+    }
+    /* sockets, fds and server-side ports have no modem lines to drive: caps().signals says so */
+}
+
+static int port_set_dtr(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    luaL_checkany(L, 2);
+    set_signals(L, p, lua_toboolean(L, 2), -1);
+    return 0;
+}
+
+static int port_set_rts(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    luaL_checkany(L, 2);
+    set_signals(L, p, -1, lua_toboolean(L, 2));
+    return 0;
+}
+
+static int field_level(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    int v = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int port_set_signals(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    set_signals(L, p, field_level(L, 2, "dtr"), field_level(L, 2, "rts"));
+    return 0;
+}
+
+static int port_signals_supported(const struct port *p)
+{
+    return p->kind == PORT_RFC_CLIENT || (p->kind == PORT_LOCAL && p->signals);
+}
+
+static int port_caps(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushboolean(L, port_signals_supported(p));
+    lua_setfield(L, -2, "signals");
+    lua_pushboolean(L, p->kind == PORT_LOCAL || p->kind == PORT_RFC_CLIENT);
+    lua_setfield(L, -2, "baud");
+    lua_pushstring(L, p->label);
+    lua_setfield(L, -2, "kind");
+    return 1;
+}
+
+/* Discard what the OS already holds, without waiting for more. */
+static void discard_readable(lua_State *L, struct port *p)
+{
+    for (int i = 0; i < 1024 && port_fill_once(L, p, mpctl_now()) > 0; i++)
+        port_buf_consume(&p->in, p->in.len);
+}
+
+static int port_flush_input(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    if (p->kind == PORT_LOCAL)
+        local_flush_input(p);
+    else if (p->kind == PORT_RFC_CLIENT)
+        rfc_purge(L, p, RFC_PURGE_RX);
+    discard_readable(L, p);
+    port_buf_consume(&p->in, p->in.len);
+    return 0;
+}
+
+static int port_drain(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    double deadline = mpctl_now() + opt_timeout(L, 2, 5.0);
+    for (;;) {
+        int queued = 0;
+        /* TIOCOUTQ on ttys, SIOCOUTQ (same number on Linux) on sockets */
+        if (ioctl(p->fd, TIOCOUTQ, &queued) != 0 || queued == 0) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        if (mpctl_now() >= deadline) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int port_send_break(lua_State *L)
+{
+    struct port *p = check_open(L, 1);
+    double seconds = opt_timeout(L, 2, 0.25);
+    if (p->kind == PORT_LOCAL) {
+        local_send_break(L, p, seconds);
+    } else if (p->kind == PORT_RFC_CLIENT) {
+        uint8_t on = RFC_CTL_BREAK_ON, off = RFC_CTL_BREAK_OFF;
+        rfc_set_control(L, p, &on, 1);
+        struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        rfc_set_control(L, p, &off, 1);
+    }
+    return 0;
+}
+
+static int port_events(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    lua_createtable(L, (int)p->nevents, 0);
+    for (size_t i = 0; i < p->nevents; i++) {
+        const struct port_event *e = &p->events[i];
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, port_event_name(e->kind));
+        lua_setfield(L, -2, "kind");
+        if (e->kind == EV_DTR || e->kind == EV_RTS || e->kind == EV_BREAK)
+            lua_pushboolean(L, e->value != 0);
+        else
+            lua_pushinteger(L, e->value);
+        lua_setfield(L, -2, "value");
+        lua_pushnumber(L, e->t);
+        lua_setfield(L, -2, "t");
+        lua_pushinteger(L, (lua_Integer)e->pos);
+        lua_setfield(L, -2, "pos");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    p->nevents = 0;
+    return 1;
+}
+
+static int port_fileno(lua_State *L)
+{
+    lua_pushinteger(L, check_port(L, 1)->fd);
+    return 1;
+}
+
+static int port_close(lua_State *L)
+{
+    port_release(check_port(L, 1));
+    return 0;
+}
+
+static int port_gc(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    port_release(p);
+    free(p->name);
+    p->name = NULL;
+    return 0;
+}
+
+static int port_tostring(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    lua_pushfstring(L, "mpctl.port(%s%s)", p->name ? p->name : "?", p->fd < 0 ? ", closed" : "");
+    return 1;
+}
+
+static int port_index(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    const char *key = lua_tostring(L, 2);
+    if (key && strcmp(key, "name") == 0) {
+        lua_pushstring(L, p->name);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static const luaL_Reg port_methods[] = {
+    {"read", port_read},
+    {"read_exact", port_read_exact},
+    {"read_until", port_read_until},
+    {"write", port_write},
+    {"expect", port_expect},
+    {"unread", port_unread},
+    {"pending", port_pending},
+    {"is_eof", port_is_eof},
+    {"set_baud", port_set_baud},
+    {"baud", port_baud},
+    {"set_dtr", port_set_dtr},
+    {"set_rts", port_set_rts},
+    {"set_signals", port_set_signals},
+    {"caps", port_caps},
+    {"flush_input", port_flush_input},
+    {"drain", port_drain},
+    {"send_break", port_send_break},
+    {"events", port_events},
+    {"fileno", port_fileno},
+    {"close", port_close},
+    {NULL, NULL},
+};
+
+/* ---- opening ----------------------------------------------------------------------------- */
+
+static void parse_rfc_query(lua_State *L, struct port *p, const char *url)
+{
+    const char *q = strchr(url, '?');
+    while (q && *q) {
+        q++;
+        size_t kl = strcspn(q, "&");
+        if (kl == 15 && strncmp(q, "ign_set_control", kl) == 0) {
+            p->ign_set_control = 1;
+        } else if (kl > 8 && strncmp(q, "timeout=", 8) == 0) {
+            p->ack_timeout = atof(q + 8);
+            if (!(p->ack_timeout > 0))
+                luaL_error(L, "serial %s: timeout= wants seconds > 0", url);
+        } else if (kl > 0) {
+            luaL_error(L, "serial %s: unknown option \"%s\" (known: ign_set_control, timeout=SECONDS)",
+                       url, lua_pushlstring(L, q, kl));
+        }
+        q += kl;
+    }
+}
+
+static void apply_initial(lua_State *L, struct port *p, int opts)
+{
+    long baud = (long)opt_field_number(L, opts, "baud", 115200);
+    if (baud <= 0)
+        luaL_error(L, "serial %s: baud must be positive", p->name);
+    if (p->kind == PORT_LOCAL)
+        local_set_baud(L, p, baud);
+    else if (p->kind == PORT_RFC_CLIENT)
+        rfc_set_baud(L, p, baud);
+    else
+        p->baud = baud;
+    if (lua_type(L, opts) == LUA_TTABLE)
+        set_signals(L, p, field_level(L, opts, "dtr"), field_level(L, opts, "rts"));
+}
+
+static int take_fd_number(lua_State *L, const char *url, const char *num)
+{
+    char *end;
+    long fd = strtol(num, &end, 10);
+    if (*num == '\0' || *end != '\0' || fd < 0 || fd > 1 << 20 || fcntl((int)fd, F_GETFD) < 0)
+        luaL_error(L, "serial %s: not an open file descriptor", url);
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    port_set_nonblock((int)fd);
+    return (int)fd;
+}
+
+static int serial_open(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2); /* the port lands at 3 */
+    double timeout = opt_field_number(L, 2, "timeout", CONNECT_TIMEOUT);
+    struct port *p = push_port(L);
+    if (strncmp(url, "socket://", 9) == 0) {
+        name_port(p, url, PORT_RAW, "socket");
+        p->fd = net_connect(L, url, url + 9, timeout);
+    } else if (strncmp(url, "rfc2217://", 10) == 0) {
+        name_port(p, url, PORT_RFC_CLIENT, "rfc2217");
+        parse_rfc_query(L, p, url);
+        p->fd = net_connect(L, url, url + 10, timeout);
+        rfc_client_start(L, p, timeout);
+    } else if (strncmp(url, "sim://", 6) == 0) {
+        name_port(p, url, PORT_RFC_CLIENT, "sim");
+        p->fd = sim_spawn(L, url + 6, &p->child);
+        rfc_client_start(L, p, opt_field_number(L, 2, "timeout", SIM_START_TIMEOUT));
+    } else if (strncmp(url, "fd://", 5) == 0) {
+        name_port(p, url, PORT_RAW, "fd");
+        p->fd = take_fd_number(L, url, url + 5);
+    } else if (strstr(url, "://") != NULL) {
+        return luaL_error(L, "serial %s: unknown scheme (use a device path, socket://, rfc2217://, "
+                             "sim:// or fd://)", url);
+    } else {
+        name_port(p, url, PORT_LOCAL, "local");
+        local_open(L, p, url, opt_field_bool(L, 2, "exclusive", 1));
+    }
+    apply_initial(L, p, 2);
+    lua_settop(L, 3);
+    return 1;
+}
+
+static int serial_wrap_fd(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, fd >= 0 && fd < (1 << 20) && fcntl((int)fd, F_GETFD) >= 0, 1, "not an open fd");
+    lua_pushfstring(L, "fd://%d", (int)fd);
+    const char *name = luaL_optstring(L, 2, lua_tostring(L, -1));
+    struct port *p = push_port(L);
+    name_port(p, name, PORT_RAW, "fd");
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    port_set_nonblock((int)fd);
+    p->fd = (int)fd;
+    return 1;
+}
+
+/* ---- listeners --------------------------------------------------------------------------- */
+
+enum listener_kind { LISTEN_PTY, LISTEN_SOCKET, LISTEN_RFC2217 };
+
+struct listener {
+    int fd;       /* listening socket, or the pty master until accepted */
+    int slave_fd; /* pty: held open so the master does not read EOF before a peer opens it */
+    enum listener_kind kind;
+    int port;
+    char *url;
+    char *path;
+};
+
+static struct listener *check_listener(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, SERIAL_LISTENER_MT);
+}
+
+static void listener_release(struct listener *l)
+{
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->slave_fd >= 0)
+        close(l->slave_fd);
+    l->fd = l->slave_fd = -1;
+}
+
+static void listen_pty(lua_State *L, struct listener *l)
+{
+    int m, s;
+    char name[128];
+    if (openpty(&m, &s, name, NULL, NULL) != 0)
+        luaL_error(L, "serial pty: openpty: %s", strerror(errno));
+    l->fd = m;
+    l->slave_fd = s;
+    fcntl(m, F_SETFD, FD_CLOEXEC);
+    fcntl(s, F_SETFD, FD_CLOEXEC);
+    struct termios t;
+    if (tcgetattr(s, &t) == 0) {
+        /* raw: no echo, no line editing, no CR/LF translation (no OPOST), 8 bit clean */
+        cfmakeraw(&t);
+        tcsetattr(s, TCSANOW, &t);
+    }
+    l->path = strdup(name);
+}
+
+static int serial_listen(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    if (strncmp(url, "fd://", 5) == 0) {
+        struct port *p = push_port(L);
+        int rfc = opt_field_bool(L, 2, "rfc2217", 0);
+        name_port(p, url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "fd");
+        p->fd = take_fd_number(L, url, url + 5);
+        if (rfc)
+            rfc_server_start(L, p);
+        return 1;
+    }
+    struct listener *l = lua_newuserdatauv(L, sizeof *l, 0);
+    memset(l, 0, sizeof *l);
+    l->fd = l->slave_fd = -1;
+    luaL_setmetatable(L, SERIAL_LISTENER_MT);
+    l->url = strdup(url);
+    if (strcmp(url, "pty") == 0) {
+        l->kind = LISTEN_PTY;
+        listen_pty(L, l);
+    } else if (strncmp(url, "socket://", 9) == 0) {
+        l->kind = LISTEN_SOCKET;
+        l->fd = net_listen(L, url, url + 9, &l->port);
+    } else if (strncmp(url, "rfc2217://", 10) == 0) {
+        l->kind = LISTEN_RFC2217;
+        l->fd = net_listen(L, url, url + 10, &l->port);
+    } else {
+        return luaL_error(L, "serial listen %s: expected pty, socket://HOST:PORT, rfc2217://HOST:PORT "
+                             "or fd://N", url);
+    }
+    return 1;
+}
+
+static int listener_accept(lua_State *L)
+{
+    struct listener *l = check_listener(L, 1);
+    double timeout = opt_timeout(L, 2, DEFAULT_TIMEOUT);
+    if (l->kind == LISTEN_PTY) {
+        if (l->fd < 0)
+            return luaL_pushfail(L), 1; /* the one master was handed out already */
+        struct port *p = push_port(L);
+        lua_pushfstring(L, "pty:%s", l->path);
+        name_port(p, lua_tostring(L, -1), PORT_RAW, "pty");
+        lua_pop(L, 1);
+        port_set_nonblock(l->fd);
+        p->fd = l->fd;
+        l->fd = -1;
+        return 1;
+    }
+    if (l->fd < 0)
+        return luaL_error(L, "serial listen %s: listener is closed", l->url);
+    int fd = net_accept(L, l->fd, l->url, timeout);
+    if (fd < 0)
+        return luaL_pushfail(L), 1;
+    struct port *p = push_port(L);
+    int rfc = l->kind == LISTEN_RFC2217;
+    name_port(p, l->url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "socket");
+    p->fd = fd;
+    if (rfc)
+        rfc_server_start(L, p);
+    return 1;
+}
+
+static int listener_fileno(lua_State *L)
+{
+    struct listener *l = check_listener(L, 1);
+    lua_pushinteger(L, l->fd >= 0 ? l->fd : l->slave_fd);
+    return 1;
+}
+
+static int listener_close(lua_State *L)
+{
+    listener_release(check_listener(L, 1));
+    return 0;
+}
+
+static int listener_gc(lua_State *L)
+{
+    struct listener *l = check_listener(L, 1);
+    listener_release(l);
+    free(l->url);
+    free(l->path);
+    l->url = l->path = NULL;
+    return 0;
+}
+
+static int listener_tostring(lua_State *L)
+{
+    struct listener *l = check_listener(L, 1);
+    lua_pushfstring(L, "mpctl.listener(%s)", l->path ? l->path : l->url ? l->url : "?");
+    return 1;
+}
+
+static int listener_index(lua_State *L)
+{
+    struct listener *l = check_listener(L, 1);
+    const char *key = lua_tostring(L, 2);
+    if (key && strcmp(key, "path") == 0 && l->path) {
+        lua_pushstring(L, l->path);
+        return 1;
+    }
+    if (key && strcmp(key, "port") == 0 && l->kind != LISTEN_PTY) {
+        lua_pushinteger(L, l->port);
+        return 1;
+    }
+    if (key && strcmp(key, "url") == 0) {
+        lua_pushstring(L, l->url);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static const luaL_Reg listener_methods[] = {
+    {"accept", listener_accept},
+    {"fileno", listener_fileno},
+    {"close", listener_close},
+    {NULL, NULL},
+};
+
+/* ---- poll -------------------------------------------------------------------------------- */
+
+/* Ready without waiting: a port with buffered bytes or at end of stream. */
+static int ready_now(lua_State *L, int idx)
+{
+    struct port *p = luaL_testudata(L, idx, SERIAL_PORT_MT);
+    return p && (p->in.len > 0 || p->eof);
+}
+
+static int obj_fd(lua_State *L, int idx)
+{
+    struct port *p = luaL_testudata(L, idx, SERIAL_PORT_MT);
+    if (p)
+        return p->fd;
+    struct listener *l = luaL_testudata(L, idx, SERIAL_LISTENER_MT);
+    if (l)
+        return l->fd;
+    return luaL_error(L, "serial.poll: expected ports and listeners, got %s", luaL_typename(L, idx));
+}
+
+/* A readable fd may carry only telnet commands: read them now and count the port only if data
+ * (or end of stream) came of it. */
+static int became_ready(lua_State *L, int idx)
+{
+    struct port *p = luaL_testudata(L, idx, SERIAL_PORT_MT);
+    if (p == NULL)
+        return 1;
+    port_fill_once(L, p, mpctl_now());
+    return p->in.len > 0 || p->eof;
+}
+
+static int collect_ready(lua_State *L, int n, int (*test)(lua_State *, int), struct pollfd *pfds)
+{
+    int found = 0;
+    lua_newtable(L);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        int ok = pfds ? (pfds[i - 1].revents != 0 && test(L, -1)) : test(L, -1);
+        if (ok) {
+            lua_rawseti(L, -2, ++found);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    return found;
+}
+
+static int serial_poll(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double deadline = mpctl_now() + opt_timeout(L, 2, DEFAULT_TIMEOUT);
+    int n = (int)luaL_len(L, 1);
+    struct pollfd *pfds = lua_newuserdatauv(L, sizeof *pfds * (size_t)(n > 0 ? n : 1), 0);
+    for (;;) {
+        if (collect_ready(L, n, ready_now, NULL) > 0)
+            return 1;
+        lua_pop(L, 1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, 1, i);
+            pfds[i - 1] = (struct pollfd){obj_fd(L, -1), POLLIN, 0};
+            lua_pop(L, 1);
+        }
+        double left = deadline - mpctl_now();
+        int r = poll(pfds, (nfds_t)n, left > 0 ? (int)(left * 1000) + 1 : 0);
+        if (r < 0 && errno != EINTR)
+            return luaL_error(L, "serial.poll: %s", strerror(errno));
+        if (r > 0 && collect_ready(L, n, became_ready, pfds) > 0)
+            return 1;
+        if (r > 0)
+            lua_pop(L, 1);
+        if (mpctl_now() >= deadline) {
+            lua_newtable(L);
+            return 1;
+        }
+    }
+}
+
+/* ---- module ------------------------------------------------------------------------------ */
+
+static int serial_list(lua_State *L)
+{
+    return local_list(L);
+}
+
+static const luaL_Reg serial_functions[] = {
+    {"list", serial_list},
+    {"open", serial_open},
+    {"listen", serial_listen},
+    {"poll", serial_poll},
+    {"wrap_fd", serial_wrap_fd},
+    {NULL, NULL},
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index,
+                      lua_CFunction gc, lua_CFunction tostring)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+int luaopen_mpctl_serial(lua_State *L)
+{
+    new_class(L, SERIAL_PORT_MT, port_methods, port_index, port_gc, port_tostring);
+    new_class(L, SERIAL_LISTENER_MT, listener_methods, listener_index, listener_gc, listener_tostring);
+    luaL_newlib(L, serial_functions);
+    return 1;
+}
