@@ -1,0 +1,125 @@
+-- The command line as a person meets it: exit codes, messages, recipe lookup, the sandbox.
+local test = require("mpctl.test")
+
+local exe = test.exe()
+local probe = "tests/fixtures/recipes/sandbox_probe.lua"
+
+-- Runs mpctl with the given shell-quoted argument string; returns exit code, combined output.
+local function run(args)
+  local p = assert(io.popen(string.format("%q %s 2>&1; echo \"rc=$?\"", exe, args)))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return rc, out:gsub("rc=%d+%s*$", "")
+end
+
+test("--version prints the version and exits 0", function()
+  local rc, out = run("--version")
+  test.eq(rc, 0)
+  test.ok(out:match("^mpctl %d+%.%d+%.%d+"), "version line: " .. out)
+end)
+
+test("no command is a usage error (exit 2)", function()
+  local rc, out = run("")
+  test.eq(rc, 2)
+  test.contains(out, "usage: mpctl")
+end)
+
+test("an unknown recipe names the closest ones (exit 2)", function()
+  local rc, out = run("verify_rpel")
+  test.eq(rc, 2)
+  test.contains(out, "unknown command or recipe 'verify_rpel'")
+  test.contains(out, "did you mean: verify_repl")
+end)
+
+test("malformed key=value is a usage error", function()
+  local rc, out = run(probe .. " board=")
+  test.eq(rc, 2)
+  test.contains(out, "'board=' has no value")
+  rc, out = run(probe .. " =x")
+  test.eq(rc, 2)
+  test.contains(out, "has no key")
+end)
+
+test("an unknown recipe option is a usage error naming the closest", function()
+  local rc, out = run(probe .. " --wht=arg")
+  test.eq(rc, 2)
+  test.contains(out, "unknown option 'wht'")
+  test.contains(out, "did you mean what?")
+end)
+
+test("a missing option value is a usage error", function()
+  local rc, out = run(probe .. " --port")
+  test.eq(rc, 2)
+  test.contains(out, "--port needs a value")
+end)
+
+test("key=value pairs, options and words reach the recipe's arg table", function()
+  local rc, out = run(probe .. " what=arg --port sim://x --board B x=1 one two --what=arg")
+  test.eq(rc, 0, out)
+  test.contains(out, "port=sim://x board=B x=1 1=one 2=two")
+end)
+
+for _, case in ipairs({
+  { "execute", "os.execute is disabled in recipes; run mpctl with --allow-exec" },
+  { "popen", "io.popen is disabled in recipes; run mpctl with --allow-exec" },
+  { "loadlib", "package.loadlib is disabled in recipes; run mpctl with --allow-exec" },
+  { "proc", "require 'mpctl.proc' is disabled in recipes; run mpctl with --allow-exec" },
+}) do
+  test("sandbox: " .. case[1] .. " is refused with a clear error naming the flag", function()
+    local rc, out = run(probe .. " what=" .. case[1])
+    test.eq(rc, 1, out)
+    test.contains(out, case[2])
+  end)
+end
+
+test("--allow-exec lets a recipe run programs", function()
+  local rc, out = run("--allow-exec " .. probe .. " what=execute")
+  test.eq(rc, 0, out)
+  test.contains(out, "done execute")
+end)
+
+test("a failed check exits 1 and says which", function()
+  local rc, out = run(probe .. " what=fail")
+  test.eq(rc, 1)
+  test.contains(out, "check failed: a failing step")
+end)
+
+test("a recipe error exits 1 with its message", function()
+  local rc, out = run(probe .. " what=error")
+  test.eq(rc, 1)
+  test.contains(out, "boom from the recipe")
+end)
+
+test("a missing port is a usage error listing the ports present", function()
+  local rc, out = run(probe .. " what=usage")
+  test.eq(rc, 2)
+  test.contains(out, "no port given: use --port PORT (ports present:")
+end)
+
+test("help RECIPE shows its description and options", function()
+  local rc, out = run("help " .. probe)
+  test.eq(rc, 0)
+  test.contains(out, "Probes the recipe sandbox")
+  test.contains(out, "what")
+end)
+
+test("mpctl recipes lists recipes with descriptions", function()
+  local rc, out = run("recipes")
+  test.eq(rc, 0, out)
+  test.ok(out:match("verify_repl%s+%S"), "verify_repl listed with a description:\n" .. out)
+end)
+
+test("mpctl ports runs and mpctl ports --json prints JSON lines", function()
+  local rc, out = run("ports")
+  test.eq(rc, 0, out)
+  rc, out = run("ports --json")
+  test.eq(rc, 0, out)
+  for line in out:gmatch("[^\n]+") do test.ok(line:match("^{.*}$"), "JSON line: " .. line) end
+end)
+
+test("mpctl sim with an unknown simulator is a usage error", function()
+  local rc, out = run("sim nosuchsim --listen pty")
+  test.eq(rc, 2)
+  test.contains(out, "no simulator named 'nosuchsim'")
+end)
