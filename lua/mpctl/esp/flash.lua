@@ -1,0 +1,331 @@
+-- Flash operations of mpctl.esp: write (diff, deflate, verify), read, erase.
+-- Protocol facts: esptool `loader.py` (flash_begin, flash_defl_begin, flash_block, read_flash,
+-- erase_region), `cmds.py` write_flash, `targets/esp8266.py` get_erase_size; anchors.md §3.1.
+local command = require("mpctl.esp.command")
+local slip = require("mpctl.slip")
+local time = require("mpctl.time")
+
+local OP = command.OP
+local SECTOR = 0x1000
+local REGION = 0x10000
+local ERASE_PER_MB = 40 -- s/MB, ERASE_REGION_TIMEOUT_PER_MB / ERASE_WRITE_TIMEOUT_PER_MB
+local BLOCK_ATTEMPTS = 3 -- WRITE_BLOCK_ATTEMPTS
+
+local function mods()
+  local hash = require("mpctl.hash")
+  local zlib = require("mpctl.zlib")
+  return hash, zlib
+end
+
+local function progress(label, total)
+  local ok, ui = pcall(require, "mpctl.ui")
+  if ok and ui.progress then
+    local p = ui.progress(label, total)
+    return function(done) p:update(math.min(done, total)) end, function(s) p:finish(s) end
+  end
+  return function() end, function() end
+end
+
+-- ESP8266 ROM erases more than asked when FLASH_BEGIN's size is taken literally; esptool sends
+-- a smaller number that makes it erase the right amount (ESP8266ROM.get_erase_size).
+local function esp8266_erase_size(offset, size)
+  local per_block = 16
+  local num = (size + SECTOR - 1) // SECTOR
+  local start = offset // SECTOR
+  local head = per_block - (start % per_block)
+  if num < head then head = num end
+  if num < 2 * head then return (num + 1) // 2 * SECTOR end
+  return (num - head) * SECTOR
+end
+
+return function(M, Chip)
+  M.esp8266_erase_size = esp8266_erase_size
+
+  function Chip:block_size() return self.stub and M.STUB_BLOCK or M.ROM_BLOCK end
+  function Chip:can_md5() return self.stub or self.chip.rom.md5 end
+  function Chip:can_deflate() return self.stub or self.chip.rom.defl end
+
+  function Chip:erase_size(offset, size)
+    if not self.stub and self.chip.rom.erase_size_quirk then return esp8266_erase_size(offset, size) end
+    return size
+  end
+
+  -- Which 4 KiB sectors of `data` (to go at `offset`) differ from flash. Compares 64 KiB regions
+  -- by MD5 first; when few differ (an edit, not a new firmware) those are narrowed to sectors,
+  -- so a one-block change sends one sector.
+  function Chip:diff(offset, data)
+    local hash = mods()
+    local dirty, nsec = {}, (#data + SECTOR - 1) // SECTOR
+    local regions, changed = {}, {}
+    for r0 = 0, #data - 1, REGION do
+      local len = math.min(REGION, #data - r0)
+      local same = self:md5(offset + r0, len) == hash.hex(hash.md5(data:sub(r0 + 1, r0 + len)))
+      regions[#regions + 1] = { r0, len }
+      if not same then changed[#changed + 1] = { r0, len } end
+    end
+    local refine = #changed <= math.max(2, #regions // 4)
+    for _, rg in ipairs(changed) do
+      local r0, len = rg[1], rg[2]
+      for s0 = r0, r0 + len - 1, SECTOR do
+        local slen = math.min(SECTOR, #data - s0)
+        local differs = true
+        if refine then
+          differs = self:md5(offset + s0, slen) ~= hash.hex(hash.md5(data:sub(s0 + 1, s0 + slen)))
+        end
+        if differs then dirty[s0 // SECTOR + 1] = true end
+      end
+    end
+    return dirty, nsec
+  end
+
+  -- Contiguous runs of dirty sectors -> { {start, len}, ... } in bytes relative to data.
+  local function runs_of(dirty, nsec, total)
+    local runs, cur = {}, nil
+    for i = 1, nsec do
+      if dirty[i] then
+        local s0 = (i - 1) * SECTOR
+        local len = math.min(SECTOR, total - s0)
+        if cur and cur[1] + cur[2] == s0 then cur[2] = cur[2] + len
+        else cur = { s0, len }; runs[#runs + 1] = cur end
+      end
+    end
+    return runs
+  end
+
+  -- Bytes of uncompressed data the acknowledged compressed prefix stands for.
+  local function inflated_len(comp, acked)
+    local ok, n = pcall(function()
+      local _, zlib = mods()
+      local z = zlib.inflater()
+      local out = z:feed(comp:sub(1, acked))
+      return #out
+    end)
+    return ok and n or nil
+  end
+
+  -- Write one contiguous run. Returns nil on success, or a failure table {acked=, msg=}.
+  function Chip:write_run(addr, chunk, st)
+    local conn = self.conn
+    local bs = self:block_size()
+    local deflate = st.compress and self:can_deflate()
+    local payload, begin_op, data_op, params
+    if deflate then
+      local _, zlib = mods()
+      payload = zlib.compress(chunk, st.level)
+      local nblocks = (#payload + bs - 1) // bs
+      -- stub: exact size; ROM: uncompressed size rounded up to its block size (flash_defl_begin)
+      local wsize = self.stub and #chunk or ((#chunk + bs - 1) // bs) * bs
+      params = string.pack("<I4I4I4I4", wsize, nblocks, bs, addr)
+      begin_op, data_op = OP.FLASH_DEFL_BEGIN, OP.FLASH_DEFL_DATA
+    else
+      payload = chunk
+      local nblocks = (#payload + bs - 1) // bs
+      params = string.pack("<I4I4I4I4", self:erase_size(addr, #chunk), nblocks, bs, addr)
+      begin_op, data_op = OP.FLASH_BEGIN, OP.FLASH_DATA
+    end
+    if not self.stub and self.chip.rom.encrypted_flag then params = params .. string.pack("<I4", 0) end
+    -- Frame every block before the first is sent, so nothing is computed between an ack and
+    -- the next block: the line stays busy (no idle round trips beyond the ack itself).
+    local frames, nblocks = {}, (#payload + bs - 1) // bs
+    for seq = 0, nblocks - 1 do
+      local blk = payload:sub(seq * bs + 1, (seq + 1) * bs)
+      if not deflate and #blk < bs then blk = blk .. string.rep("\255", bs - #blk) end -- pad last (cmds.py)
+      frames[seq + 1] = slip.encode(command.data_packet(data_op, seq, blk))
+    end
+    -- ROM erases the whole region in FLASH_BEGIN; the stub erases just in time.
+    local begin_timeout = self.stub and 3 or math.max(3, ERASE_PER_MB * #chunk / 1e6)
+    local ok, _, msg = conn:try(begin_op, params, { timeout = begin_timeout })
+    if ok == nil then return { acked = 0, msg = msg } end
+    st.sent = st.sent + #payload
+    -- Per-block ack timeout: the stub may be erasing/writing earlier data (esptool
+    -- _get_flash_defl_block_timeout accounts for its 32 KiB inflate buffer); the ROM writes
+    -- the block before answering.
+    local block_timeout = math.max(3, ERASE_PER_MB * math.max(bs, 0x8000) / 1e6 * 2)
+    local ratio = #chunk / #payload
+    for seq = 1, nblocks do
+      local attempt = 0
+      while true do
+        attempt = attempt + 1
+        conn.tx = conn.tx + #frames[seq]
+        local wok, werr = pcall(self.port.write, self.port, frames[seq])
+        local resp, kind, rmsg
+        if wok then resp, kind, rmsg = conn:response(data_op, block_timeout)
+        else kind, rmsg = "io", tostring(werr) end
+        local okc, _, cmsg
+        if resp then okc, _, cmsg = conn:check(data_op, resp, 0) end
+        if okc then break end
+        local why = cmsg or rmsg or kind
+        if attempt >= BLOCK_ATTEMPTS or kind == "io" then
+          local acked = (seq - 1) * bs
+          return { acked = acked, msg = string.format("block %d/%d: %s", seq, nblocks, why),
+            reached = addr + (deflate and (inflated_len(payload, acked) or math.floor(acked * ratio)) or acked),
+            io = kind == "io" }
+        end
+        st.retries = st.retries + 1
+        self:log("verbose", "block %d/%d at 0x%X: %s; resending (attempt %d/%d)", seq, nblocks, addr, why,
+          attempt + 1, BLOCK_ATTEMPTS)
+        conn:drain(0.1)
+      end
+      st.done = st.done + math.min(bs, #payload - (seq - 1) * bs) * ratio
+      st.update(st.base_done + st.done)
+    end
+    return nil
+  end
+
+  -- Is the loader still there? (used to tell "device gone" from "bad block")
+  function Chip:alive()
+    self.port:flush_input()
+    return (pcall(self.read_reg, self, require("mpctl.esp.chips").CHIP_DETECT_MAGIC_REG, 0.5))
+  end
+
+  -- Write `data` at flash `offset`. opts: diff (true), verify (true), compress (true), level (12),
+  -- erased (flash known blank), label. Returns stats.
+  function Chip:write(offset, data, opts)
+    opts = opts or {}
+    local hash = mods()
+    if #data % 4 ~= 0 then data = data .. string.rep("\255", 4 - #data % 4) end -- cmds.py pad_to(4)
+    local st = { raw = #data, sent = 0, written = 0, retries = 0, rounds = 0, done = 0, base_done = 0,
+      compress = opts.compress ~= false, level = opts.level or 12, tx0 = self.conn.tx, t0 = time.now() }
+    if self.flash_size and offset + #data > self.flash_size then
+      self:fail("%d bytes at 0x%X do not fit in %d bytes of flash", #data, offset, self.flash_size)
+    end
+    local update, finish = progress(opts.label or string.format("write 0x%X", offset), #data)
+    st.update = update
+    local nsec = (#data + SECTOR - 1) // SECTOR
+    local dirty = {}
+    local can_md5 = self:can_md5()
+    if opts.erased then
+      local blank = string.rep("\255", SECTOR)
+      for i = 1, nsec do
+        local s = data:sub((i - 1) * SECTOR + 1, i * SECTOR)
+        if s ~= blank:sub(1, #s) then dirty[i] = true end
+      end
+    elseif opts.diff ~= false and can_md5 then
+      dirty = self:diff(offset, data)
+    else
+      for i = 1, nsec do dirty[i] = true end
+    end
+    local want_md5 = can_md5 and opts.verify ~= false and hash.hex(hash.md5(data)) or nil
+    while true do
+      st.rounds = st.rounds + 1
+      local runs = runs_of(dirty, nsec, #data)
+      local total = 0
+      for _, r in ipairs(runs) do total = total + r[2] end
+      st.base_done = #data - total
+      st.done = 0
+      update(st.base_done)
+      for _, r in ipairs(runs) do
+        local failure = self:write_run(offset + r[1], data:sub(r[1] + 1, r[1] + r[2]), st)
+        if failure then
+          local reached = failure.reached or (offset + r[1])
+          if failure.io or not self:alive() then
+            finish("failed")
+            self:fail("device stopped answering while writing at 0x%X (%s); %d of %d bytes were written "
+              .. "before that. Reconnect the board and run the same command again: sectors already on "
+              .. "flash are compared by MD5 and skipped, so the write resumes near 0x%X.",
+              reached, failure.msg, math.max(0, reached - offset), #data, reached)
+          end
+          if st.rounds >= 3 or not can_md5 then
+            finish("failed")
+            self:fail("write failed at 0x%X: %s (after %d retries)", reached, failure.msg, st.retries)
+          end
+          self:log("warn", "write at 0x%X failed (%s); comparing flash with the image to resume", reached, failure.msg)
+          break
+        end
+        st.written = st.written + r[2]
+        st.wrote_any = true
+      end
+      -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
+      if self.stub and st.wrote_any then
+        self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END, string.pack("<I4", 1), { timeout = 10 })
+      end
+      if not want_md5 then break end
+      local got = self:md5(offset, #data)
+      if got == want_md5 then break end
+      if st.rounds >= 3 then
+        finish("verify failed")
+        self:fail("MD5 of flash 0x%X+%d is %s, image is %s: the written data does not match "
+          .. "(after %d attempts); check the power supply and the flash mode", offset, #data, got, want_md5, st.rounds)
+      end
+      self:log("warn", "MD5 mismatch after writing (flash %s, image %s); rewriting the sectors that differ", got, want_md5)
+      dirty = self:diff(offset, data)
+    end
+    st.verified = want_md5 ~= nil
+    st.md5 = want_md5
+    st.seconds = time.now() - st.t0
+    st.wire = self.conn.tx - st.tx0
+    finish(string.format("%d bytes, %d sent, %.1f s", st.raw, st.sent, st.seconds))
+    st.update = nil
+    return st
+  end
+
+  -- Erase everything (stub ERASE_FLASH; ROM: FLASH_BEGIN over the whole chip, cmds.erase_flash).
+  function Chip:erase_all()
+    if self.stub then
+      self.conn:command(OP.ERASE_FLASH, "", { timeout = 120 }) -- CHIP_ERASE_TIMEOUT
+    else
+      self:erase_region(0, self.flash_size)
+    end
+  end
+
+  function Chip:erase_region(offset, size)
+    if offset % SECTOR ~= 0 or size % SECTOR ~= 0 then
+      self:fail("erase region 0x%X+0x%X is not 4 KiB aligned", offset, size)
+    end
+    local timeout = math.max(3, ERASE_PER_MB * size / 1e6)
+    if self.stub then
+      self.conn:command(OP.ERASE_REGION, string.pack("<I4I4", offset, size), { timeout = timeout })
+    else
+      local bs = M.ROM_BLOCK
+      local params = string.pack("<I4I4I4I4", self:erase_size(offset, size), 0, bs, offset)
+      if self.chip.rom.encrypted_flag then params = params .. string.pack("<I4", 0) end
+      self.conn:command(OP.FLASH_BEGIN, params, { timeout = timeout })
+    end
+  end
+
+  -- Read flash. Stub: READ_FLASH streams packets we ack with the running byte count, then sends
+  -- the MD5 of what it read (loader.py read_flash). ROM: READ_FLASH_SLOW, 64 bytes a command.
+  function Chip:read_flash(offset, size, opts)
+    opts = opts or {}
+    local hash = mods()
+    local update, finish = progress(opts.label or string.format("read 0x%X", offset), size)
+    local parts, got = {}, 0
+    local conn = self.conn
+    if self.stub then
+      conn:command(OP.READ_FLASH, string.pack("<I4I4I4I4", offset, size, 0x1000, 64))
+      while got < size do
+        local frame, _, msg = conn:read_frame(10)
+        if not frame then
+          finish("failed")
+          self:fail("read_flash stopped at 0x%X of 0x%X+%d: %s", offset + got, offset, size, msg or "timeout")
+        end
+        parts[#parts + 1] = frame
+        got = got + #frame
+        conn:write_raw(string.pack("<I4", got))
+        update(got)
+      end
+      local digest = conn:read_frame(10)
+      local data = table.concat(parts)
+      if #data ~= size then self:fail("read_flash: got %d bytes, asked for %d", #data, size) end
+      if digest ~= hash.md5(data) then
+        finish("failed")
+        self:fail("read_flash 0x%X+%d: MD5 from the stub does not match the data received", offset, size)
+      end
+      finish()
+      return data
+    end
+    if not self.chip.rom.read_flash_slow then
+      finish("failed")
+      self:fail("the %s ROM cannot read flash; use the stub (leave stub= unset)", self.chip.name)
+    end
+    while got < size do
+      local n = math.min(64, size - got)
+      local payload = conn:command(OP.READ_FLASH_SLOW, string.pack("<I4I4", offset + got, n), { resp_len = 64 })
+      parts[#parts + 1] = payload:sub(1, n)
+      got = got + n
+      if got % 1024 == 0 or got == size then update(got) end
+    end
+    finish()
+    return table.concat(parts)
+  end
+end

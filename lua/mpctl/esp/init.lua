@@ -1,0 +1,375 @@
+-- mpctl.esp: talk to the ESP ROM serial loader and the flasher stub.
+--
+--   local chip = esp.connect(port, {reset="classic", baud=921600, stub=nil|"no"|PATH})
+--   chip.name, chip.mac, chip.flash_size, chip.stub
+--   chip:check_image(data, offset)           -- refuse wrong chip / oversize / corrupt, before erasing
+--   chip:write(offset, data, opts)           -- skip identical blocks, deflate, MD5 verify (flash.lua)
+--   chip:read_flash(offset, size) / chip:erase_all() / chip:md5(offset, size)
+--   chip:hard_reset()
+--
+-- Protocol facts: esptool `loader.py`, `targets/*.py`, `cmds.py`; esptool-js `lib/esploader.js`
+-- (anchors.md §3.1). The session order follows what esptool does (§3.1 "Typical session").
+local command = require("mpctl.esp.command")
+local chips = require("mpctl.esp.chips")
+local reset = require("mpctl.esp.reset")
+local image = require("mpctl.esp.image")
+local stubmod = require("mpctl.esp.stub")
+local time = require("mpctl.time")
+
+local OP = command.OP
+local M = { chips = chips, command = command, reset = reset, image = image }
+
+M.ROM_BAUD = 115200   -- ESP_ROM_BAUD: the ROM auto-bauds from SYNC at this rate
+M.RAM_BLOCK = 0x1800  -- ESP_RAM_BLOCK
+M.ROM_BLOCK = 0x400   -- FLASH_WRITE_SIZE (ROM)
+M.STUB_BLOCK = 0x4000 -- FLASH_WRITE_SIZE (stub)
+
+local Chip = {}
+Chip.__index = Chip
+M.Chip = Chip
+
+local function default_log(level, fmt, ...)
+  local ok, ui = pcall(require, "mpctl.ui")
+  if ok and ui.log then ui.log(level, fmt, ...) end
+end
+
+function Chip:log(level, fmt, ...) self.logf(level, fmt, ...) end
+
+function Chip:fail(fmt, ...)
+  error(string.format("esp on %s: " .. fmt, self.port.name or "port", ...), 0)
+end
+
+function Chip:read_reg(addr, timeout) return self.conn:read_reg(addr, timeout) end
+function Chip:write_reg(addr, value, mask) return self.conn:write_reg(addr, value, mask) end
+
+-- GET_SECURITY_INFO (S2 and later ROMs, stubs): 20 bytes <I flags, B crypt_cnt, 7B key purposes,
+-- I chip_id, I api_version>; the S2 ROM answers only the first 12. Returns a table or nil.
+function Chip:security_info()
+  local conn = self.conn
+  conn:send(OP.GET_SECURITY_INFO, "")
+  local resp = conn:response(OP.GET_SECURITY_INFO, 1)
+  if not resp then return nil end
+  local d = resp.data
+  if #d >= 2 and #d < 14 and d:byte(1) ~= 0 then
+    if d:byte(2) == command.ROM_INVALID_RECV_MSG then conn:drain() end
+    return nil
+  end
+  local info = {}
+  if #d >= 22 and d:byte(21) == 0 then
+    info.flags, info.crypt_cnt = string.unpack("<I4B", d)
+    info.chip_id, info.api = string.unpack("<I4I4", d, 13)
+  elseif #d >= 14 and d:byte(13) == 0 then
+    info.flags, info.crypt_cnt = string.unpack("<I4B", d) -- ESP32-S2: no chip id
+  else
+    return nil
+  end
+  info.secure_download = (info.flags & 4) ~= 0 -- SECURE_DOWNLOAD_ENABLE (esptool parse_security_flags)
+  return info
+end
+
+function Chip:detect()
+  local sec = self:security_info()
+  self.security = sec
+  if sec and sec.chip_id then
+    local c = chips.by_image_id[sec.chip_id]
+    if not c then self:fail("unknown chip id %d from GET_SECURITY_INFO", sec.chip_id) end
+    return c
+  end
+  local ok, magic = pcall(self.read_reg, self, chips.CHIP_DETECT_MAGIC_REG)
+  if ok then
+    local c = chips.by_magic[magic]
+    if c then return c end
+    if sec then return chips.by_key.esp32s2 end
+    self:fail("unknown chip magic 0x%08X at 0x40001000", magic)
+  end
+  if sec then return chips.by_key.esp32s2 end -- S2 in secure download mode refuses READ_REG
+  self:fail("chip detection failed: %s", tostring(magic))
+end
+
+local function mac_string(b) return (b:gsub(".", function(c) return string.format("%02x:", c:byte()) end):sub(1, -2)) end
+
+function Chip:read_mac()
+  local c = self.chip
+  if c.mac == "esp32" then
+    -- esptool ESP32ROM.read_mac: big-endian pack(efuse word 2, word 1), drop the 2 CRC bytes
+    local w1, w2 = self:read_reg(c.efuse_base + 4), self:read_reg(c.efuse_base + 8)
+    return mac_string(string.pack(">I4I4", w2, w1):sub(3, 8))
+  elseif c.mac == "word_pair" then
+    local mac0 = self:read_reg(c.mac_reg)
+    local mac1 = self:read_reg(c.mac_reg + 4) & 0xFFFF
+    return mac_string(string.pack(">I2I4", mac1, mac0))
+  else -- ESP8266 OTP words 0, 1, 3 with the two Espressif OUIs as fallback (targets/esp8266.py)
+    local mac0, mac1 = self:read_reg(c.efuse_base), self:read_reg(c.efuse_base + 4)
+    local mac3 = self:read_reg(c.efuse_base + 12)
+    local oui
+    if mac3 ~= 0 then oui = string.char((mac3 >> 16) & 0xFF, (mac3 >> 8) & 0xFF, mac3 & 0xFF)
+    elseif ((mac1 >> 16) & 0xFF) == 0 then oui = "\x18\xFE\x34"
+    elseif ((mac1 >> 16) & 0xFF) == 1 then oui = "\xAC\xD0\x74"
+    else return "unknown OUI" end
+    return mac_string(oui .. string.char((mac1 >> 8) & 0xFF, mac1 & 0xFF, (mac0 >> 24) & 0xFF))
+  end
+end
+
+-- ESP32 ROM computes baud from a drifting 8 MHz clock; esptool sends a corrected value
+-- (targets/esp32.py change_baud / get_rom_cal_crystal_freq). Registers that read 0 (no such
+-- model) leave the value unchanged.
+function Chip:rom_baud_value(baud)
+  local q = self.chip.rtc_cali
+  if self.stub or not (self.chip.rom.crystal_quirk and q) then return baud end
+  local ok, cali = pcall(self.read_reg, self, q.reg)
+  local ok2, ck8m = pcall(self.read_reg, self, self.chip.efuse_base + 16)
+  if not (ok and ok2) then return baud end
+  local freq = ((cali >> q.shift) & q.mask) * 15625 * (ck8m & 0xFF) / 40
+  if freq < 20e6 or freq > 50e6 then return baud end
+  local valid = freq > 33e6 and 40e6 or 26e6
+  return math.floor(baud * freq / valid)
+end
+
+-- Returns true on success, false if we stayed at the old baud with the link intact, or raises
+-- the marker "mpctl.esp.lost_baud" when the chip switched but the link does not work.
+function Chip:change_baud(new)
+  local port, old = self.port, self.port:baud()
+  if new == old then return true end
+  if not self.stub and not self.chip.rom.change_baud then
+    self:log("info", "%s ROM cannot change baud rate; staying at %d", self.chip.name, old)
+    return false
+  end
+  -- Ask the adapter first: once the chip has switched, a host that cannot follow loses it.
+  local ok, err = pcall(port.set_baud, port, new)
+  if not ok then
+    pcall(port.set_baud, port, old)
+    self:log("warn", "adapter refused %d baud (%s), staying at %d", new, tostring(err):gsub("^.-: ", ""), old)
+    self.baud_note = string.format("adapter refused %d, stayed at %d", new, old)
+    return false
+  end
+  port:set_baud(old)
+  local arg2 = self.stub and old or 0 -- stub wants the current rate; ROM takes 0
+  local payload = self.conn:try(OP.CHANGE_BAUDRATE, string.pack("<I4I4", self:rom_baud_value(new), arg2))
+  if not payload then
+    self:log("warn", "chip did not acknowledge a change to %d baud, staying at %d", new, old)
+    return false
+  end
+  port:set_baud(new)
+  time.sleep(0.05) -- loader.py: get rid of garbage sent during the baud rate change
+  port:flush_input()
+  for _ = 1, 3 do
+    local okr = pcall(self.read_reg, self, chips.CHIP_DETECT_MAGIC_REG, 0.5)
+    if okr then return true end
+    port:flush_input()
+  end
+  port:set_baud(old)
+  self.baud_note = string.format("no answer at %d, back to %d", new, old)
+  error("mpctl.esp.lost_baud", 0)
+end
+
+-- Upload the stub to RAM and wait for its OHAI greeting (loader.py run_stub).
+function Chip:run_stub(stub)
+  local conn = self.conn
+  for _, seg in ipairs { { stub.text, stub.text_start }, { stub.data, stub.data_start } } do
+    local bytes, addr = seg[1], seg[2]
+    if bytes and #bytes > 0 then
+      local blocks = (#bytes + M.RAM_BLOCK - 1) // M.RAM_BLOCK
+      conn:command(OP.MEM_BEGIN, string.pack("<I4I4I4I4", #bytes, blocks, M.RAM_BLOCK, addr))
+      for seq = 0, blocks - 1 do
+        local part = bytes:sub(seq * M.RAM_BLOCK + 1, (seq + 1) * M.RAM_BLOCK)
+        conn:command(OP.MEM_DATA, nil, { raw = command.data_packet(OP.MEM_DATA, seq, part) })
+      end
+    end
+  end
+  conn:send(OP.MEM_END, string.pack("<I4I4", stub.entry == 0 and 1 or 0, stub.entry))
+  -- The ROM may or may not answer MEM_END before jumping (esptool ignores its errors).
+  local deadline = time.now() + 3
+  while time.now() < deadline do
+    local frame = conn:read_frame(math.max(0.01, deadline - time.now()))
+    if not frame then break end
+    if frame == "OHAI" then
+      self.stub = true
+      return true
+    end
+  end
+  return false
+end
+
+local function any_bytes(port, wait)
+  local ok, s = pcall(port.read, port, 8192, wait)
+  return ok and s or ""
+end
+
+-- Reset into the bootloader and SYNC; tries every strategy of the reset mode in turn.
+function Chip:sync_loop(opts)
+  local seq = reset.sequence(opts.reset)
+  local attempts = opts.attempts or (#seq == 1 and 3 or 2 * #seq)
+  local tried, bootlog = {}, ""
+  for i = 1, attempts do
+    local strat = seq[(i - 1) % #seq + 1]
+    tried[strat.name] = true
+    self.port:flush_input()
+    strat.fn(self.port)
+    local seen = any_bytes(self.port, 0.05)
+    bootlog = bootlog .. seen
+    for _ = 1, 5 do
+      self.port:flush_input()
+      local value = self.conn:sync(0.1)
+      if value then
+        self.reset_used = strat.name
+        return value
+      end
+      time.sleep(0.05)
+    end
+    self:log("verbose", "no sync after %s reset (attempt %d/%d)", strat.name, i, attempts)
+  end
+  local names = {}
+  for k in pairs(tried) do names[#names + 1] = k end
+  table.sort(names)
+  local hint = ""
+  local boot = bootlog:match("boot:(0x%x+)")
+  if boot and not bootlog:find("waiting for download") then
+    hint = string.format(" The chip printed a normal boot log (boot:%s): it started its app instead of the "
+      .. "bootloader, so IO0 was not low at reset.", boot)
+  end
+  self:fail("no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that the port is the "
+    .. "board's, the USB cable carries data, and the board has auto-reset; otherwise hold BOOT (IO0), tap "
+    .. "RESET (EN), release BOOT and retry with reset=none.", attempts, table.concat(names, "; "), hint)
+end
+
+-- SPI flash JEDEC id through the SPI user-command registers (loader.py run_spiflash_command,
+-- flash_id): RDID 0x9F, 24 bits read back from W0.
+function Chip:flash_id()
+  local s = self.chip.spi
+  local base = s.base
+  local USR_COMMAND, USR_MISO = 1 << 31, 1 << 28
+  local old_usr, old_usr2 = self:read_reg(base + s.usr), self:read_reg(base + s.usr2)
+  local read_bits = 24
+  if s.miso_dlen then
+    self:write_reg(base + s.miso_dlen, read_bits - 1)
+  else
+    self:write_reg(base + s.usr1, (read_bits - 1) << 8) -- ESP8266: MISO bit length at bit 8
+  end
+  self:write_reg(base + s.usr, USR_COMMAND | USR_MISO)
+  self:write_reg(base + s.usr2, (7 << 28) | 0x9F)
+  self:write_reg(base + s.w0, 0)
+  self:write_reg(base, 1 << 18) -- SPI_CMD_USR
+  local done = false
+  for _ = 1, 10 do
+    if (self:read_reg(base) & (1 << 18)) == 0 then done = true break end
+  end
+  if not done then self:fail("SPI flash command RDID did not complete") end
+  local id = self:read_reg(base + s.w0) & 0xFFFFFF
+  self:write_reg(base + s.usr, old_usr)
+  self:write_reg(base + s.usr2, old_usr2)
+  return id
+end
+
+function Chip:attach_flash(opts)
+  local rom8266 = self.chip.key == "esp8266" and not self.stub
+  if not rom8266 then
+    local arg = string.pack("<I4", 0)
+    if not self.stub then arg = arg .. "\0\0\0\0" end -- ROM takes 4 more zero bytes (flash_spi_attach)
+    self.conn:command(OP.SPI_ATTACH, arg)
+  end
+  local ok, id = pcall(self.flash_id, self)
+  local size = ok and chips.flash_size_from_id(id) or nil
+  self.flash_jedec = ok and id or nil
+  if not size then
+    size = opts.flash_size or 4 * 1024 * 1024
+    self:log("warn", "could not detect the flash size (%s); assuming %s", ok and string.format("id 0x%06X", id)
+      or tostring(id), chips.size_name(size))
+  end
+  self.flash_size = size
+  if not rom8266 then
+    -- the ROM assumes 2 MB and refuses to erase past it until told the real size
+    self.conn:command(OP.SPI_SET_PARAMS, string.pack("<I4I4I4I4I4I4", 0, size, 0x10000, 0x1000, 0x100, 0xFFFF))
+  end
+end
+
+local function connect_once(port, opts)
+  local self = setmetatable({
+    port = port, logf = opts.log or default_log, stub = false,
+    conn = command.new(port, { trace = opts.trace }),
+    t_start = time.now(),
+  }, Chip)
+  if port:baud() ~= M.ROM_BAUD then port:set_baud(M.ROM_BAUD) end
+  local value = self:sync_loop(opts)
+  local stub_running = value == 0 -- the stub answers SYNC with value 0 (sync_stub_detected)
+  local c = self:detect()
+  if opts.chip and chips.get(opts.chip) and chips.get(opts.chip) ~= c then
+    self:fail("expected %s (board file) but found %s", chips.get(opts.chip).name, c.name)
+  end
+  self.chip, self.name, self.key = c, c.name, c.key
+  self.conn.status_len = c.status_len
+  self.secure_download = self.security and self.security.secure_download or false
+  if not self.secure_download then self.mac = self:read_mac() end
+  local want_stub = opts.stub ~= "no" and opts.stub ~= false and not self.secure_download
+  local target = opts.baud or M.ROM_BAUD
+  if stub_running then
+    self.stub = true
+  elseif want_stub then
+    local stub, err = stubmod.load(c.key, type(opts.stub) == "string" and opts.stub or nil)
+    if not stub then self:fail("%s", err) end
+    self.stub_path = stub.path
+    -- Upload the stub at the target rate when the ROM can change baud: ~9 KB at 115200 costs
+    -- ~0.8 s, at 921600 ~0.1 s. If the stub does not greet us at that rate, redo it the
+    -- esptool way (stub at 115200, then change).
+    local early = opts.early_baud ~= false and target ~= M.ROM_BAUD and c.rom.change_baud
+    if early then early = self:change_baud(target) end
+    if not self:run_stub(stub) then
+      if early then error("mpctl.esp.late_baud", 0) end
+      self:fail("flasher stub did not start (no OHAI within 3 s)")
+    end
+  end
+  if port:baud() ~= target then self:change_baud(target) end
+  self.conn.status_len = self.stub and 2 or c.status_len
+  self:attach_flash(opts)
+  self.t_connected = time.now()
+  return self
+end
+
+function M.connect(port, opts)
+  opts = opts or {}
+  local tries = 0
+  while true do
+    tries = tries + 1
+    local ok, res = pcall(connect_once, port, opts)
+    if ok then return res end
+    if tries < 3 and (res == "mpctl.esp.lost_baud" or res == "mpctl.esp.late_baud") then
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      o.early_baud = false
+      if res == "mpctl.esp.lost_baud" then
+        default_log("warn", "no answer after changing baud rate; reconnecting at %d", M.ROM_BAUD)
+        o.baud = M.ROM_BAUD
+      else
+        default_log("verbose", "stub silent after an early baud change; uploading it at %d", M.ROM_BAUD)
+      end
+      opts = o
+    else
+      error(res, 0)
+    end
+  end
+end
+
+-- SPI_FLASH_MD5 of a flash region as lowercase hex. ROM answers 32 hex chars, stub 16 raw bytes.
+function Chip:md5(addr, size)
+  if not self.stub and not self.chip.rom.md5 then return nil end
+  local timeout = math.max(3, 8 * size / 1e6) -- MD5_TIMEOUT_PER_MB
+  local payload = self.conn:command(OP.SPI_FLASH_MD5, string.pack("<I4I4I4I4", addr, size, 0, 0),
+    { resp_len = self.stub and 16 or 32, timeout = timeout })
+  if self.stub then return command.hex(payload) end
+  return payload:lower()
+end
+
+function Chip:check_image(data, offset)
+  local info, warnings = image.check(data, self.chip, offset or self.chip.bootloader_offset, self.flash_size)
+  for _, w in ipairs(warnings) do self:log("warn", "%s", w) end
+  return info
+end
+
+-- Leave the loader: EN pulse with IO0 high, so the chip boots the app.
+function Chip:hard_reset(usb)
+  reset.hard(self.port, usb or self.usb)
+  self.stub = false
+end
+
+require("mpctl.esp.flash")(M, Chip)
+
+return M
