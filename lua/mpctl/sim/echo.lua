@@ -1,0 +1,42 @@
+-- mpctl.sim.echo: the smallest simulator, for testing ports. It echoes every byte and reports
+-- each control change the client makes (baud, DTR, RTS, break, purge) as a line
+-- "EVENT <kind> <value>\n" written back before the echo of data that arrived with it, so a test
+-- can check that sim:// carries signals to the device end in order. Ends when the client hangs up.
+--
+--   mpctl sim echo --listen rfc2217://127.0.0.1:0      (or as the far end of sim://echo)
+-- opts: quiet=1 stops the EVENT lines; exit=N exits at once with status N (tests EOF handling).
+local serial = require("mpctl.serial")
+
+local M = {}
+
+local function report(port, opts)
+  for _, ev in ipairs(port:events()) do
+    if opts.quiet ~= "1" then
+      port:write(string.format("EVENT %s %s\n", ev.kind, tostring(ev.value)))
+    end
+  end
+end
+
+local function serve_port(port, opts)
+  while not port:is_eof() do
+    local data = port:read(65536, 0.2)
+    report(port, opts)
+    if data ~= "" then port:write(data) end
+  end
+  return 0
+end
+
+function M.serve(target, opts)
+  opts = opts or {}
+  if opts.exit then return tonumber(opts.exit) end
+  if getmetatable(target) and tostring(target):match("^mpctl%.listener") then
+    -- a listener: serve one client at a time, forever (until killed)
+    while true do
+      local port = target:accept(1)
+      if port then serve_port(port, opts); port:close() end
+    end
+  end
+  return serve_port(target, opts)
+end
+
+return M
