@@ -163,8 +163,8 @@ static ssize_t read_some(lua_State *L, struct port *p)
     ssize_t r = read(p->fd, raw, sizeof raw);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return -2;
-    if (r < 0 && errno == EIO)
-        return -1; /* a pty whose other side closed, or a USB adapter unplugged */
+    if (r < 0 && (errno == EIO || errno == ECONNRESET))
+        return -1; /* a pty whose other side closed, a USB adapter unplugged, a peer's RST */
     if (r < 0)
         return luaL_error(L, "serial %s: read: %s", p->name, strerror(errno));
     if (r == 0)

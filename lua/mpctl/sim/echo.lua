@@ -4,7 +4,8 @@
 -- can check that sim:// carries signals to the device end in order. Ends when the client hangs up.
 --
 --   mpctl sim echo --listen rfc2217://127.0.0.1:0      (or as the far end of sim://echo)
--- opts: quiet=1 stops the EVENT lines; exit=N exits at once with status N (tests EOF handling).
+-- opts: quiet=1 stops the EVENT lines; exit=N exits at once with status N (tests EOF handling);
+-- announce=1 prints a listener's port (or pty path) on stdout, so a test can connect to it.
 local serial = require("mpctl.serial")
 
 local M = {}
@@ -31,12 +32,23 @@ function M.serve(target, opts)
   if opts.exit then return tonumber(opts.exit) end
   if getmetatable(target) and tostring(target):match("^mpctl%.listener") then
     -- a listener: serve one client at a time, forever (until killed)
+    if opts.announce == "1" then
+      io.stdout:write(tostring(target.path or target.port), "\n")
+      io.stdout:flush()
+    end
     while true do
       local port = target:accept(1)
-      if port then serve_port(port, opts); port:close() end
+      if port then
+        -- a client that vanishes mid-write ends its session, not the simulator
+        pcall(serve_port, port, opts)
+        port:close()
+      end
     end
   end
-  return serve_port(target, opts)
+  -- the client hanging up while we write ends the session normally
+  local ok, err = pcall(serve_port, target, opts)
+  if not ok and not target:is_eof() then error(err, 0) end
+  return 0
 end
 
 return M

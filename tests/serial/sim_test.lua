@@ -1,0 +1,61 @@
+-- sim:// ports: mpctl starts itself as `mpctl sim NAME --listen fd://3` on a socketpair and
+-- speaks RFC 2217 to it, so baud and modem-line changes reach the simulator (here: echo).
+local test = require("mpctl.test")
+local serial = require("mpctl.serial")
+
+test("events reach the simulator with their values, in order", function()
+  local p = serial.open("sim://echo", { baud = 115200 })
+  test.eq(p:caps().kind, "sim")
+  test.eq(p:caps().signals, true)
+  -- the ESP "classic" reset shape (anchors.md §3.1): single lines, then both at once
+  p:set_dtr(false)
+  p:set_rts(true)
+  p:set_signals({ dtr = true, rts = false })
+  p:set_dtr(false)
+  p:set_baud(460800)
+  p:flush_input()
+  local want = {
+    "EVENT baud 115200", "EVENT dtr false", "EVENT rts true", "EVENT dtr true", "EVENT rts false",
+    "EVENT dtr false", "EVENT baud 460800", "EVENT purge 1",
+  }
+  for i, line in ipairs(want) do
+    test.eq(p:read_until("\n", 5), line .. "\n", "line " .. i)
+  end
+  test.eq(p:baud(), 460800)
+  p:close()
+end)
+
+test("data passes both ways unchanged, 0xFF included", function()
+  local p = serial.open("sim://echo?quiet=1")
+  local t = {}
+  for i = 0, 255 do t[#t + 1] = string.char(i) end
+  local data = string.rep(table.concat(t), 64) -- 16 KiB, more than one socket read
+  p:write(data)
+  test.eq(p:read_exact(#data, 10), data)
+  p:close()
+end)
+
+test("a simulator that exits early: EOF, then errors that give its exit status", function()
+  local msg = test.raises(function()
+    local p = serial.open("sim://echo?exit=3")
+    p:read_exact(1, 5)
+  end, "the simulator exited with status 3")
+  test.contains(msg, "sim://echo?exit=3")
+end)
+
+test("an unknown simulator fails to open, giving the child's exit status", function()
+  local msg = test.raises(function() serial.open("sim://no_such_sim") end, "sim://no_such_sim")
+  test.contains(msg, "exited with status")
+end)
+
+test("bad simulator names are refused before anything is started", function()
+  test.raises(function() serial.open("sim://../../x") end, "simulator names are letters")
+end)
+
+test("closing the port ends the simulator; is_eof after the simulator hangs up", function()
+  local p = serial.open("sim://echo")
+  p:close()
+  test.raises(function() p:write("x") end, "port is closed")
+  -- a second close is harmless
+  p:close()
+end)
