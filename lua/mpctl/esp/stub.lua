@@ -81,6 +81,7 @@ function M.load(chip_key, path)
     return nil, "no flasher stub for " .. chip_key .. " found (looked in: " .. table.concat(tried, ", ")
       .. "); pass stub=PATH to a stub JSON from esptool or esptool-js, or stub=no for ROM-only mode"
   end
+  if not exists(fs, path) then return nil, "stub " .. path .. ": no such file" end
   local text
   if fs then text = fs.read(path) else
     local f = assert(io.open(path, "rb")); text = f:read("a"); f:close()
