@@ -54,6 +54,12 @@ test("a missing option value is a usage error", function()
   test.contains(out, "--port needs a value")
 end)
 
+test("a setting the recipe does not declare is refused, naming the closest", function()
+  local rc, out = run(probe .. " wht=arg")
+  test.eq(rc, 2)
+  test.contains(out, "unknown setting 'wht'; did you mean what?")
+end)
+
 test("key=value pairs, options and words reach the recipe's arg table", function()
   local rc, out = run(probe .. " what=arg --port sim://x --board B x=1 one two --what=arg")
   test.eq(rc, 0, out)
