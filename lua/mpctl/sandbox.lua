@@ -57,42 +57,44 @@ function M.env(path, opts)
     return f()
   end
 
+  -- require: mpctl modules, Lua files next to the script (recipes/lib/x.lua as "lib.x"), and
+  -- team modules from MPCTL_PATH folders (DIR/lua/name.lua). Non-mpctl modules load in this
+  -- same environment, so a shared helper cannot widen what a recipe may do.
+  local search = dir .. "/?.lua;" .. dir .. "/?/init.lua"
+  for d in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do
+    search = search .. ";" .. d .. "/lua/?.lua;" .. d .. "/lua/?/init.lua"
+  end
+  local loaded = {}
+  env.require = function(name)
+    if type(name) ~= "string" then error("require: module name expected", 2) end
+    if allowed_module(name, opts.allow_exec) then return require(name) end
+    if loaded[name] ~= nil then return loaded[name] end
+    local file = package.searchpath(name, search)
+    if file then
+      local chunk = assert(loadfile(file, "t", env))
+      local v = chunk(name, file)
+      if v == nil then v = true end
+      loaded[name] = v
+      return v
+    end
+    if opts.allow_exec then return require(name) end
+    if name == "mpctl.proc" then
+      error("require 'mpctl.proc' is disabled in recipes; run mpctl with --allow-exec to allow it", 2)
+    end
+    error(string.format("module '%s' not found (recipes may require mpctl.*, Lua files beside %s " ..
+      "and DIR/lua modules of MPCTL_PATH folders)", name, path or "the recipe"), 2)
+  end
+
   if opts.allow_exec then
     env.os.execute = os.execute
     env.io.popen = io.popen
     env.package = package
-    env.require = require
     env.debug = debug
     return env
   end
   env.os.execute = disabled("os.execute")
   env.io.popen = disabled("io.popen")
   env.package = { loadlib = disabled("package.loadlib"), path = "", cpath = "" }
-
-  -- require: mpctl modules, or Lua files next to the script (recipes/lib/x.lua as "lib.x").
-  local loaded = {}
-  env.require = function(name)
-    if type(name) ~= "string" then error("require: module name expected", 2) end
-    if allowed_module(name, false) then return require(name) end
-    if loaded[name] ~= nil then return loaded[name] end
-    local rel = name:gsub("%.", "/")
-    for _, candidate in ipairs({ dir .. "/" .. rel .. ".lua", dir .. "/" .. rel .. "/init.lua" }) do
-      local f = io.open(candidate, "r")
-      if f then
-        f:close()
-        local chunk = assert(loadfile(candidate, "t", env))
-        local v = chunk(name)
-        if v == nil then v = true end
-        loaded[name] = v
-        return v
-      end
-    end
-    if name == "mpctl.proc" then
-      error("require 'mpctl.proc' is disabled in recipes; run mpctl with --allow-exec to allow it", 2)
-    end
-    error(string.format("module '%s' not found (recipes may require mpctl.* and Lua files beside %s)",
-      name, path or "the recipe"), 2)
-  end
   return env
 end
 

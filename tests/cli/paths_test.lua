@@ -1,0 +1,61 @@
+-- Where mpctl finds its library and recipes: the build tree, an install prefix, MPCTL_PATH and
+-- the user's config folder.
+local test = require("mpctl.test")
+local fs = require("mpctl.fs")
+
+local exe = test.exe()
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  return tonumber(out:match("rc=(%d+)%s*$")), out:gsub("rc=%d+%s*$", "")
+end
+
+test("MPCTL_PATH adds recipes and Lua modules", function()
+  local dir = fs.tmpdir()
+  fs.mkdir(dir .. "/recipes")
+  fs.mkdir(dir .. "/lua/teamlib", { parents = true })
+  fs.write(dir .. "/lua/teamlib/greet.lua", "return { hello = function() return 'hi from the team' end }\n")
+  fs.write(dir .. "/recipes/team_hello.lua", "--- Says hello from the team folder.\n" ..
+    "print(require('lib.x'))\nprint(require('teamlib.greet').hello())\n" ..
+    "print(pcall(require('teamlib.greet').spawn))\n")
+  -- a team module runs in the recipe's sandbox too
+  fs.write(dir .. "/lua/teamlib/greet.lua", "return { hello = function() return 'hi from the team' end," ..
+    " spawn = function() return io.popen('true') end }\n")
+  fs.mkdir(dir .. "/recipes/lib")
+  fs.write(dir .. "/recipes/lib/x.lua", "return 'beside the recipe'\n")
+  local rc, out = sh(string.format("MPCTL_PATH=%q %q team_hello", dir, exe))
+  test.eq(rc, 0, out)
+  test.contains(out, "beside the recipe")
+  test.contains(out, "hi from the team")
+  test.contains(out, "io.popen is disabled in recipes")
+  rc, out = sh(string.format("MPCTL_PATH=%q %q recipes", dir, exe))
+  test.contains(out, "team_hello")
+  test.contains(out, "Says hello from the team folder.")
+  rc, out = sh(string.format("MPCTL_PATH=%q %q --allow-exec %q/recipes/team_hello.lua", dir, exe, dir))
+  test.eq(rc, 0, out)
+end)
+
+test("recipes in the user's config folder are found by name", function()
+  local home = fs.tmpdir()
+  fs.mkdir(home .. "/mpctl/recipes", { parents = true })
+  fs.write(home .. "/mpctl/recipes/mine.lua", "--- Mine.\nprint('my recipe ran')\n")
+  local rc, out = sh(string.format("XDG_CONFIG_HOME=%q %q mine", home, exe))
+  test.eq(rc, 0, out)
+  test.contains(out, "my recipe ran")
+end)
+
+test("an installed mpctl finds its own library, recipes and boards", function()
+  local build = os.getenv("MPCTL_TEST_BUILD_DIR")
+  if not build then test.skip("MPCTL_TEST_BUILD_DIR not set (run under ctest)") end
+  local prefix = fs.tmpdir()
+  local rc, out = sh(string.format("cmake --install %q --prefix %q", build, prefix))
+  test.eq(rc, 0, out)
+  -- run it from elsewhere, so neither ./recipes nor the source tree's cwd helps
+  rc, out = sh(string.format("cd / && %q/bin/mpctl recipes", prefix))
+  test.eq(rc, 0, out)
+  test.contains(out, "verify_repl")
+  test.ok(fs.exists(prefix .. "/share/mpctl/lua/mpctl/cli.lua"), "library installed")
+  sh(string.format("rm -rf %q", prefix))
+end)
