@@ -109,6 +109,23 @@ function Backend:restart()
   self:start()
 end
 
+-- Reads what the backend sent within `left` seconds; returns false when the client interrupted.
+function Backend:_pump(left, client)
+  local objs = {self.dev.port}
+  if client then objs[2] = client.port end
+  local ready = serial.poll(objs, math.min(left, 0.5))
+  for _, o in ipairs(ready) do
+    if o == self.dev.port then
+      local s = self.dev.port:read(65536, 0)
+      if s == "" and self.dev.port:is_eof() then error("sim rawrepl: backend exited", 0) end
+      self.buf = self.buf .. s
+    elseif client and client:poll_interrupt() then
+      return false
+    end
+  end
+  return true
+end
+
 function Backend:_until(delim, deadline, client)
   while true do
     local i = self.buf:find(delim, 1, true)
@@ -119,18 +136,7 @@ function Backend:_until(delim, deadline, client)
     end
     local left = deadline - time.now()
     if left <= 0 then error("sim rawrepl: backend timeout waiting for " .. delim, 0) end
-    local objs = {self.dev.port}
-    if client then objs[2] = client.port end
-    local ready = serial.poll(objs, math.min(left, 0.5))
-    for _, o in ipairs(ready) do
-      if o == self.dev.port then
-        local s = self.dev.port:read(65536, 0)
-        if s == "" and self.dev.port:is_eof() then error("sim rawrepl: backend exited", 0) end
-        self.buf = self.buf .. s
-      elseif client and client:poll_interrupt() then
-        return nil, "interrupted"
-      end
-    end
+    if not self:_pump(left, client) then return nil end
   end
 end
 
@@ -140,8 +146,25 @@ function Backend:exec(code, timeout, client)
   self.dev.port:write(code .. "\x04")
   local ok = self:_until("OK", deadline, client)
   if ok == nil then return nil, nil, "interrupted" end
+  local head = ""
+  if code:find("^_mpctl_tx%(") then
+    -- a file read writes "#N\n" and then N raw bytes, which may contain \x04: count them
+    local line = self:_until("\n", deadline, client)
+    if line == nil then return nil, nil, "interrupted" end
+    head = line .. "\n"
+    local n = tonumber(line:match("^#(%d+)"))
+    if n then
+      while #self.buf < n do
+        if time.now() > deadline then error("sim rawrepl: backend timeout reading a file", 0) end
+        if not self:_pump(deadline - time.now(), client) then return nil, nil, "interrupted" end
+      end
+      head = head .. self.buf:sub(1, n)
+      self.buf = self.buf:sub(n + 1)
+    end
+  end
   local out = self:_until("\x04", deadline, client)
-  if out == nil then return nil, nil, "interrupted" end
+  if out == nil then return head, nil, "interrupted" end
+  out = head .. out
   local err = self:_until("\x04>", deadline, client)
   if err == nil then return out, nil, "interrupted" end
   return out, err
