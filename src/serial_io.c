@@ -58,6 +58,8 @@ static void buf_reserve(struct port_buf *b, size_t extra)
 
 void port_buf_append(struct port_buf *b, const char *data, size_t n)
 {
+    if (n == 0)
+        return;
     buf_reserve(b, n);
     memcpy(b->data + b->start + b->len, data, n);
     b->len += n;
@@ -65,6 +67,8 @@ void port_buf_append(struct port_buf *b, const char *data, size_t n)
 
 void port_buf_prepend(struct port_buf *b, const char *data, size_t n)
 {
+    if (n == 0)
+        return;
     if (b->start >= n) {
         b->start -= n;
     } else {
