@@ -217,15 +217,20 @@ static int keycmp(const void *a, const void *b)
     return strcmp(((const struct keyref *)a)->s, ((const struct keyref *)b)->s);
 }
 
-static size_t path_push(struct enc *e, const char *fmt, const char *key, lua_Integer i)
+/* Extend the error path with ".key" or "[i]"; returns the old length to cut back to. */
+static size_t path_push_key(struct enc *e, const char *key)
 {
     size_t old = strlen(e->path);
-    if (old < PATH_MAX_LEN) {
-        if (key)
-            snprintf(e->path + old, sizeof e->path - old, fmt, key);
-        else
-            snprintf(e->path + old, sizeof e->path - old, fmt, (long long)i);
-    }
+    if (old < PATH_MAX_LEN && key)
+        snprintf(e->path + old, sizeof e->path - old, ".%s", key);
+    return old;
+}
+
+static size_t path_push_index(struct enc *e, lua_Integer i)
+{
+    size_t old = strlen(e->path);
+    if (old < PATH_MAX_LEN)
+        snprintf(e->path + old, sizeof e->path - old, "[%lld]", (long long)i);
     return old;
 }
 
@@ -270,7 +275,7 @@ static void encode_object(struct enc *e, int t, cJSON *obj, int depth)
     for (lua_Integer i = 0; i < n; i++) {
         lua_rawgeti(L, anchor, keys[i].slot);
         lua_rawget(L, t);
-        size_t old = path_push(e, ".%s", keys[i].s, 0);
+        size_t old = path_push_key(e, keys[i].s);
         encode_value(e, lua_gettop(L), obj, keys[i].s, depth + 1);
         e->path[old] = '\0';
         lua_pop(L, 1);
@@ -313,7 +318,7 @@ static void encode_value(struct enc *e, int idx, cJSON *parent, const char *key,
         if (arr) {
             for (lua_Integer i = 1; i <= len; i++) {
                 lua_rawgeti(L, idx, i);
-                size_t old = path_push(e, "[%lld]", NULL, i);
+                size_t old = path_push_index(e, i);
                 encode_value(e, lua_gettop(L), item, NULL, depth + 1);
                 e->path[old] = '\0';
                 lua_pop(L, 1);
