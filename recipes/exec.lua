@@ -1,0 +1,24 @@
+--- Run Python code on the board and print its output (exit 1 on a device traceback).
+-- @raw-args
+-- @option timeout: seconds the code may run (default 60; write --timeout=N)
+--
+-- mpctl exec --port /dev/ttyACM0 'import os; print(os.listdir())'
+-- Words are joined with spaces, so unquoted code works too: mpctl exec --port P x=1 -- print(x)
+
+local code = table.concat(arg, " ")
+if code == "" then mpctl.usage_error("exec needs Python code, e.g. mpctl exec --port P 'print(1+1)'") end
+local port = mpctl.open_port(arg)
+local r = mpctl.repl.attach(port)
+local ok, err = pcall(r.exec, r, code, {
+  timeout = tonumber(arg.timeout) or 60,
+  on_output = function(s) io.stdout:write(s) io.stdout:flush() end,
+})
+if not ok then
+  if mpctl.repl.is_error(err, "device") then
+    io.stderr:write((err.traceback:gsub("\r\n", "\n")))
+    r:close()
+    return 1
+  end
+  error(err, 0)
+end
+r:close()

@@ -1,0 +1,119 @@
+--- Files on the board: ls, cat, cp, rm, mkdir, sha256 (':' marks a device path, as in mpremote).
+-- @raw-args
+-- @option r: cp/rm: recursive (cp -r lib :lib)
+-- @option f: cp: copy even when the device file's sha256 already matches
+-- @option force: same as -f
+-- @option mode: cp: transfer mode binary|base64 (default: best the device offers)
+--
+-- mpctl fs --port P ls [:dir]          mpctl fs --port P cat :boot.py
+-- mpctl fs --port P cp main.py :main.py    mpctl fs --port P cp :data.csv .    mpctl fs --port P cp -r lib :lib
+-- mpctl fs --port P rm [-r] :old.py    mpctl fs --port P mkdir :lib    mpctl fs --port P sha256 :main.py
+-- Every copy is verified by sha256 computed on the device; a file already identical is skipped.
+
+local lfs = mpctl.fs
+local words = {}
+for _, w in ipairs(arg) do words[#words + 1] = w end
+local sub = table.remove(words, 1)
+local usage = "fs needs a command: ls, cat, cp, rm, mkdir, sha256 (mpctl help fs)"
+if not sub then mpctl.usage_error(usage) end
+
+local function is_dev(p) return p:sub(1, 1) == ":" end
+local function dev(p)
+  p = is_dev(p) and p:sub(2) or p
+  if p == "" then return "/" end
+  return p
+end
+local function basename(p) return (p:gsub("/+$", ""):match("[^/]+$")) or p end
+local function join(a, b) return (a:gsub("/+$", "")) .. "/" .. b end
+
+local port = mpctl.open_port(arg)
+local r = mpctl.repl.attach(port)
+local force = arg.f or arg.force
+local copy_opts = {force = force, mode = arg.mode}
+
+local function kb(s) return string.format("%.1f KB/s", s.rate / 1024) end
+
+local function report(src, dst, s)
+  if s.skipped then
+    print(string.format("up to date: %s", dst))
+  else
+    print(string.format("%s -> %s  %d bytes  %.2f s  %s  %s  %.2f wire B/B", src, dst, s.bytes, s.seconds,
+      kb(s), s.mode, s.wire_per_byte))
+  end
+end
+
+local function device_is_dir(p)
+  local st = r:stat(p)
+  return st and st.type == "dir"
+end
+
+local function put_tree(src, dst)
+  local st = lfs.stat(src)
+  if not st then mpctl.fail("no local file " .. src) end
+  if st.type == "dir" then
+    if not arg.r then mpctl.fail(src .. " is a directory (use cp -r)") end
+    r:mkdir(dst, {exist_ok = true})
+    for _, name in ipairs(lfs.list(src)) do put_tree(join(src, name), join(dst, name)) end
+  else
+    report(src, ":" .. dst, r:put(lfs.read(src), dst, copy_opts))
+  end
+end
+
+local function get_tree(src, dst)
+  local st = r:stat(src)
+  if not st then mpctl.fail("no device file :" .. src) end
+  if st.type == "dir" then
+    if not arg.r then mpctl.fail(":" .. src .. " is a directory (use cp -r)") end
+    lfs.mkdir(dst, {parents = true})
+    for _, e in ipairs(r:ls(src)) do get_tree(join(src, e.name), join(dst, e.name)) end
+  else
+    local data, s = r:get(src)
+    lfs.write(dst, data)
+    report(":" .. src, dst, s)
+  end
+end
+
+if sub == "ls" then
+  local p = dev(words[1] or ":")
+  for _, e in ipairs(r:ls(p)) do
+    if e.type == "dir" then print(string.format("%10s  %s/", "", e.name))
+    else print(string.format("%10s  %s", e.size and tostring(e.size) or "?", e.name)) end
+  end
+elseif sub == "cat" then
+  if not words[1] then mpctl.usage_error("fs cat needs a device file") end
+  for _, p in ipairs(words) do io.stdout:write((r:get(dev(p)))) end
+elseif sub == "sha256" then
+  if not words[1] then mpctl.usage_error("fs sha256 needs a device file") end
+  for _, p in ipairs(words) do
+    local h = r:sha256(dev(p))
+    if not h then mpctl.fail("no device file :" .. dev(p)) end
+    print(h .. "  :" .. dev(p))
+  end
+elseif sub == "rm" then
+  if not words[1] then mpctl.usage_error("fs rm needs a device path") end
+  for _, p in ipairs(words) do r:rm(dev(p), {recursive = arg.r}) end
+elseif sub == "mkdir" then
+  if not words[1] then mpctl.usage_error("fs mkdir needs a device path") end
+  for _, p in ipairs(words) do r:mkdir(dev(p)) end
+elseif sub == "cp" then
+  if #words < 2 then mpctl.usage_error("fs cp needs SRC... DST, one side with ':' (cp main.py :main.py)") end
+  local dst = table.remove(words)
+  for _, src in ipairs(words) do
+    if is_dev(src) == is_dev(dst) then
+      mpctl.usage_error("fs cp: exactly one of " .. src .. " and " .. dst .. " must be a device path (':name')")
+    end
+    if is_dev(dst) then
+      local d = dev(dst)
+      if dst:sub(-1) == "/" or dst == ":" or (#words > 1) or device_is_dir(d) then d = join(d, basename(src)) end
+      put_tree(src, d)
+    else
+      local d = dst
+      local st = lfs.stat(d)
+      if (st and st.type == "dir") or d:sub(-1) == "/" then d = join(d, basename(dev(src))) end
+      get_tree(dev(src), d)
+    end
+  end
+else
+  mpctl.usage_error("fs: unknown command '" .. sub .. "'; " .. usage)
+end
+r:close()
