@@ -24,6 +24,9 @@
  * ESP flashing) arrives in few calls; bytes past the frame end are pushed back with unread. */
 #define READ_CHUNK 65536
 #define SEEN_MAX 64
+/* Default bound on a frame's payload: ESP frames are at most a 16 KiB block plus headers;
+ * without a bound, noise with one 0xC0 and no second one would grow the buffer forever. */
+#define MAX_FRAME (1 << 20)
 
 enum slip_state { OUTSIDE, IN_FRAME, IN_ESCAPE };
 enum slip_event { NEED_MORE, FRAME_DONE, BAD_ESCAPE };
@@ -37,6 +40,7 @@ struct slip_dec {
     enum slip_state state;
     unsigned char bad; /* the byte that followed 0xDB in a bad escape */
     size_t bad_at;     /* its offset within the frame payload */
+    size_t max;        /* decoder objects: longest payload accepted */
 };
 
 static int dec_reserve(struct slip_dec *d, size_t extra)
@@ -300,14 +304,16 @@ static int read_frame_timeout(lua_State *L, int port, double timeout, const stru
                       name, timeout, (int)d->len, seen);
 }
 
-/* slip.read_frame(port, timeout) -> payload */
+/* slip.read_frame(port, timeout[, max_payload = 1 MiB]) -> payload */
 static int slip_read_frame(lua_State *L)
 {
     luaL_checkany(L, 1);
     double timeout = luaL_checknumber(L, 2);
-    lua_settop(L, 2);
+    lua_Integer max = luaL_optinteger(L, 3, MAX_FRAME);
+    luaL_argcheck(L, max > 0, 3, "maximum frame size must be > 0");
+    lua_settop(L, 3);
     const int port = 1;
-    struct slip_dec *d = push_scratch(L); /* index 3 */
+    struct slip_dec *d = push_scratch(L); /* index 4 */
     struct seen sn;
     memset(&sn, 0, sizeof sn);
     double deadline = mpctl_now() + timeout;
@@ -342,6 +348,14 @@ static int slip_read_frame(lua_State *L)
             return luaL_error(L, "slip.read_frame: out of memory (frame of %d bytes)", (int)d->len);
         if (ev == NEED_MORE) {
             lua_pop(L, 1);
+            if (d->state != OUTSIDE && d->len > (size_t)max)
+                return luaL_error(L, "slip.read_frame on %s: frame longer than %d bytes without an end (0xC0)",
+                                  port_name(L, port), (int)max);
+            /* A device spewing noise (a boot log at full speed) must not keep us past the
+             * deadline; a frame already under way may still complete from buffered bytes
+             * (bounded by max). */
+            if (d->state == OUTSIDE && mpctl_now() >= deadline)
+                return read_frame_timeout(L, port, timeout, d, &sn);
             continue;
         }
         port_unread(L, port, s + used, n - used);
@@ -380,13 +394,16 @@ static int slip_write_frame(lua_State *L)
 
 /* ---- incremental decoder ----------------------------------------------------------------- */
 
-/* slip.decoder() -> d.  d:feed(bytes) -> { payload, ... }, errors
+/* slip.decoder([max_payload = 1 MiB]) -> d.  d:feed(bytes) -> { payload, ... }, errors
  * Frames may span feeds. A frame with a bad escape is dropped (as the ROM does) and described
  * in the second result, a list of strings, which is nil when there were none. */
 static int slip_decoder(lua_State *L)
 {
+    lua_Integer max = luaL_optinteger(L, 1, MAX_FRAME);
+    luaL_argcheck(L, max > 0, 1, "maximum frame size must be > 0");
     struct slip_dec *d = lua_newuserdatauv(L, sizeof *d, 0);
     memset(d, 0, sizeof *d);
+    d->max = (size_t)max;
     luaL_setmetatable(L, DECODER_MT);
     return 1;
 }
@@ -410,15 +427,19 @@ static int decoder_feed(lua_State *L)
             lua_pushlstring(L, (const char *)d->buf, d->len);
             lua_rawseti(L, 3, ++nframes);
             d->len = 0;
-        } else if (ev == BAD_ESCAPE) {
+        } else if (ev == BAD_ESCAPE || (d->state != OUTSIDE && d->len > d->max)) {
             if (!errors) {
                 lua_newtable(L);
                 errors = lua_gettop(L);
             }
-            lua_pushfstring(L, "bad escape 0xDB %s at payload offset %d; frame dropped", hexbyte(d->bad).s,
-                            (int)d->bad_at);
+            if (ev == BAD_ESCAPE)
+                lua_pushfstring(L, "bad escape 0xDB %s at payload offset %d; frame dropped", hexbyte(d->bad).s,
+                                (int)d->bad_at);
+            else
+                lua_pushfstring(L, "frame longer than %d bytes; dropped", (int)d->max);
             lua_rawseti(L, errors, ++nerrors);
             d->len = 0;
+            d->state = OUTSIDE;
         }
     }
     if (!errors)

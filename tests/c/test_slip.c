@@ -56,7 +56,7 @@ static const char *const reading =
     "p = fakeport('garbage', 4)\n"
     "local ok, err = pcall(slip.read_frame, p, 0)\n"
     "assert(not ok and err:find('on fake: timeout', 1, true) and err:find('frame start', 1, true)\n"
-    "       and err:find('garbage', 1, true), err)\n"
+    "       and err:find('garb', 1, true), err)\n"
     "p = fakeport('\\192abc\\1')\n"
     "ok, err = pcall(slip.read_frame, p, 0)\n"
     "assert(not ok and err:find('end of a frame (4 payload bytes so far)', 1, true)\n"
@@ -71,6 +71,14 @@ static const char *const reading =
     "p = fakeport('\\192ab'); p.is_eof = function() return true end\n"
     "ok, err = pcall(slip.read_frame, p, 30)\n"
     "assert(not ok and err:find('closed by the peer in the middle of a frame', 1, true), err)\n"
+    /* a port that never stops sending noise still times out */
+    "local spew = {name = 'spew', read = function() return 'noise' end, unread = function() end}\n"
+    "ok, err = pcall(slip.read_frame, spew, 0.05)\n"
+    "assert(not ok and err:find('waiting for a frame start', 1, true) and err:find('noise', 1, true), err)\n"
+    "local first = true\n"
+    "spew.read = function() local s = first and 'x\\192yyyy' or 'yyyy'; first = false; return s end\n"
+    "ok, err = pcall(slip.read_frame, spew, 30, 100)\n"
+    "assert(not ok and err:find('frame longer than 100 bytes', 1, true), err)\n"
     /* write_frame */
     "p = fakeport('')\n"
     "assert(slip.write_frame(p, '\\192') == 4 and p.written[1] == '\\192\\219\\220\\192')\n";
@@ -92,7 +100,12 @@ static const char *const decoder =
     "assert(#frames == 2 and frames[2] == 'b' and d:pending() == 3)\n"
     "frames = d:feed('t\\192')\n"
     "assert(#frames == 1 and frames[1] == 'part' and d:pending() == 0)\n"
-    "assert(tostring(d):find('mpctl.slip_decoder', 1, true))\n";
+    "assert(tostring(d):find('mpctl.slip_decoder', 1, true))\n"
+    "d = slip.decoder(8)\n"
+    "local f1, e1 = d:feed('\\192' .. string.rep('z', 20))\n"
+    "assert(#f1 == 0 and e1[1]:find('frame longer than 8 bytes', 1, true), e1 and e1[1])\n"
+    "f1, e1 = d:feed('tail\\192' .. slip.encode('short'))\n"
+    "assert(#f1 == 1 and f1[1] == 'short' and e1 == nil)\n";
 
 int main(void)
 {
