@@ -169,7 +169,15 @@ def _mpctl_ls(d):
 -- accumulate in a list and are joined once)
 
 function R:_write(data)
-  self.port:write(data)
+  local ok, err = pcall(self.port.write, self.port, data)
+  if not ok then
+    local eof = self.port.is_eof and select(2, pcall(self.port.is_eof, self.port)) == true
+    local msg = tostring(err)
+    if eof or msg:find("closed", 1, true) or msg:find("Broken pipe", 1, true) then
+      raise("reset", string.format("repl %s: device hung up (%s)", self.name, msg), {eof = true})
+    end
+    raise("io", string.format("repl %s: %s", self.name, msg))
+  end
   self.tx = self.tx + #data
 end
 
@@ -346,9 +354,19 @@ function R:enter_raw(timeout)
   -- Ctrl-C stops a running program (on devices that can be interrupted); whatever it prints,
   -- including a banner from a fresh start, is read before asking for the raw REPL.
   self:_write("\r\x03")
-  note_banner(self, self:_drain(0.05, 1.0))
+  local early = self:_drain(0.05, 1.0)
+  note_banner(self, early)
   self:_write("\r\x01")
-  local before = self:_read_until(RAW_BANNER .. ">", timeout, "the raw REPL prompt")
+  local ok, before = pcall(self._read_until, self, RAW_BANNER .. ">", timeout, "the raw REPL prompt")
+  if not ok then
+    -- show what the line carried since Ctrl-C too: garbage from a wrong baud rate comes early
+    if M.is_error(before, "timeout") then
+      local seen = (early .. before.seen):sub(-64)
+      raise("timeout", string.format('repl %s: timeout after %.1f s waiting for the raw REPL prompt; last bytes seen: "%s"',
+        self.name, timeout, escape(seen)), {what = "the raw REPL prompt", seen = seen})
+    end
+    error(before, 0)
+  end
   note_banner(self, before)
   self.raw, self.helpers = true, false
 end
@@ -643,10 +661,11 @@ function R:ls(path)
     local t, size, name = line:match("^(%d+) (%-?%d+) (.*)$")
     if t then
       t = tonumber(t)
+      local dir = (t & 0x4000) ~= 0
       list[#list + 1] = {
         name = name,
-        type = (t & 0x4000) ~= 0 and "dir" or "file",
-        size = tonumber(size) >= 0 and tonumber(size) or nil,
+        type = dir and "dir" or "file",
+        size = (not dir and tonumber(size) >= 0) and tonumber(size) or nil,   -- a dir's size means nothing
       }
     end
   end
