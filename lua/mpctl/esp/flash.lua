@@ -64,16 +64,33 @@ return function(M, Chip)
       if not same then changed[#changed + 1] = { r0, len } end
     end
     local refine = #changed <= math.max(2, #regions // 4)
+    local blank = string.rep("\255", SECTOR)
     for _, rg in ipairs(changed) do
       local r0, len = rg[1], rg[2]
+      local blank_from = nil -- start of a run of all-0xFF image sectors (not refined case)
+      local function close_blank(upto)
+        -- one MD5 for the whole run: if flash is blank there too, the stub need not erase it
+        -- (every sector erased costs ~45 ms that the wire cannot hide; anchors.md §2.1)
+        if blank_from and self:md5(offset + blank_from, upto - blank_from)
+            == hash.hex(hash.md5(data:sub(blank_from + 1, upto))) then
+          for s = blank_from, upto - 1, SECTOR do dirty[s // SECTOR + 1] = nil end
+        end
+        blank_from = nil
+      end
       for s0 = r0, r0 + len - 1, SECTOR do
         local slen = math.min(SECTOR, #data - s0)
+        local bytes = data:sub(s0 + 1, s0 + slen)
         local differs = true
         if refine then
-          differs = self:md5(offset + s0, slen) ~= hash.hex(hash.md5(data:sub(s0 + 1, s0 + slen)))
+          differs = self:md5(offset + s0, slen) ~= hash.hex(hash.md5(bytes))
+        elseif bytes == blank:sub(1, slen) then
+          blank_from = blank_from or s0
+        else
+          close_blank(s0)
         end
         if differs then dirty[s0 // SECTOR + 1] = true end
       end
+      close_blank(r0 + len)
     end
     return dirty, nsec
   end
@@ -201,7 +218,9 @@ return function(M, Chip)
         if s ~= blank:sub(1, #s) then dirty[i] = true end
       end
     elseif opts.diff ~= false and can_md5 then
+      local td = time.now()
       dirty = self:diff(offset, data)
+      st.diff_s = time.now() - td
     else
       for i = 1, nsec do dirty[i] = true end
     end
@@ -214,6 +233,7 @@ return function(M, Chip)
       st.base_done = #data - total
       st.done = 0
       update(st.base_done)
+      local tw = time.now()
       for _, r in ipairs(runs) do
         local failure = self:write_run(offset + r[1], data:sub(r[1] + 1, r[1] + r[2]), st)
         if failure then
@@ -235,12 +255,15 @@ return function(M, Chip)
         st.written = st.written + r[2]
         st.wrote_any = true
       end
+      st.write_s = (st.write_s or 0) + time.now() - tw
       -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
       if self.stub and st.wrote_any then
         self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END, string.pack("<I4", 1), { timeout = 10 })
       end
       if not want_md5 then break end
+      local tv = time.now()
       local got = self:md5(offset, #data)
+      st.verify_s = (st.verify_s or 0) + time.now() - tv
       if got == want_md5 then break end
       if st.rounds >= 3 then
         finish("verify failed")

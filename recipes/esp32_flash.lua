@@ -1,0 +1,98 @@
+--- Flash MicroPython onto an ESP32-family board or an ESP8266 and prove it runs.
+-- @option firmware: image file to write (default: the latest release for the board; "demo" = a generated test image)
+-- @option version: release to download when firmware= is not given (default latest)
+-- @option erase: yes = erase the whole flash first (a fresh install)
+-- @option backup: save the whole flash to this file before writing
+-- @option verify: no = skip the MD5 check of what was written (default yes)
+-- @option repl: no = stop after the verified write and reset (default: reach the REPL)
+-- @option reset: classic, usb-jtag or none (default: from the board file)
+-- @option stub: path to a flasher stub JSON, or no for ROM-only mode
+-- @option timeout: seconds to wait for the REPL after reset (default 10)
+--
+--   mpctl esp32_flash --port /dev/ttyUSB0 firmware=ESP32_GENERIC-20250415-v1.25.0.bin
+--   mpctl esp32_flash --port sim://esp32 firmware=demo
+--   mpctl esp32_flash --port /dev/ttyACM0 --board ESP32_GENERIC_C3 reset=usb-jtag erase=yes
+
+local esp = mpctl.esp
+local fs, time = mpctl.fs, mpctl.time
+local t0 = time.now()
+
+local function yes(v, default)
+  if v == nil or v == "" then return default end
+  return v == "yes" or v == "1" or v == "true" or v == "on"
+end
+
+-- 1. Which board, which image.
+local board = mpctl.board(arg.board or "ESP32_GENERIC")
+if board.family ~= "esp" then mpctl.usage_error(board.id .. " is not an ESP board (family " .. board.family .. ")") end
+local image, firmware
+if arg.firmware == "demo" then
+  image = require("mpctl.esp.imagegen").generate { chip = board.chip }
+  firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
+elseif arg.firmware then
+  if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
+  image = fs.read(arg.firmware)
+  firmware = { file = arg.firmware, sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
+else
+  firmware = mpctl.firmware.get(board, arg.version or "latest")
+  image = fs.read(firmware.path)
+end
+
+-- 2. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
+local port = mpctl.open_port(arg, { baud = 115200 })
+local baud = tonumber(arg.baud) or board.max_baud or board.baud or 460800
+local chip = esp.connect(port, {
+  reset = arg.reset or board.reset, baud = baud, chip = board.chip,
+  stub = arg.stub == "no" and "no" or arg.stub,
+})
+mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac or "?",
+  esp.chips.size_name(chip.flash_size), chip.stub and "stub" or "ROM loader", port:baud(), chip.reset_used or "?")
+if chip.baud_note then mpctl.warn("%s", chip.baud_note) end
+
+-- 3. Refuse a wrong image before anything is erased.
+chip:check_image(image, board.offset)
+
+-- 4. Keep what was there.
+if arg.backup then
+  local old = chip:read_flash(0, chip.flash_size, { label = "backup" })
+  fs.write(arg.backup, old)
+  mpctl.log("backup: %d bytes of flash saved to %s", #old, arg.backup)
+end
+
+-- 5. Erase (optional), write, verify.
+local erased = yes(arg.erase, false)
+if erased then
+  mpctl.log("erasing the whole flash")
+  chip:erase_all()
+end
+local st = chip:write(board.offset, image, { erased = erased, verify = yes(arg.verify, true), label = "write" })
+mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "flash MD5 matches the image")
+
+-- 6. Boot it.
+chip:hard_reset(board.reset == "usb-jtag")
+port:set_baud(115200)
+local secs = time.now() - t0
+mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
+  st.raw, board.offset, st.sent, st.wire, st.written == st.raw and "all" or string.format("%d changed", st.written),
+  secs, st.seconds, st.raw * 8 / st.seconds / 1000)
+mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = chip.mac, bytes = st.raw,
+  sent = st.sent, wire = st.wire, written = st.written, seconds = secs, write_seconds = st.seconds,
+  baud = baud, stub = chip.stub_path ~= nil }
+
+local record = { board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
+  firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
+  backup = arg.backup and { flash = arg.backup } or nil, result = "ok", duration = secs }
+
+-- 7. Prove it runs: the verify_repl recipe, on this already open port.
+if yes(arg["repl"], true) then
+  local open_port = mpctl.open_port
+  mpctl.open_port = function() return port end -- verify_repl opens arg.port; hand it ours
+  local ok, err = pcall(require, "verify_repl")
+  mpctl.open_port = open_port
+  if not ok then
+    record.result, record.error = "failed", tostring(type(err) == "table" and err.msg or err)
+    mpctl.history.record(record)
+    error(err, 0)
+  end
+end
+mpctl.history.record(record)
