@@ -163,7 +163,7 @@ static void flush_ctl(lua_State *L, struct port *p)
  * came), -1 at end of stream, -2 if nothing was there. */
 static ssize_t read_some(lua_State *L, struct port *p)
 {
-    char raw[4096];
+    char raw[16384];
     ssize_t r = read(p->fd, raw, sizeof raw);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return -2;

@@ -157,10 +157,8 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
         luaL_error(L, "serial: no such port %s; %s", path, lua_tostring(L, -1));
     }
     int fd = open_with_libserialport(L, p, path);
-    if (fd < 0) {
+    if (fd < 0)
         fd = open_plain_tty(L, path);
-        p->label = "pty";
-    }
     p->fd = fd;
     if (exclusive) {
         /* TIOCEXCL stops other opens (except root's); flock covers root and our own ports. */
@@ -176,6 +174,8 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
     }
     port_set_nonblock(fd);
     p->signals = probe_signals(fd);
+    if (p->sp == NULL && !p->signals)
+        p->label = "pty"; /* a tty without modem lines: in practice a pseudo-terminal */
 }
 
 static speed_t speed_constant(long baud)
