@@ -369,6 +369,7 @@ function Dev:raw_repl()
         if self.raw_paste == "R0" then
           self:put("R\0")
           line = {}
+          goto continue
         elseif self.raw_paste and line[2] == "A" then
           line = {}
           self:paste()
