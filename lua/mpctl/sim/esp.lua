@@ -551,15 +551,34 @@ function Dev:run(port)
   self.circuit = bootmod.new { strap_delay = self.o.strap_delay, min_en_low = self.o.min_en_low }
   self.host_baud = self.o.baud
   local mode = self.o.boot
-  if mode == "auto" then mode = is_rfc2217(port) and "flash" or "download" end
+  local rfc = is_rfc2217(port)
+  if mode == "auto" then mode = rfc and "flash" or "download" end
+  local rx_pos, pending_ev, early = 0, {}, ""
+  if rfc then
+    -- Power on once the client has set its line up (an RFC 2217 client sends its baud rate
+    -- right after connecting), so the boot log meets the rate the host really listens at.
+    local deadline = time.now() + 0.2
+    while time.now() < deadline do
+      early = early .. port:read(1 << 20, 0.02)
+      local ok, evs = pcall(port.events, port)
+      local seen = false
+      if ok then
+        for _, e in ipairs(evs) do
+          if e.kind == "baud" and (e.pos or 0) == 0 then self.host_baud = e.value; seen = true
+          else pending_ev[#pending_ev + 1] = e end
+        end
+      end
+      if seen or early ~= "" or port:is_eof() then break end
+    end
+  end
   self:boot(mode, "poweron")
-  local rx_pos, pending_ev = 0, {}
   while true do
     local now = time.now()
     -- control events, in stream order relative to the data they arrived with
     local ok, evs = pcall(port.events, port)
     if ok then for _, e in ipairs(evs) do pending_ev[#pending_ev + 1] = e end end
-    local data = port:read(1 << 20, 0)
+    local data = early .. port:read(1 << 20, 0)
+    early = ""
     local start = 1
     while #pending_ev > 0 and (pending_ev[1].pos or 0) <= rx_pos + (#data - start + 1) do
       local e = table.remove(pending_ev, 1)

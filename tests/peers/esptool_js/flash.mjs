@@ -37,6 +37,10 @@ function parseArgs(argv) {
   return a;
 }
 
+// esptool-js's Transport prints trace lines with console.log even with tracing off: keep stdout
+// for the one JSON result line.
+console.log = (...a) => process.stderr.write(a.join(" ") + "\n");
+
 const md5hex = (buf) => crypto.createHash("md5").update(buf).digest("hex");
 
 async function main() {
