@@ -19,6 +19,7 @@
 #define DEFAULT_TIMEOUT 1.0
 #define CONNECT_TIMEOUT 5.0
 #define SIM_START_TIMEOUT 10.0
+#define SERVER_SETTLE 2.0 /* longest wait for a new RFC 2217 client's first SET-BAUDRATE */
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -656,7 +657,7 @@ static int serial_listen(lua_State *L)
         name_port(p, url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "fd");
         p->fd = take_fd_number(L, url, url + 5);
         if (rfc)
-            rfc_server_start(L, p);
+            rfc_server_start(L, p, opt_field_number(L, 2, "settle", SERVER_SETTLE));
         return 1;
     }
     struct listener *l = lua_newuserdatauv(L, sizeof *l, 0);
@@ -706,7 +707,7 @@ static int listener_accept(lua_State *L)
     name_port(p, l->url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "socket");
     p->fd = fd;
     if (rfc)
-        rfc_server_start(L, p);
+        rfc_server_start(L, p, SERVER_SETTLE);
     return 1;
 }
 

@@ -51,6 +51,7 @@ struct port {
     struct rfc_decoder dec;
     struct rfc_options opt;
     int ign_set_control;
+    int got_baud;               /* server side: the client has sent SET-BAUDRATE */
     double ack_timeout;
     unsigned acks[RFC_NCMD];    /* answers (cmd+100) received, per command */
     uint8_t ack_value[RFC_NCMD][4];
@@ -88,7 +89,9 @@ int port_set_nonblock(int fd);
 
 /* serial_rfc.c: RFC 2217 on top of a port */
 void rfc_client_start(lua_State *L, struct port *p, double timeout);
-void rfc_server_start(lua_State *L, struct port *p);
+/* Server side: request the options, then wait up to `settle` seconds for the client's first
+ * SET-BAUDRATE so that port:baud() is the client's rate from the start. */
+void rfc_server_start(lua_State *L, struct port *p, double settle);
 void rfc_handle_event(struct port *p, const struct rfc_event *ev);
 /* Send SET-CONTROL values (1 or 2) back to back, then wait for their answers unless the port
  * was opened with ?ign_set_control. */

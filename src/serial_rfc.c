@@ -78,6 +78,7 @@ static void server_baud(struct port *p, const uint8_t *v, size_t len, size_t pos
         p->baud = (long)rfc_get_u32(v);
         add_event(p, EV_BAUD, p->baud, pos);
     }
+    p->got_baud = 1;
     rfc_put_u32(reply, (uint32_t)p->baud); /* value 0 asks for the current rate */
     ctl_subneg(p, RFC_SET_BAUDRATE + RFC_SERVER, reply, 4);
 }
@@ -177,13 +178,20 @@ void rfc_client_start(lua_State *L, struct port *p, double timeout)
         luaL_error(L, "serial %s: the server refused RFC 2217 (COM-PORT-OPTION)", p->name);
 }
 
-void rfc_server_start(lua_State *L, struct port *p)
+void rfc_server_start(lua_State *L, struct port *p, double settle)
 {
     static const uint8_t req[][2] = {
         {TN_DO, TN_OPT_COMPORT}, {TN_WILL, TN_OPT_BINARY}, {TN_DO, TN_OPT_BINARY},
         {TN_WILL, TN_OPT_SGA},   {TN_DO, TN_OPT_SGA},
     };
     send_requests(L, p, req, sizeof req / sizeof *req);
+    /* RFC 2217 clients (ours, pyserial, ser2net users) set the baud rate right after the
+     * negotiation. Waiting for it means a simulator starts out knowing the client's rate, so
+     * what it prints at power-on is not garbled by a race with that first SET-BAUDRATE. Data
+     * arriving meanwhile stays buffered, and the baud event stays in events(). */
+    double deadline = mpctl_now() + settle;
+    while (!p->got_baud && !p->eof && port_fill_once(L, p, deadline) > 0) {
+    }
 }
 
 static const char *command_name(int cmd)
