@@ -96,6 +96,11 @@ end
 -- What can be flashed; .elf and .map files on the same pages are for debugging.
 M.FIRMWARE_TYPES = { bin = true, ["app-bin"] = true, uf2 = true, dfu = true, hex = true, zip = true }
 
+-- File types in the order a board's port prefers them.
+function M.type_order(board)
+  return EXT_BY_PORT[M.port_of(board or "") or ""] or { "bin", "uf2", "dfu", "hex", "app-bin", "zip" }
+end
+
 -- BOARD[-VARIANT]-YYYYMMDD-vX.Y.Z[-preview.N.gHASH].ext; nil for other names (elf, map, other boards).
 function M.parse_name(file, board)
   local prefix, date, ver, ext = file:match("^(.-)%-(%d%d%d%d%d%d%d%d)%-v(%d+%.%d+[%.%d]*[%w%.%-]-)%.(%a[%w%-]*)$")
@@ -320,8 +325,7 @@ function M.select(entries, version, opts)
   for _, e in ipairs(candidates) do
     if e.version == chosen_version then types[#types + 1] = e end
   end
-  local order = want_type and { want_type } or EXT_BY_PORT[M.port_of(board or "") or ""] or
-    { "bin", "uf2", "dfu", "hex", "app-bin", "zip" }
+  local order = want_type and { want_type } or M.type_order(board)
   for _, t in ipairs(order) do
     for _, e in ipairs(types) do
       if e.type == t then return e end
@@ -556,8 +560,7 @@ local function newest_cached(opts, board, variant, ftype_order, version)
 end
 
 local function offline_fetch(board, version, opts, lock, why, detail)
-  local order = opts.type and { opts.type } or EXT_BY_PORT[M.port_of(board) or ""] or
-    { "bin", "uf2", "dfu", "hex", "app-bin", "zip" }
+  local order = opts.type and { opts.type } or M.type_order(board)
   local meta = newest_cached(opts, board, opts.variant, order, version)
   if not meta then
     fail("%s: no cached firmware for %s%s version %s in %s; when online, fetch it with: " ..
@@ -657,16 +660,17 @@ function M.pin(board, version, opts)
   return M.fetch(board, version, opts)
 end
 
--- For recipes: board may be a board table (from mpctl.board) or an id.
+-- For recipes: board may be a board table (mpctl.board: id, firmware.ext, variant) or an id;
+-- version may also be a path to a firmware file, used as given and still recorded by hash.
 function M.get(board, version, opts)
   opts = opts or {}
   local id = type(board) == "table" and (board.id or board.name) or board
   if type(board) == "table" then
-    opts.type = opts.type or board.firmware_type or board.fw_type
-    opts.variant = opts.variant or board.variant
+    local fw = type(board.firmware) == "table" and board.firmware or {}
+    opts.type = opts.type or fw.ext or board.firmware_type
+    opts.variant = opts.variant or fw.variant or board.variant
   end
   if type(version) == "string" and (version:match("/") or version:match("%.%a[%w%-]*$")) then
-    -- A path to a firmware file: use it as given, still recorded by hash.
     if not fs.exists(version) then fail("firmware file %s does not exist", version) end
     return {
       path = version, file = fs.basename(version), board = id, size = fs.stat(version).size,

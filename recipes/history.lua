@@ -1,0 +1,36 @@
+--- What was flashed where: one line per flash, oldest first (--json: one JSON record per line).
+-- @option device: only this device (MAC address or unique id)
+-- @option last: only the newest N records
+-- @option file: history file (default $MPCTL_HISTORY, else ~/.local/state/mpctl/history.jsonl)
+--
+--   mpctl history                     mpctl history --port /dev/ttyUSB0 last=5
+--   mpctl history --device 24:0a:c4:12:34:56 --json
+-- --port and --board filter too. A torn last line (a crash mid-append) is skipped with a warning.
+
+local history, ui = mpctl.history, mpctl.ui
+-- `--device ID` arrives as a bare flag followed by a word unless the CLI knows it takes a value.
+local device = arg.device
+if device == true then device = arg[1] end
+if device == true or device == "" then mpctl.usage_error("--device needs a MAC address or unique id") end
+local o = { path = arg.file, port = arg.port, device = device, board = arg.board }
+local recs = history.read(o)
+local n = tonumber(arg.last)
+if arg.last and not n then mpctl.usage_error("last= needs a number, got " .. tostring(arg.last)) end
+local first = n and math.max(1, #recs - n + 1) or 1
+
+if ui.config().json then
+  for i = first, #recs do
+    local r = recs[i]
+    r.line = nil
+    io.stdout:write(ui.json_encode(r), "\n")
+  end
+  return
+end
+if #recs == 0 then
+  io.stdout:write("no flashes recorded", (o.port or o.device or o.board) and " for that filter" or "",
+    " in ", history.path(o), "\n")
+  return
+end
+io.stdout:write(string.format("%-20s %-7s %-18s %-17s %-18s %-14s %-12s %s\n", "time", "result", "board", "device",
+  "port", "version", "sha256", "took"))
+for i = first, #recs do io.stdout:write(history.format(recs[i]), "\n") end

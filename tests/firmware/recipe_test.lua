@@ -1,0 +1,143 @@
+-- `mpctl firmware ...` and `mpctl history` as a person runs them: exit codes, stdout, stderr,
+-- MPCTL_MIRROR, the lock file next to the team's recipes, offline use.
+local test = require("mpctl.test")
+local fs = require("mpctl.fs")
+local ui = require("mpctl.ui")
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
+local S = dofile(here .. "/../fixtures/firmware/support.lua")
+
+local exe = test.exe()
+local top = fs.tmpdir()
+local mirror = S.build_mirror(fs.join(top, "mirror"))
+local srv = S.start_server(mirror.dir, { logdir = top })
+local ENV = { MPCTL_MIRROR = srv.url, MPCTL_CACHE_DIR = fs.join(top, "cache"),
+  MPCTL_HISTORY = fs.join(top, "history.jsonl"), MPCTL_FIRMWARE_LOCK = false, MPCTL_OFFLINE = false }
+
+local function mpctl(args, env)
+  local e = {}
+  for k, v in pairs(ENV) do e[k] = v end
+  for k, v in pairs(env or {}) do e[k] = v end
+  return S.mpctl(exe, args, e)
+end
+
+test("firmware list shows versions, types and what is cached", function()
+  local code, out, err = mpctl({ "firmware", "list", "board=ESP32_GENERIC" })
+  test.eq(code, 0, err)
+  test.contains(out, "ESP32_GENERIC at " .. srv.url)
+  test.contains(out, "1.24.1")
+  test.contains(out, "bin app-bin")
+  test.contains(out, "(preview)")
+  test.contains(out, "variants: D2WD, SPIRAM")
+end)
+
+test("firmware fetch prints the cached path; list then marks it cached", function()
+  local code, out, err = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC", "version=1.24.1" })
+  test.eq(code, 0, err)
+  local path = out:match("([^\n]+)\n$")
+  test.eq(fs.read(path), mirror.files["ESP32_GENERIC-20241129-v1.24.1.bin"].data)
+  test.contains(err, mirror.files["ESP32_GENERIC-20241129-v1.24.1.bin"].sha256)
+  code, out = mpctl({ "firmware", "list", "board=ESP32_GENERIC" })
+  test.eq(code, 0)
+  test.ok(out:find("1.24.1%s+2024%-11%-29%s+bin%*"), out)
+end)
+
+test("firmware fetch --json gives one event with the file's facts", function()
+  local code, out, err = mpctl({ "--json", "firmware", "fetch", "board=RPI_PICO" })
+  test.eq(code, 0, err)
+  local ev
+  for line in out:gmatch("[^\n]+") do
+    local ok, v = pcall(ui.json_decode, line)
+    if ok and type(v) == "table" and v.event == "firmware_fetch" then ev = v end
+  end
+  test.ok(ev, "firmware_fetch event in: " .. out)
+  test.eq(ev.version, "1.24.1")
+  test.eq(ev.type, "uf2")
+  test.eq(ev.sha256, mirror.files["RPI_PICO-20241129-v1.24.1.uf2"].sha256)
+end)
+
+test("a bad sha256= fails with exit 1 and both hashes", function()
+  local code, _, err = mpctl({ "firmware", "fetch", "board=PYBV11", "sha256=" .. string.rep("0", 64) })
+  test.eq(code, 1)
+  test.contains(err, string.rep("0", 64))
+  test.contains(err, mirror.files["PYBV11-20241129-v1.24.1.dfu"].sha256)
+end)
+
+test("pin writes firmware.lock in the team folder; a tampered mirror then fails", function()
+  local team = fs.join(top, "team")
+  fs.mkdir(team, { parents = true })
+  local lock = fs.join(team, "firmware.lock")
+  local code, _, err = mpctl({ "firmware", "pin", "board=ESP32_GENERIC_S3", "version=1.24.1", "lock=" .. lock })
+  test.eq(code, 0, err)
+  local l = ui.json_decode(fs.read(lock))
+  test.eq(l.firmware[1].file, "ESP32_GENERIC_S3-20241129-v1.24.1.bin")
+  local evil = S.build_mirror(fs.join(top, "evil"), { salt = "x" })
+  code, _, err = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC_S3", "version=1.24.1", "to=" .. team,
+    "cache=" .. fs.join(top, "cache-evil") }, { MPCTL_MIRROR = evil.dir })
+  test.eq(code, 1)
+  test.contains(err, "mismatch")
+  test.contains(err, l.firmware[1].sha256)
+  test.ok(not fs.exists(fs.join(team, "ESP32_GENERIC_S3-20241129-v1.24.1.bin")), "nothing copied")
+end)
+
+test("offline=yes serves the cache, and says how to fetch when it has nothing", function()
+  local code, out, err = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC", "version=1.24.1", "offline=yes" },
+    { MPCTL_MIRROR = "http://127.0.0.1:1" })
+  test.eq(code, 0, err)
+  test.ok(out:match("%.bin\n$"), out)
+  code, _, err = mpctl({ "firmware", "fetch", "board=RPI_PICO", "version=1.23.0", "offline=yes" })
+  test.eq(code, 1)
+  test.contains(err, "mpctl firmware fetch board=RPI_PICO version=1.23.0")
+end)
+
+test("usage errors exit 2", function()
+  local code, _, err = mpctl({ "firmware", "fetch" })
+  test.eq(code, 2)
+  test.contains(err, "board=ID")
+  code, _, err = mpctl({ "firmware", "frobnicate", "board=X" })
+  test.eq(code, 2)
+  test.contains(err, "unknown firmware command")
+end)
+
+test("firmware cache lists what was downloaded", function()
+  local code, out = mpctl({ "firmware", "cache" })
+  test.eq(code, 0)
+  test.contains(out, "ESP32_GENERIC-20241129-v1.24.1.bin")
+  test.contains(out, "RPI_PICO-20241129-v1.24.1.uf2")
+end)
+
+test("history shows records, filters by port, and survives a torn line", function()
+  local h = require("mpctl.history")
+  local o = { path = ENV.MPCTL_HISTORY }
+  h.record({ board = "ESP32_GENERIC", device = "24:0a:c4:00:00:01", port = "/dev/ttyUSB0", result = "ok",
+    firmware = { version = "1.24.1", sha256 = string.rep("b", 64) }, duration = 30.2 }, o)
+  h.record({ board = "RPI_PICO", device = "e66038b7", port = "/dev/ttyACM0", result = "failed",
+    firmware = { version = "1.23.0", sha256 = string.rep("c", 64) }, duration = 3 }, o)
+  local f = assert(io.open(o.path, "ab"))
+  f:write('{"board": "ESP32_GEN')
+  f:close()
+  local code, out, err = mpctl({ "history" })
+  test.eq(code, 0, err)
+  test.contains(out, "ESP32_GENERIC")
+  test.contains(out, "RPI_PICO")
+  test.contains(err, "torn last line")
+  code, out = mpctl({ "history", "--port", "/dev/ttyACM0" })
+  test.eq(code, 0)
+  test.ok(not out:find("ESP32_GENERIC", 1, true), out)
+  code, out = mpctl({ "--json", "history", "--device", "24:0a:c4:00:00:01" })
+  test.eq(code, 0)
+  local n = 0
+  for line in out:gmatch("[^\n]+") do
+    local ok, v = pcall(ui.json_decode, line)
+    if ok and type(v) == "table" and v.board then
+      n = n + 1
+      test.eq(v.device, "24:0a:c4:00:00:01")
+    end
+  end
+  test.eq(n, 1)
+end)
+
+test("cleanup", function()
+  srv.stop()
+  fs.remove(top, { recursive = true })
+end)
