@@ -1,0 +1,141 @@
+-- The REPL recipes as a user runs them: separate mpctl processes, exit codes and output, against
+-- the real MicroPython (one `mpctl sim micropython --listen pty` shared by several invocations,
+-- so files written by one are seen by the next) and against a line that answers garbage.
+local test = require("mpctl.test")
+local serial = require("mpctl.serial")
+local proc = require("mpctl.proc")
+local fs = require("mpctl.fs")
+local time = require("mpctl.time")
+
+local function exe() return (assert(test.exe(), "test runner did not give the mpctl executable")) end
+
+-- Runs mpctl with args; returns exit code and combined output. stdin is the given text (or empty).
+local function mpctl(args, timeout, stdin)
+  local argv = {exe()}
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = proc.spawn{argv = argv, pty = false, stderr = "stdout"}
+  local inp = serial.wrap_fd(p:stdin_fd(), "child stdin")
+  if stdin then inp:write(stdin) end
+  inp:close()
+  local out = serial.wrap_fd(p:stdout_fd(), "child stdout")
+  local parts = {}
+  local deadline = time.now() + (timeout or 30)
+  while time.now() < deadline do
+    local s = out:read(65536, 0.2)
+    if s ~= "" then parts[#parts + 1] = s elseif out:is_eof() then break end
+  end
+  local code = p:wait(math.max(deadline - time.now(), 0.1))
+  if code == nil then p:kill() p:wait(2) end
+  out:close()
+  return code, table.concat(parts)
+end
+
+-- One shared MicroPython on a pty for the file tests.
+local function start_sim()
+  local p = proc.spawn{argv = {exe(), "sim", "micropython", "--listen", "pty"}, pty = false, stderr = "null"}
+  local out = serial.wrap_fd(p:stdout_fd(), "sim stdout")
+  local line = out:read_until("\n", 15)
+  return p, line:match("^(%S+)"), out
+end
+
+test("verify_repl passes on real MicroPython and reports the firmware", function()
+  local code, out = mpctl({"verify_repl", "--port", "sim://micropython"}, 60)
+  test.eq(code, 0, "exit code; output: " .. out)
+  test.contains(out, "MicroPython 1.27.0 on JS with Emscripten")
+  test.contains(out, "os.uname(): not available")
+end, {timeout = 90})
+
+test("verify_repl fails with exit code 1 on a line that answers garbage", function()
+  local l = serial.listen("socket://127.0.0.1:0")
+  local argv = {exe(), "verify_repl", "--port", "socket://127.0.0.1:" .. l.port, "timeout=1"}
+  local p = proc.spawn{argv = argv, pty = false, stderr = "stdout"}
+  local out = serial.wrap_fd(p:stdout_fd(), "child stdout")
+  local conn = l:accept(15)
+  test.ok(conn, "the recipe connected")
+  conn:write("\x00\xf0garbage\r\n")
+  local parts = {}
+  local deadline = time.now() + 30
+  while time.now() < deadline do
+    local s = out:read(65536, 0.2)
+    if s ~= "" then parts[#parts + 1] = s elseif out:is_eof() then break end
+    conn:read(65536, 0)
+  end
+  local code = p:wait(5)
+  if code == nil then p:kill() p:wait(2) end
+  conn:close(); l:close(); out:close()
+  local text = table.concat(parts)
+  test.eq(code, 1, "exit code; output: " .. text)
+  test.contains(text, "REPL reachable")
+  test.contains(text, "garbage")
+end, {timeout = 60})
+
+test("exec prints output; a device traceback exits 1", function()
+  local code, out = mpctl({"exec", "--port", "sim://micropython", "x=6*7", ";", "print(x)"}, 60)
+  test.eq(code, 0, out)
+  test.contains(out, "42\n")
+  code, out = mpctl({"exec", "--port", "sim://micropython", "1/0"}, 60)
+  test.eq(code, 1, out)
+  test.contains(out, "ZeroDivisionError: divide by zero")
+end, {timeout = 90})
+
+test("run streams a script's output; a traceback exits 1", function()
+  local dir = fs.tmpdir()
+  fs.write(dir .. "/ok.py", "for i in range(3):\n    print('line', i)\n")
+  fs.write(dir .. "/bad.py", "print('start')\nraise ValueError('bad value')\n")
+  local code, out = mpctl({"run", "--port", "sim://micropython", dir .. "/ok.py"}, 60)
+  test.eq(code, 0, out)
+  test.contains(out, "line 0\nline 1\nline 2\n")
+  code, out = mpctl({"run", "--port", "sim://micropython", dir .. "/bad.py"}, 60)
+  test.eq(code, 1, out)
+  test.contains(out, "start\n")
+  test.contains(out, "ValueError: bad value")
+end, {timeout = 90})
+
+test("fs cp/ls/cat/sha256/rm across mpctl runs on one simulated board", function()
+  local sim, pty = start_sim()
+  test.ok(pty and pty:match("^/dev/pts/%d+$"), "sim printed its pty: " .. tostring(pty))
+  local ok, err = pcall(function()
+    local dir = fs.tmpdir()
+    fs.write(dir .. "/main.py", "print('main')\n")
+    fs.mkdir(dir .. "/lib/sub", {parents = true})
+    fs.write(dir .. "/lib/a.py", "A = 1\n")
+    fs.write(dir .. "/lib/sub/b.bin", ("\0\1\2\3\4\255"):rep(5000))
+    local code, out = mpctl({"fs", "--port", pty, "cp", dir .. "/main.py", ":main.py"}, 30)
+    test.eq(code, 0, out)
+    test.contains(out, "-> :main.py")
+    code, out = mpctl({"fs", "--port", pty, "cp", dir .. "/main.py", ":main.py"}, 30)
+    test.eq(code, 0, out)
+    test.contains(out, "up to date: :main.py")
+    code, out = mpctl({"fs", "--port", pty, "cp", "-r", dir .. "/lib", ":lib"}, 30)
+    test.eq(code, 0, out)
+    code, out = mpctl({"fs", "--port", pty, "ls", ":lib"}, 30)
+    test.eq(code, 0, out)
+    test.contains(out, "a.py")
+    test.contains(out, "sub/")
+    code, out = mpctl({"fs", "--port", pty, "cat", ":main.py"}, 30)
+    test.eq(code, 0, out)
+    test.contains(out, "print('main')")
+    code, out = mpctl({"fs", "--port", pty, "sha256", ":lib/sub/b.bin"}, 30)
+    test.eq(code, 0, out)
+    test.contains(out, require("mpctl.hash").file(dir .. "/lib/sub/b.bin", "sha256"))
+    local back = fs.tmpdir()
+    code, out = mpctl({"fs", "--port", pty, "cp", "-r", ":lib", back .. "/lib"}, 30)
+    test.eq(code, 0, out)
+    test.eq(fs.read(back .. "/lib/sub/b.bin"), fs.read(dir .. "/lib/sub/b.bin"))
+    code, out = mpctl({"fs", "--port", pty, "rm", "-r", ":lib"}, 30)
+    test.eq(code, 0, out)
+    code, out = mpctl({"fs", "--port", pty, "sha256", ":lib/a.py"}, 30)
+    test.eq(code, 1, "sha256 of a removed file fails: " .. out)
+    code, out = mpctl({"fs", "--port", pty, "cp", "main.py", "main2.py"}, 30)
+    test.eq(code, 2, "cp without a device side is a usage error: " .. out)
+  end)
+  sim:kill()
+  sim:wait(5)
+  if not ok then error(err, 0) end
+end, {timeout = 180})
+
+test("repl with piped input sends the lines and ends when the board goes quiet", function()
+  local code, out = mpctl({"repl", "--port", "sim://micropython"}, 30, "print(6*7)\n")
+  test.eq(code, 0, out)
+  test.contains(out, ">>> print(6*7)\r\n42")
+end, {timeout = 60})
