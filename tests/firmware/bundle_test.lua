@@ -1,0 +1,87 @@
+-- Firmware bundles made by Python's zipfile/tarfile (an independent writer), read by mpctl.archive
+-- through mpctl.firmware.bundle: ESP-IDF flasher_args.json / flash_args offsets, streamed reads,
+-- a zip-slip archive, a symlink escape and truncated bundles.
+local test = require("mpctl.test")
+local fs = require("mpctl.fs")
+local proc = require("mpctl.proc")
+local archive = require("mpctl.archive")
+local firmware = require("mpctl.firmware")
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
+local dir = fs.tmpdir()
+
+do
+  local p = proc.spawn({ argv = { "/usr/bin/python3", here .. "/../fixtures/firmware/make_bundles.py", dir },
+    pty = false, stderr = "inherit" })
+  local code = p:wait(60)
+  p:close()
+  assert(code == 0, "make_bundles.py failed: " .. tostring(code))
+end
+
+local function f(name) return fs.join(dir, name) end
+
+for _, name in ipairs({ "esp32-bundle.zip", "esp32-bundle.tar.gz", "flash-args.zip" }) do
+  test(name .. ": parts at the offsets the bundle declares", function()
+    local b = firmware.bundle(f(name))
+    test.eq(#b.parts, 3)
+    test.eq({ b.parts[1].offset, b.parts[2].offset, b.parts[3].offset }, { 0x1000, 0x8000, 0x10000 })
+    test.eq(b.parts[1].name, "build/bootloader/bootloader.bin")
+    test.eq({ b.parts[1].size, b.parts[2].size, b.parts[3].size }, { 24000, 3072, 150000 })
+    test.eq(b.parts[3].data, archive.read(f(name), "build/micropython.bin"))
+    test.eq(b.settings.flash_mode, "dio")
+    if name ~= "flash-args.zip" then test.eq(b.chip, "esp32") end
+  end)
+end
+
+test("entries stream one by one without unpacking", function()
+  local seen, app = {}, 0
+  for info, a in archive.each(f("esp32-bundle.zip")) do
+    seen[#seen + 1] = info.name
+    if info.name == "build/micropython.bin" then
+      repeat
+        local chunk = a:read(4096)
+        app = app + #chunk
+      until chunk == ""
+    end
+  end
+  test.eq(#seen, 4)
+  test.eq(app, 150000)
+end)
+
+test("a zip-slip bundle is refused before anything is written", function()
+  local out = f("slip-out")
+  local msg = test.raises(function() archive.extract(f("slip.zip"), out) end, "refusing entry \"../../evil.txt\"")
+  test.contains(msg, "'..' in the path")
+  test.ok(not fs.exists(fs.join(out, "readme.txt")), "the harmless entry before it was not written either")
+  test.ok(not fs.exists(fs.join(dir, "evil.txt")) and not fs.exists(fs.join(fs.dirname(dir), "evil.txt")))
+end)
+
+test("a symlink leading out of the folder is refused, and nothing is written through it", function()
+  local out = f("link-out")
+  local msg = test.raises(function() archive.extract(f("link-out.tar.gz"), out) end, "symlink leaving the folder")
+  test.contains(msg, "nothing extracted")
+  test.ok(not fs.exists(fs.join(fs.dirname(dir), "evil.txt")))
+end)
+
+test("a good bundle extracts completely", function()
+  local out = f("good-out")
+  local names = archive.extract(f("esp32-bundle.tar.gz"), out)
+  test.eq(#names, 4)
+  test.eq(fs.read(fs.join(out, "build", "micropython.bin")), archive.read(f("esp32-bundle.zip"), "build/micropython.bin"))
+end)
+
+test("truncated bundles fail with the archive's name, for reading and for extracting", function()
+  for _, name in ipairs({ "cut.zip", "cut.tar.gz" }) do
+    local msg = test.raises(function() firmware.bundle(f(name)) end, name)
+    test.ok(#msg > #f(name), msg)
+    test.raises(function() archive.verify(f(name)) end, name)
+    test.raises(function() archive.extract(f(name), f(name .. "-out")) end, name)
+  end
+end)
+
+test("a file that is not an archive is not a bundle", function()
+  fs.write(f("plain.bin"), string.rep("\255", 4096))
+  test.raises(function() firmware.bundle(f("plain.bin")) end, "plain.bin")
+end)
+
+test("cleanup", function() fs.remove(dir, { recursive = true }) end)
