@@ -862,8 +862,10 @@ static const luaL_Reg serial_functions[] = {
     {NULL, NULL},
 };
 
+/* __close releases the OS resources like close(); only __gc frees the rest, so a closed
+ * handle can still be printed and named in errors. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index,
-                      lua_CFunction gc, lua_CFunction tostring)
+                      lua_CFunction gc, lua_CFunction close, lua_CFunction tostring)
 {
     luaL_newmetatable(L, name);
     lua_newtable(L);
@@ -872,7 +874,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
+    lua_pushcfunction(L, close);
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, tostring);
     lua_setfield(L, -2, "__tostring");
@@ -881,8 +883,9 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 
 int luaopen_mpctl_serial(lua_State *L)
 {
-    new_class(L, SERIAL_PORT_MT, port_methods, port_index, port_gc, port_tostring);
-    new_class(L, SERIAL_LISTENER_MT, listener_methods, listener_index, listener_gc, listener_tostring);
+    new_class(L, SERIAL_PORT_MT, port_methods, port_index, port_gc, port_close, port_tostring);
+    new_class(L, SERIAL_LISTENER_MT, listener_methods, listener_index, listener_gc, listener_close,
+              listener_tostring);
     luaL_newlib(L, serial_functions);
     return 1;
 }

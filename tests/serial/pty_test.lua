@@ -154,16 +154,35 @@ test("closing the master ends the stream on the other side", function()
   test.raises(function() a:read(1, 0) end, "port is closed")
 end)
 
-test("wrap_fd takes a descriptor, to-be-closed closes it", function()
+test("a to-be-closed port releases the tty (and its exclusive lock) at scope end", function()
   local l = serial.listen("pty")
   local m = l:accept(1)
-  local fd
+  local name
   do
     local a <close> = serial.open(l.path)
-    fd = a:fileno()
-    test.ok(fd >= 0, "fileno")
-    test.eq(a.name, l.path)
+    test.ok(a:fileno() >= 0, "fileno while open")
+    name = a.name
   end
+  test.eq(name, l.path)
+  local again = serial.open(l.path) -- would be "busy" if the first were still open
+  test.contains(tostring(again), l.path)
+  again:close()
+  test.contains(tostring(again), "closed")
+  test.eq(again.name, l.path)
   test.ok(tostring(m):match("pty:"), "master named after its pty")
   m:close(); l:close()
+end)
+
+test("wrap_fd: a pty master from mpctl.proc becomes a port", function()
+  local ok, proc = pcall(require, "mpctl.proc")
+  if not ok then test.skip("mpctl.proc needs --allow-exec") end
+  local cat = proc.spawn({ argv = { "/bin/cat" }, pty = true })
+  local p = serial.wrap_fd(cat:fd(), "cat")
+  test.eq(p.name, "cat")
+  test.eq(p:caps().kind, "fd")
+  p:write("hello\n")
+  test.eq(p:read_until("hello\n", 5), "hello\n")
+  p:close()
+  cat:kill()
+  cat:wait(5)
 end)
