@@ -379,3 +379,27 @@ test("reset_at: the board resets mid-write and boots from flash", function()
   p:expect("SPI_FAST_FLASH_BOOT", 5, true)
   p:close()
 end)
+
+-- ---- the app --------------------------------------------------------------------------------
+
+test("a valid image boots into the real MicroPython REPL after a hard reset", function()
+  local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)
+  if not ok then return test.skip("MicroPython WebAssembly package not installed") end
+  local p = open("esp32")
+  sync(p)
+  cmd(p, OP.SPI_ATTACH, string.rep("\0", 8))
+  -- a one-segment ESP32 image header (magic 0xE9, DIO, 4 MB, chip id 0) at the boot offset
+  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
+  local block = hdr .. string.rep("\0", 0x400 - #hdr)
+  test.eq(ok_status(cmd(p, OP.FLASH_BEGIN, string.pack("<I4I4I4I4I4", 0x400, 1, 0x400, 0x1000, 0)), 4), true)
+  test.eq(ok_status(data_cmd(p, OP.FLASH_DATA, block, 0), 4), true)
+  p:set_rts(true)
+  require("mpctl.time").sleep(0.05)
+  p:set_rts(false)
+  p:expect("rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)", 5, true)
+  p:expect("Generic ESP32 module with ESP32", 20, true)
+  p:expect(">>> ", 10, true)
+  p:write("print(6 * 7)\r")
+  p:expect("42", 10, true)
+  p:close()
+end)

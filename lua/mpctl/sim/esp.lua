@@ -482,6 +482,7 @@ function Dev:handle(payload)
 end
 
 function Dev:on_data(data, now)
+  self.last_rx = now
   self.stats.bytes_in = self.stats.bytes_in + #data
   if self.mode == "app" then
     if self.app and self:line_ok() then pcall(self.app.dev.port.write, self.app.dev.port, data, 5) end
@@ -600,6 +601,10 @@ function Dev:run(port)
     local t1 = self:process()
     local t2 = self:pump(port)
     if port:is_eof() then break end
+    -- A write burst that ended without FLASH_END (ROM sessions): keep the file current.
+    if self.flash.dirty and self.in_head > #self.inq and time.now() - (self.last_rx or 0) > 0.5 then
+      self:persist()
+    end
     local wake = math.huge
     for _, t in ipairs { t1 or math.huge, t2 or math.huge, self.circuit:next_deadline() or math.huge } do
       if t < wake then wake = t end
