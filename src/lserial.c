@@ -106,6 +106,19 @@ static void raise_wait(lua_State *L, struct port *p, const char *what, int r, do
 
 /* ---- reading ----------------------------------------------------------------------------- */
 
+/* Wait for data; on the server side of RFC 2217 a control event (DTR, RTS, baud...) also ends
+ * the wait, so a simulator reacts to a reset sequence at once rather than at its next timeout. */
+static void fill_for_read(lua_State *L, struct port *p, double deadline)
+{
+    if (p->kind != PORT_RFC_SERVER) {
+        port_fill(L, p, deadline);
+        return;
+    }
+    size_t len = p->in.len, nev = p->nevents;
+    while (p->in.len == len && p->nevents == nev && port_fill_once(L, p, deadline) > 0) {
+    }
+}
+
 static int port_read(lua_State *L)
 {
     struct port *p = check_open(L, 1);
@@ -113,7 +126,7 @@ static int port_read(lua_State *L)
     double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
     luaL_argcheck(L, n >= 0, 2, "byte count must be >= 0");
     if (p->in.len < (size_t)n && !p->eof)
-        port_fill(L, p, p->in.len > 0 ? mpctl_now() : mpctl_now() + timeout);
+        fill_for_read(L, p, p->in.len > 0 ? mpctl_now() : mpctl_now() + timeout);
     size_t k = p->in.len < (size_t)n ? p->in.len : (size_t)n;
     lua_pushlstring(L, port_buf_ptr(&p->in), k);
     port_buf_consume(&p->in, k);
@@ -771,11 +784,12 @@ static const luaL_Reg listener_methods[] = {
 
 /* ---- poll -------------------------------------------------------------------------------- */
 
-/* Ready without waiting: a port with buffered bytes or at end of stream. */
+/* Ready without waiting: a port with buffered bytes, at end of stream, or (server side of
+ * RFC 2217) with control events not yet collected by events(). */
 static int ready_now(lua_State *L, int idx)
 {
     struct port *p = luaL_testudata(L, idx, SERIAL_PORT_MT);
-    return p && (p->in.len > 0 || p->eof);
+    return p && (p->in.len > 0 || p->eof || p->nevents > 0);
 }
 
 static int obj_fd(lua_State *L, int idx)
@@ -797,7 +811,7 @@ static int became_ready(lua_State *L, int idx)
     if (p == NULL)
         return 1;
     port_fill_once(L, p, mpctl_now());
-    return p->in.len > 0 || p->eof;
+    return p->in.len > 0 || p->eof || p->nevents > 0;
 }
 
 static int collect_ready(lua_State *L, int n, int (*test)(lua_State *, int), struct pollfd *pfds)

@@ -5,7 +5,9 @@
 --
 --   mpctl sim echo --listen rfc2217://127.0.0.1:0      (or as the far end of sim://echo)
 -- opts: quiet=1 stops the EVENT lines; exit=N exits at once with status N (tests EOF handling);
--- announce=1 prints a listener's port (or pty path) on stdout, so a test can connect to it.
+-- announce=1 prints a listener's port (or pty path) on stdout, so a test can connect to it;
+-- pid=1 first writes "PID <n>\n" to the port; linger=1 keeps running after the client hangs up
+-- (both for testing that closing a sim:// port reaps the child, by SIGTERM if need be).
 local serial = require("mpctl.serial")
 
 local M = {}
@@ -45,9 +47,15 @@ function M.serve(target, opts)
       end
     end
   end
+  if opts.pid == "1" then
+    local f = assert(io.open("/proc/self/stat", "r"))
+    target:write("PID " .. f:read("n") .. "\n")
+    f:close()
+  end
   -- the client hanging up while we write ends the session normally
   local ok, err = pcall(serve_port, target, opts)
   if not ok and not target:is_eof() then error(err, 0) end
+  while opts.linger == "1" do require("mpctl.time").sleep(1) end
   return 0
 end
 
