@@ -101,3 +101,41 @@ test("esptool-js falls back to 115200 when the bridge cannot do 921600", functio
   fs.remove(dir, { recursive = true })
   if not ok then error(err, 0) end
 end)
+
+-- Every simulated chip, a small image at its boot offset; ROM-only (no stub) on the ESP32.
+local CASES = {
+  { sim = "esp32s3", chip = "ESP32-S3", id = 9, args = { "--offset", "0" } },
+  { sim = "esp32c3", chip = "ESP32-C3", id = 5, args = { "--offset", "0" } },
+  { sim = "esp8266", chip = "ESP8266", id = 0, args = { "--offset", "0" } },
+  { sim = "esp32", chip = "ESP32", id = 0, args = { "--no-stub" }, label = "ROM loader only (no stub)" },
+}
+
+for _, c in ipairs(CASES) do
+  test("esptool-js flashes the simulated " .. c.sim .. (c.label and (", " .. c.label) or ""), function()
+    local root = repo_root()
+    if not have_peer(root) then return test.skip("node or node_modules/esptool-js not installed") end
+    local dir = fs.tmpdir()
+    local flash, image = fs.join(dir, "flash.bin"), fs.join(dir, "fw.bin")
+    local argv = { debug.getregistry()["mpctl.exe"], "sim", c.sim, "--listen", "rfc2217://127.0.0.1:0",
+      "timing=off", "flash_file=" .. flash }
+    local sim = proc.spawn { argv = argv, pty = false }
+    local out = serial.wrap_fd(sim:stdout_fd(), "sim stdout")
+    local ok, err = pcall(function()
+      local url = out:read_until("\n", 15):gsub("%s+$", "")
+      local args = { "--port", url, "--image", image, "--make-image", "131072", "--chip-id", tostring(c.id),
+        "--baud", "460800" }
+      for _, a in ipairs(c.args) do args[#args + 1] = a end
+      local r = run_node(root, args, 60)
+      test.eq(r.error, nil)
+      test.eq(r.ok, true)
+      test.contains(r.chip, c.chip)
+      local img = fs.read(image)
+      test.eq(r.flash_md5, hash.hex(hash.md5(img)))
+      local off = r.offset
+      test.eq(hash.md5(fs.read(flash):sub(off + 1, off + #img)), hash.md5(img), "flash file holds the image")
+    end)
+    stop(sim, out)
+    fs.remove(dir, { recursive = true })
+    if not ok then error(err, 0) end
+  end)
+end

@@ -186,7 +186,14 @@ function Dev:line_ok()
   return math.abs(self:chip_baud() - self.host_baud) <= self.host_baud * 0.03
 end
 
-function Dev:autobaud() end   -- the ROM follows the host until CHANGE_BAUDRATE (chip_baud)
+-- The ROM measures the host's rate from the first SYNC frame and keeps it (serial-protocol.rst:
+-- "the sync packets can be sent at any baud rate, and the UART peripheral will detect this").
+function Dev:autobaud()
+  if not self.baud_fixed then
+    self.baud_fixed = self.host_baud
+    self:log("autobaud: %d", self.host_baud)
+  end
+end
 
 function Dev:now() return self.clock or time.now() end
 

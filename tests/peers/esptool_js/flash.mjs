@@ -63,9 +63,16 @@ async function main() {
   try {
     if (!args.stub) {
       // esptool-js has no --no-stub switch: skip runStub by pretending a stub is not available.
-      loader.runStub = async function () { return this.chip; };
+      // The ROM takes 1 KiB flash blocks (esptool FLASH_WRITE_SIZE 0x400); esptool-js keeps
+      // its 16 KiB stub size unless told.
+      loader.runStub = async function () { this.FLASH_WRITE_SIZE = 0x400; return this.chip; };
     }
     const chip = await loader.main();
+    if (!args.stub) {
+      // esptool attaches the SPI flash before using it from the ROM (SPI_ATTACH 0x0D with the
+      // ROM's extra 4 zero bytes, anchors.md §3.1); esptool-js's main() relies on the stub.
+      await loader.checkCommand("attach SPI flash", 0x0d, new Uint8Array(8));
+    }
     result.chip = chip;
     result.connect_s = (performance.now() - t0) / 1000;
     result.baud_used = transport.baudrate;
@@ -75,11 +82,14 @@ async function main() {
       fileArray: [{ data: image, address: args.offset }],
       flashMode: "keep", flashFreq: "keep", flashSize: "keep",
       eraseAll: !!args.eraseAll, compress: args.compress,
-      calculateMD5Hash: (img) => md5hex(img),
+      // In ROM mode esptool-js hex-encodes the ROM's 32 ASCII hex digits once more and its
+      // own comparison fails; we compare ourselves below instead.
+      calculateMD5Hash: args.stub ? (img) => md5hex(img) : undefined,
     });
     result.write_s = (performance.now() - t1) / 1000;
     result.write_wire_bytes = port.stats.txBytes - txBefore;
-    const md5 = await loader.flashMd5sum(args.offset, image.length);
+    let md5 = await loader.flashMd5sum(args.offset, image.length);
+    if (!loader.IS_STUB && md5.length === 64) md5 = Buffer.from(md5, "hex").toString("latin1");
     result.image_md5 = md5hex(image);
     result.flash_md5 = md5;
     if (args.readBack > 0) {
