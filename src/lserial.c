@@ -1,7 +1,18 @@
 /* mpctl.serial: serial ports for Lua (contract in docs/internals.md "mpctl.serial").
  * Local ttys, socket://, rfc2217:// (client), sim:// (a simulator child spoken to over RFC 2217)
  * and fd://; listeners for pty, socket:// and rfc2217:// (server side). The byte work is in
- * serial_io.c, RFC 2217 in serial_rfc.c, ttys in serial_local.c, sockets in serial_net.c. */
+ * serial_io.c, RFC 2217 in serial_rfc.c, ttys in serial_local.c, sockets in serial_net.c.
+ *
+ * Beyond the contract:
+ *   port:caps() -> {signals=bool, baud=bool, kind="local"|"pty"|"socket"|"rfc2217"|"sim"|"fd"|
+ *                   "rfc2217-server"}   -- signals=false: set_dtr/set_rts/set_signals are no-ops
+ *   events carry pos = data bytes received before the event (to split data at a reset)
+ *   on RFC 2217 server ports, read() also returns early and poll() reports the port when a
+ *   control event arrives; accept()/listen("fd://N") wait up to 2 s (opts.settle) for the
+ *   client's first SET-BAUDRATE so port:baud() starts at the client's rate
+ *   rfc2217://HOST:PORT?ign_set_control&timeout=SECONDS (answer wait, default 1 s)
+ *   opts.timeout: connect + negotiation time for socket:// and rfc2217:// (5 s), sim:// (10 s)
+ *   listener.url; serial.listen("fd://N") without rfc2217 gives a raw port */
 #include "serial_port.h"
 
 #include <errno.h>
