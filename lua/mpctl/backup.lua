@@ -1,0 +1,175 @@
+--[[ mpctl.backup: keep what a board had before it is flashed, and put it back.
+
+    backup.dir(tag) -> new folder <XDG state>/mpctl/backups/<tag>-<UTC time>/ ($MPCTL_BACKUP_DIR overrides the root)
+    backup.take(what, ctx) -> {flash=, files=, dir=}     what: "flash", "files", "all" or a file path
+        ctx = {chip=, repl=, dir=, regions=, tag=}; "flash" needs ctx.chip, "files" ctx.repl
+    backup.flash(chip, dir, regions) -> manifest   regions {{offset=, size=}} (default: the whole chip)
+    backup.files(repl, dir) -> manifest            every file of the MicroPython filesystem
+    backup.restore_flash(chip, path, opts) -> stats  path: a backup folder, or a raw image of flash from 0
+    backup.restore_files(repl, dir) -> count        each file verified by SHA-256 on the device
+
+Manifests (flash.json, files.json) carry SHA-256s so a damaged backup is refused, not written.
+A full-chip ESP backup also holds the filesystem partition (it lies past the partition table's
+last entry, anchors §4), so restoring it brings the files back too.
+]]
+local fs = require("mpctl.fs")
+local hash = require("mpctl.hash")
+local ui = require("mpctl.ui")
+local time = require("mpctl.time")
+
+local M = {}
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+function M.root()
+  local e = os.getenv("MPCTL_BACKUP_DIR")
+  if e and e ~= "" then return e end
+  return fs.join(fs.xdg("state"), "backups")
+end
+
+function M.dir(tag)
+  local stamp = time.iso(time.wall()):gsub("[:%-]", "")
+  local base = fs.join(M.root(), ((tag or "board"):gsub("[^%w%.%-]+", "_")) .. "-" .. stamp)
+  local dir, n = base, 1
+  while fs.exists(dir) do
+    n = n + 1
+    dir = base .. "-" .. n
+  end
+  fs.mkdir(dir, { parents = true })
+  return dir
+end
+
+local function sha(data) return hash.hex(hash.sha256(data)) end
+
+function M.flash(chip, dir, regions)
+  regions = regions or { { offset = 0, size = chip.flash_size } }
+  local manifest = { chip = chip.name, mac = chip.mac, flash_size = chip.flash_size, regions = ui.array({}),
+    time = time.iso(time.wall()) }
+  for _, r in ipairs(regions) do
+    if not r.size or r.size <= 0 then fail("backup: region at 0x%X has no size (flash size unknown?)", r.offset or 0) end
+    local data = chip:read_flash(r.offset, r.size, { label = string.format("backup 0x%X", r.offset) })
+    local file = string.format("flash-0x%06x.bin", r.offset)
+    fs.write(fs.join(dir, file), data)
+    manifest.regions[#manifest.regions + 1] = { offset = r.offset, size = #data, sha256 = sha(data), file = file }
+  end
+  fs.write(fs.join(dir, "flash.json"), ui.json_encode(manifest, { pretty = true }) .. "\n")
+  return manifest
+end
+
+-- Walks the device filesystem from "/", depth first.
+local function walk(repl, path, out)
+  for _, e in ipairs(repl:ls(path)) do
+    local full = (path == "/" and "" or path) .. "/" .. e.name
+    if e.type == "dir" then
+      out[#out + 1] = { path = full, type = "dir" }
+      walk(repl, full, out)
+    else
+      out[#out + 1] = { path = full, type = "file", size = e.size }
+    end
+  end
+  return out
+end
+
+function M.files(repl, dir)
+  local entries = walk(repl, "/", {})
+  local manifest = { files = ui.array({}), dirs = ui.array({}), time = time.iso(time.wall()) }
+  local root = fs.join(dir, "files")
+  fs.mkdir(root, { parents = true })
+  for _, e in ipairs(entries) do
+    local dest = fs.join(root, e.path:sub(2))
+    if e.type == "dir" then
+      fs.mkdir(dest, { parents = true })
+      manifest.dirs[#manifest.dirs + 1] = e.path
+    else
+      local data = repl:get(e.path)
+      fs.mkdir(fs.dirname(dest), { parents = true })
+      fs.write(dest, data)
+      manifest.files[#manifest.files + 1] = { path = e.path, size = #data, sha256 = sha(data) }
+    end
+  end
+  fs.write(fs.join(dir, "files.json"), ui.json_encode(manifest, { pretty = true }) .. "\n")
+  return manifest
+end
+
+-- what: "flash" | "files" | "all" | a path for a raw whole-flash image (the esp32_flash style).
+function M.take(what, ctx)
+  local out = {}
+  if what == nil or what == false or what == "no" then return out end
+  local want_flash = what == "flash" or what == "all" or what == "yes" or what == true
+  local want_files = what == "files" or what == "all"
+  if not want_flash and not want_files then
+    -- a file name: the whole flash as one raw image
+    if not ctx.chip then fail("backup=%s: needs the board in its bootloader", tostring(what)) end
+    local data = ctx.chip:read_flash(0, ctx.chip.flash_size, { label = "backup" })
+    fs.write(what, data)
+    out.flash = what
+    return out
+  end
+  out.dir = ctx.dir or M.dir(ctx.tag)
+  if want_files then
+    if not ctx.repl then fail("backup of files needs a MicroPython REPL on the port") end
+    M.files(ctx.repl, out.dir)
+    out.files = out.dir
+  end
+  if want_flash then
+    if not ctx.chip then fail("backup of flash needs the board in its bootloader") end
+    M.flash(ctx.chip, out.dir, ctx.regions)
+    out.flash = out.dir
+  end
+  return out
+end
+
+-- Regions to write back: from a backup folder's flash.json, or a raw image starting at 0.
+function M.load_flash(path)
+  local st = fs.stat(path)
+  if not st then fail("flash backup %s does not exist", path) end
+  if st.type == "file" then
+    return { { offset = 0, data = fs.read(path), file = path } }
+  end
+  local mpath = fs.join(path, "flash.json")
+  if not fs.exists(mpath) then fail("%s has no flash.json: not a flash backup", path) end
+  local manifest = ui.json_decode(fs.read(mpath))
+  local out = {}
+  for _, r in ipairs(manifest.regions or {}) do
+    local data = fs.read(fs.join(path, r.file))
+    local got = sha(data)
+    if got ~= r.sha256 then
+      fail("flash backup %s is damaged: sha256 %s, manifest says %s; nothing written", fs.join(path, r.file), got, r.sha256)
+    end
+    out[#out + 1] = { offset = r.offset, data = data, file = fs.join(path, r.file), sha256 = got }
+  end
+  if #out == 0 then fail("flash backup %s lists no regions", path) end
+  return out, manifest
+end
+
+function M.restore_flash(chip, path, opts)
+  opts = opts or {}
+  local regions, manifest = M.load_flash(path)
+  if manifest and manifest.mac and chip.mac and manifest.mac:lower() ~= chip.mac:lower() and not opts.force then
+    fail("flash backup %s was taken from %s, this board is %s (force=yes to write it anyway)", path, manifest.mac, chip.mac)
+  end
+  local stats = {}
+  for _, r in ipairs(regions) do
+    stats[#stats + 1] = chip:write(r.offset, r.data, { verify = true, label = string.format("restore 0x%X", r.offset) })
+    stats[#stats].offset = r.offset
+  end
+  return stats
+end
+
+function M.restore_files(repl, dir)
+  local mpath = fs.join(dir, "files.json")
+  if not fs.exists(mpath) then fail("%s has no files.json: not a files backup", dir) end
+  local manifest = ui.json_decode(fs.read(mpath))
+  for _, d in ipairs(manifest.dirs or {}) do repl:mkdir(d, { exist_ok = true }) end
+  local n = 0
+  for _, f in ipairs(manifest.files or {}) do
+    local src = fs.join(dir, "files", f.path:sub(2))
+    local data = fs.read(src)
+    if sha(data) ~= f.sha256 then fail("files backup %s is damaged (sha256 differs from files.json)", src) end
+    repl:put(data, f.path) -- put compares the device's SHA-256 with ours after every transfer
+    n = n + 1
+  end
+  return n
+end
+
+return M

@@ -1,0 +1,127 @@
+-- Backup then rollback on sim://esp32, end to end through the recipes: flash image A, flash image
+-- B with backup=, `mpctl rollback` brings A back (from the flash backup); without a backup the
+-- previous firmware comes from the firmware cache by its SHA-256; the history records it all.
+local test = require("mpctl.test")
+local fs = require("mpctl.fs")
+local hash = require("mpctl.hash")
+local imagegen = require("mpctl.esp.imagegen")
+local history = require("mpctl.history")
+local firmware = require("mpctl.firmware")
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
+local S = dofile(here .. "/../fixtures/firmware/support.lua")
+
+local exe = test.exe()
+local top = fs.tmpdir()
+local hist = fs.join(top, "history.jsonl")
+local cache = fs.join(top, "cache")
+local ENV = { MPCTL_HISTORY = hist, MPCTL_CACHE_DIR = cache, MPCTL_BACKUP_DIR = fs.join(top, "backups"),
+  MPCTL_MIRROR = false, MPCTL_FIRMWARE_LOCK = false, MPCTL_OFFLINE = false }
+local OFFSET = 0x1000 -- ESP32_GENERIC
+
+local A = imagegen.generate({ chip = "esp32", size = 256 * 1024, seed = 11 })
+local B = imagegen.generate({ chip = "esp32", size = 256 * 1024, seed = 22 })
+local a_path, b_path = fs.join(top, "A.bin"), fs.join(top, "B.bin")
+fs.write(a_path, A)
+fs.write(b_path, B)
+
+local function mpctl(args)
+  local code, out, err = S.mpctl(exe, args, ENV)
+  return code, out, err
+end
+
+local function sim(flash_file)
+  return "sim://esp32?timing=off&app=none&flash_size=2MB&flash_file=" .. flash_file
+end
+
+local function flash_at(file, offset, n)
+  return fs.read(file):sub(offset + 1, offset + n)
+end
+
+test("flash A, flash B with a flash backup, roll back: A is on the board again", function()
+  local board = fs.join(top, "board1.bin")
+  local port = sim(board)
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. a_path, "repl=no" })
+  test.eq(code, 0, err)
+  test.eq(flash_at(board, OFFSET, #A), A)
+  local bk = fs.join(top, "before-B.bin")
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no", "backup=" .. bk })
+  test.eq(code, 0, err)
+  test.eq(flash_at(board, OFFSET, #B), B)
+  test.eq(fs.read(bk):sub(OFFSET + 1, OFFSET + #A), A, "the backup holds A")
+
+  code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 0, err)
+  test.eq(flash_at(board, OFFSET, #A), A, "A is back")
+  test.eq(fs.read(board), fs.read(bk), "the whole flash equals the backup")
+  test.contains(err, "matches the backup")
+
+  local recs = history.read({ path = hist, port = port })
+  test.eq(#recs, 3)
+  test.eq(recs[3].kind, "rollback")
+  test.eq(recs[3].result, "ok")
+  test.eq(recs[3].rollback_of, recs[2].time)
+  test.eq(recs[3].firmware.sha256, hash.hex(hash.sha256(A)))
+  test.eq(recs[3].device, recs[1].device)
+end)
+
+test("without a backup the previous firmware comes from the cache by SHA-256", function()
+  local board = fs.join(top, "board2.bin")
+  local port = sim(board)
+  -- A reaches the cache the way fetched firmware does: under its hash, with a sidecar
+  local mirror = fs.join(top, "mirror")
+  fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
+  local name = "ESP32_GENERIC-20241129-v1.24.1.bin"
+  fs.write(fs.join(mirror, "resources", "firmware", name), A)
+  local img = firmware.fetch("ESP32_GENERIC", "1.24.1", { source = mirror, cache_dir = cache, progress = false,
+    lock = fs.join(top, "none", "x.lock") })
+  test.eq(img.sha256, hash.hex(hash.sha256(A)))
+  -- flash it from a copy whose path will be gone, so only the cache can serve the rollback
+  local tmp_a = fs.join(top, "A-copy.bin")
+  fs.write(tmp_a, A)
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. tmp_a, "repl=no" })
+  test.eq(code, 0, err)
+  fs.remove(tmp_a)
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no" })
+  test.eq(code, 0, err)
+  test.eq(flash_at(board, OFFSET, #B), B)
+  code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 0, err)
+  test.contains(err, img.path)
+  test.eq(flash_at(board, OFFSET, #A), A)
+  -- a second rollback has nothing left to go back to (the stack is down to the first flash)
+  code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 1)
+  test.contains(err, "first one recorded")
+end)
+
+test("rollback refuses a different board, and says so when nothing was recorded", function()
+  local board = fs.join(top, "board3.bin")
+  local port = sim(board)
+  local code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 1)
+  test.contains(err, "nothing to roll back")
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. a_path, "repl=no",
+    "backup=" .. fs.join(top, "b3.bin") })
+  test.eq(code, 0, err)
+  -- the same port now answers with another MAC
+  local other = port .. "&mac=aa:bb:cc:dd:ee:ff"
+  local recs = history.read({ path = hist, port = port })
+  local f = assert(io.open(hist, "ab"))
+  local line = require("mpctl.ui").json_encode({ board = "ESP32_GENERIC", port = other, device = recs[#recs].device,
+    result = "ok", backup = { flash = fs.join(top, "b3.bin") }, firmware = recs[#recs].firmware })
+  f:write(line, "\n")
+  f:close()
+  code, _, err = mpctl({ "rollback", "--port", other })
+  test.eq(code, 1)
+  test.contains(err, "aa:bb:cc:dd:ee:ff")
+  test.contains(err, "force=yes")
+end)
+
+test("rollback without --port is a usage error", function()
+  local code, _, err = mpctl({ "rollback" })
+  test.eq(code, 2)
+  test.contains(err, "--port")
+end)
+
+test("cleanup", function() fs.remove(top, { recursive = true }) end)
