@@ -724,6 +724,8 @@ function M.board_from_machine(machine)
   return best, variant
 end
 
+local HOSTED_PLATFORMS = { webassembly = true, linux = true, darwin = true, win32 = true, freebsd = true }
+
 -- Identity from repl:info() (mpctl.repl) or an equivalent table.
 function M.identify_info(info)
   local out = { machine = info.machine or (info.uname and info.uname.machine), build = info.build }
@@ -733,7 +735,11 @@ function M.identify_info(info)
   local full = uv and uv:match("^v?(%d+%.%d+%.%d+[%w%.%-]*)")
   out.version = (full and M.parse_version(full) and full) or (v and v:gsub("^v", "")) or nil
   if out.version then out.version = out.version:gsub("%-$", "") end
-  if info.build and info.build ~= "" then
+  out.platform = info.platform
+  if HOSTED_PLATFORMS[info.platform or ""] then
+    -- unix and webassembly builds have variants, not boards: _build is e.g. "pyscript"
+    out.how = "hosted port " .. info.platform .. (info.build and info.build ~= "" and (", build " .. info.build) or "")
+  elseif info.build and info.build ~= "" then
     out.board, out.variant = info.build:match("^([^-]+)%-(.+)$")
     out.board = out.board or info.build
     out.how = "sys.implementation._build"
