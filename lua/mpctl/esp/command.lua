@@ -102,7 +102,9 @@ function Conn:read_frame(timeout)
   local ok, frame = pcall(slip.read_frame, self.port, timeout)
   if not ok then
     local msg = tostring(frame)
-    if msg:find("timeout") then return nil, "timeout", msg end
+    if msg:find("bad escape", 1, true) then return nil, "garbled", msg end
+    if msg:find("timeout", 1, true) then return nil, "timeout", msg end
+    if msg:find("closed", 1, true) or msg:find("EOF", 1, true) then return nil, "eof", msg end
     return nil, "io", msg
   end
   self.rx = self.rx + #frame + 2
@@ -176,13 +178,26 @@ function Conn:try(op, data, opts)
   return self:check(op, resp, opts.resp_len)
 end
 
--- Like try, but raise with the port name on failure.
+-- Failures worth sending the same command again for: lost or mangled frames on the wire
+-- (ROM 0x07 / stub 0xC0, 0xC1 are the loader's own "that frame arrived damaged" answers).
+M.RETRYABLE_KIND = { timeout = true, garbled = true, short = true }
+M.RETRYABLE_CODE = { [0x07] = true, [0xC0] = true, [0xC1] = true }
+
+-- Like try, but retried on wire damage (opts.retries, default 2) and raising with the port name.
 function Conn:command(op, data, opts)
-  local payload, value, msg, code = self:try(op, data, opts)
-  if payload == nil then
-    error(string.format("esp on %s: %s", self.port.name or "port", msg), 0)
+  opts = opts or {}
+  local retries = opts.retries or 2
+  while true do
+    local payload, value, msg, code = self:try(op, data, opts)
+    if payload ~= nil then return payload, value, code end
+    local kind = value
+    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.RETRYABLE_CODE[code])) then
+      msg = tostring(msg):gsub(";%s*last bytes seen.*$", "")
+      error(string.format("esp on %s: %s", self.port.name or "port", msg), 0)
+    end
+    retries = retries - 1
+    self:drain(0.05)
   end
-  return payload, value, code
 end
 
 function Conn:read_reg(addr, timeout)

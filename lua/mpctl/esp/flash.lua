@@ -171,12 +171,14 @@ return function(M, Chip)
         local okc, _, cmsg
         if resp then okc, _, cmsg = conn:check(data_op, resp, 0) end
         if okc then break end
-        local why = cmsg or rmsg or kind
-        if attempt >= BLOCK_ATTEMPTS or kind == "io" then
+        local why = (cmsg or rmsg or kind):gsub(";%s*last bytes seen.*$", "")
+        local gone = kind == "eof" or kind == "io"
+        if not gone and (kind == "garbled" or kind == "timeout") then gone = not self:alive() end
+        if attempt >= BLOCK_ATTEMPTS or gone then
           local acked = (seq - 1) * bs
           return { acked = acked, msg = string.format("block %d/%d: %s", seq, nblocks, why),
             reached = addr + (deflate and (inflated_len(payload, acked) or math.floor(acked * ratio)) or acked),
-            io = kind == "io" }
+            io = gone }
         end
         st.retries = st.retries + 1
         self:log("verbose", "block %d/%d at 0x%X: %s; resending (attempt %d/%d)", seq, nblocks, addr, why,

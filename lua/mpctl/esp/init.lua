@@ -227,9 +227,14 @@ function Chip:sync_loop(opts)
     hint = string.format(" The chip printed a normal boot log (boot:%s): it started its app instead of the "
       .. "bootloader, so IO0 was not low at reset.", boot)
   end
-  self:fail("no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that the port is the "
-    .. "board's, the USB cable carries data, and the board has auto-reset; otherwise hold BOOT (IO0), tap "
-    .. "RESET (EN), release BOOT and retry with reset=none.", attempts, table.concat(names, "; "), hint)
+  local manual = (opts.reset == "none" or opts.reset == "no")
+    and "With reset=none the board must already wait in its bootloader: hold BOOT (IO0), tap RESET (EN), "
+      .. "release BOOT, then run again."
+    or "If the board has no auto-reset circuit, hold BOOT (IO0), tap RESET (EN), release BOOT and run "
+      .. "again with reset=none."
+  self:fail("no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that this is the board's "
+    .. "port, that the USB cable carries data (not a charge-only cable) and that no other program holds "
+    .. "the port. %s", attempts, table.concat(names, "; "), hint, manual)
 end
 
 -- SPI flash JEDEC id through the SPI user-command registers (loader.py run_spiflash_command,
@@ -324,28 +329,41 @@ local function connect_once(port, opts)
   return self
 end
 
+M.BAUD_LADDER = { 3000000, 2000000, 1500000, 921600, 460800, 230400, 115200 }
+
+local function next_lower(baud)
+  for _, b in ipairs(M.BAUD_LADDER) do
+    if b < baud then return b end
+  end
+  return M.ROM_BAUD
+end
+
 function M.connect(port, opts)
   opts = opts or {}
-  local tries = 0
-  while true do
-    tries = tries + 1
+  local notes = {}
+  for _ = 1, 8 do
     local ok, res = pcall(connect_once, port, opts)
-    if ok then return res end
-    if tries < 3 and (res == "mpctl.esp.lost_baud" or res == "mpctl.esp.late_baud") then
-      local o = {}
-      for k, v in pairs(opts) do o[k] = v end
-      o.early_baud = false
-      if res == "mpctl.esp.lost_baud" then
-        default_log("warn", "no answer after changing baud rate; reconnecting at %d", M.ROM_BAUD)
-        o.baud = M.ROM_BAUD
-      else
-        default_log("verbose", "stub silent after an early baud change; uploading it at %d", M.ROM_BAUD)
-      end
-      opts = o
-    else
-      error(res, 0)
+    if ok then
+      if #notes > 0 then res.baud_note = table.concat(notes, "; ") end
+      return res
     end
+    if res ~= "mpctl.esp.lost_baud" and res ~= "mpctl.esp.late_baud" then error(res, 0) end
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.early_baud = false
+    if res == "mpctl.esp.lost_baud" then
+      -- The chip switched but nothing useful came back: the adapter (or cable) cannot carry
+      -- that rate. Reconnect from reset one step lower (esptool-js falls back to 115200).
+      local want = opts.baud or M.ROM_BAUD
+      o.baud = next_lower(want)
+      notes[#notes + 1] = string.format("no answer at %d baud, using %d", want, o.baud)
+      default_log("warn", "no answer after changing to %d baud; reconnecting at %d", want, o.baud)
+    else
+      default_log("verbose", "stub silent after an early baud change; uploading it at %d", M.ROM_BAUD)
+    end
+    opts = o
   end
+  error("esp on " .. tostring(port.name) .. ": could not find a working baud rate", 0)
 end
 
 -- SPI_FLASH_MD5 of a flash region as lowercase hex. ROM answers 32 hex chars, stub 16 raw bytes.
