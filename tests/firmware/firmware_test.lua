@@ -291,6 +291,44 @@ test("identify: _build on 1.25+, machine names on older firmware", function()
   test.eq(firmware.board_from_machine("Some custom board with ESP32"), nil)
 end)
 
+test("an HTTPS mirror with a private CA: ca_file trusts it; otherwise refused, with no silent cache fallback", function()
+  local ca = S.make_ca(fs.tmpdir())
+  local tls = S.start_server(mirror.dir, { tls = ca, logdir = fs.tmpdir() })
+  local o = opts({ source = tls.url, ca_file = ca.ca })
+  local img = firmware.fetch("RPI_PICO", "latest", o)
+  test.eq(img.sha256, mirror.files["RPI_PICO-20241129-v1.24.1.uf2"].sha256)
+  -- now cached; a TLS failure must still be reported, not papered over with the cache
+  local msg = test.raises(function()
+    firmware.fetch("RPI_PICO", "latest", opts({ source = tls.url, cache_dir = o.cache_dir, retries = 0 }))
+  end, tls.url)
+  test.ok(msg:find("SSL") or msg:lower():find("certificate"), msg)
+  tls.stop()
+end)
+
+test("a connection cut mid-download is resumed in the same fetch", function()
+  local o = opts({ source = srv.url .. "/_cutfiles/20000" })
+  local img = firmware.fetch("ESP32_GENERIC", "1.23.0", o)
+  test.eq(img.sha256, mirror.files["ESP32_GENERIC-20240602-v1.23.0.bin"].sha256)
+  local ranged = false
+  for _, q in ipairs(srv.requests()) do
+    if q.path:find("/_cutfiles/20000/resources/firmware/ESP32_GENERIC-20240602-v1.23.0.bin", 1, true)
+        and q.range == "bytes=20000-" and q.status == 206 then
+      ranged = true
+    end
+  end
+  test.ok(ranged, "the rest was asked for with a Range")
+end)
+
+test("a stalled mirror hits the stall timeout and leaves the partial file for a resume", function()
+  -- pages load, firmware files send 3000 bytes and then nothing
+  local o = opts({ source = srv.url .. "/_stallfiles/3000", stall_timeout = 1, retries = 0 })
+  local msg = test.raises(function() firmware.fetch("ESP32_GENERIC", "1.24.1", o) end, "stalled")
+  test.contains(msg, "ESP32_GENERIC-20241129-v1.24.1.bin")
+  local part = fs.join(o.cache_dir, "partial", "ESP32_GENERIC-20241129-v1.24.1.bin.part")
+  test.eq(fs.stat(part).size, 3000)
+  test.eq(#firmware.cached(o), 0)
+end)
+
 test("cleanup", function()
   srv.stop()
   fs.remove(top, { recursive = true })

@@ -137,6 +137,16 @@ test("history shows records, filters by port, and survives a torn line", functio
   test.eq(n, 1)
 end)
 
+test("the proxy comes from the environment (http_proxy)", function()
+  -- The test server answers absolute-URI requests too, so it can stand in for a proxy; the
+  -- mirror's host name does not resolve, so only the proxy can get the page.
+  local code, out, err = mpctl({ "firmware", "list", "board=RPI_PICO", "mirror=http://mirror.invalid" },
+    { http_proxy = srv.url, HTTP_PROXY = srv.url, no_proxy = false, NO_PROXY = false })
+  test.eq(code, 0, err)
+  test.contains(out, "RPI_PICO at http://mirror.invalid")
+  test.ok(srv.count("http://mirror.invalid/download/RPI_PICO/") >= 1, "the request went through the proxy")
+end)
+
 test("cleanup", function()
   srv.stop()
   fs.remove(top, { recursive = true })
