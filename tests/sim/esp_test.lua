@@ -258,6 +258,10 @@ test("ROM flash write: 1 KiB blocks only, 2 MB erase limit until SPI_SET_PARAMS,
   test.eq(ok_status(data_cmd(p, OP.FLASH_DEFL_DATA, z, 0), 4), true)
   local r = cmd(p, OP.SPI_FLASH_MD5, string.pack("<I4I4I4I4", 0x3000, 2048, 0, 0))
   test.eq(r.body:sub(1, 32), hash.hex(hash.md5(data)))
+  -- READ_FLASH_SLOW answers with the ROM's whole 64-byte buffer
+  r = cmd(p, OP.READ_FLASH_SLOW, string.pack("<I4I4", 0x3000, 16))
+  test.eq(#r.body, 64 + 4)
+  test.eq(r.body:sub(1, 16), data:sub(1, 16))
   -- a bad checksum is refused with 0x07
   r = cmd(p, OP.FLASH_DEFL_DATA, string.pack("<I4I4I4I4", 4, 1, 0, 0) .. "abcd", 0)
   test.eq(r.body:sub(1, 2), "\1\7")

@@ -249,10 +249,12 @@ end
 
 -- Write decoded bytes at the cursor; returns busy seconds or nil, error key.
 local function write_bytes(dev, w, bytes)
+  -- The stub writes exactly the announced size: 0xFF padding of the last uncompressed block is
+  -- dropped (so it erases nothing past the region); the ROM programs whole blocks.
+  if w.stub and not w.compressed then bytes = bytes:sub(1, math.max(0, w.offset + w.size - w.cursor)) end
   if #bytes == 0 then return 0 end
-  -- Exact size for a stub deflate stream; uncompressed blocks may carry 0xFF padding.
   local limit = w.offset + w.size
-  if not (w.stub and w.compressed) then limit = math.max(limit, w.offset + w.blocks * w.block_size) end
+  if not w.stub and not w.compressed then limit = math.max(limit, w.offset + w.blocks * w.block_size) end
   if w.cursor + #bytes > limit then return nil, "too_much" end
   if w.cursor + #bytes > dev.flash.size then return nil, "write" end
   local cost = 0
