@@ -81,7 +81,7 @@ function M.new(port, opts)
   return setmetatable({
     port = port,
     status_len = opts.status_len or 2, -- 4 on ESP32+ ROM; the 2 meaningful ones come first
-    tx = 0, rx = 0,                    -- bytes on the wire (SLIP encoded), for the summary/bench
+    tx = 0, rx = 0, retries = 0,       -- bytes on the wire (SLIP encoded), for the summary/bench
     trace = opts.trace,
   }, Conn)
 end
@@ -180,7 +180,9 @@ end
 
 -- Failures worth sending the same command again for: lost or mangled frames on the wire
 -- (ROM 0x07 / stub 0xC0, 0xC1 are the loader's own "that frame arrived damaged" answers).
-M.RETRYABLE_KIND = { timeout = true, garbled = true, short = true }
+-- The ROM also answers a mangled frame with 0x05 "invalid message", the same code it uses for an
+-- unknown command: one more try costs a round trip and tells the two apart.
+M.RETRYABLE_KIND = { timeout = true, garbled = true, short = true, unsupported = true }
 M.RETRYABLE_CODE = { [0x07] = true, [0xC0] = true, [0xC1] = true }
 
 -- Like try, but retried on wire damage (opts.retries, default 2) and raising with the port name.
@@ -196,6 +198,7 @@ function Conn:command(op, data, opts)
       error(string.format("esp on %s: %s", self.port.name or "port", msg), 0)
     end
     retries = retries - 1
+    self.retries = self.retries + 1
     self:drain(0.05)
   end
 end

@@ -204,7 +204,8 @@ return function(M, Chip)
     local hash = mods()
     if #data % 4 ~= 0 then data = data .. string.rep("\255", 4 - #data % 4) end -- cmds.py pad_to(4)
     local st = { raw = #data, sent = 0, written = 0, retries = 0, rounds = 0, done = 0, base_done = 0,
-      compress = opts.compress ~= false, level = opts.level or 12, tx0 = self.conn.tx, t0 = time.now() }
+      compress = opts.compress ~= false, level = opts.level or 12, tx0 = self.conn.tx, t0 = time.now(),
+      cmd_retries0 = self.conn.retries }
     if self.flash_size and offset + #data > self.flash_size then
       self:fail("%d bytes at 0x%X do not fit in %d bytes of flash", #data, offset, self.flash_size)
     end
@@ -276,6 +277,7 @@ return function(M, Chip)
       dirty = self:diff(offset, data)
     end
     st.verified = want_md5 ~= nil
+    st.retries = st.retries + self.conn.retries - st.cmd_retries0
     st.md5 = want_md5
     st.seconds = time.now() - st.t0
     st.wire = self.conn.tx - st.tx0

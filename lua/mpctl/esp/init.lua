@@ -203,6 +203,7 @@ function Chip:sync_loop(opts)
   for i = 1, attempts do
     local strat = seq[(i - 1) % #seq + 1]
     tried[strat.name] = true
+    bootlog = bootlog .. any_bytes(self.port, 0) -- a boot log already waiting says how the chip started
     self.port:flush_input()
     strat.fn(self.port)
     local seen = any_bytes(self.port, 0.05)
