@@ -353,7 +353,7 @@ function R:enter_raw(timeout)
   timeout = timeout or self.timeout
   -- Ctrl-C stops a running program (on devices that can be interrupted); whatever it prints,
   -- including a banner from a fresh start, is read before asking for the raw REPL.
-  self:_write("\r\x03")
+  self:_write("\r\x03\x03")
   local early = self:_drain(0.05, 1.0)
   note_banner(self, early)
   self:_write("\r\x01")
@@ -546,9 +546,27 @@ function R:exec(code, opts)
   opts = opts or {}
   local timeout = opts.timeout or self.timeout
   local start = now()
+  local sink = opts.on_output
+  local flush = function() end
+  if sink and not opts.raw_output then
+    -- "\r\n" -> "\n" across piece boundaries: a trailing "\r" waits for the next piece
+    local user, held = sink, ""
+    sink = function(piece)
+      piece = held .. piece
+      held = piece:sub(-1) == "\r" and "\r" or ""
+      if held ~= "" then piece = piece:sub(1, -2) end
+      piece = piece:gsub("\r\n", "\n")
+      if piece ~= "" then user(piece) end
+    end
+    flush = function() if held ~= "" then user(held) held = "" end end
+  end
   local ok, res = pcall(function()
     local sent = self:_send(code, timeout)
-    local out, err = self:_follow(math.max(timeout - (now() - start), 0.001), opts.on_output)
+    local out, err = self:_follow(math.max(timeout - (now() - start), 0.001), sink)
+    flush()
+    -- boards print "\r\n" (cooked stdout), the WebAssembly port "\n": exec returns "\n" lines
+    -- unless opts.raw_output asks for the bytes as sent
+    if not opts.raw_output then out = out:gsub("\r\n", "\n") end
     if sent == "aborted" and err == "" then
       raise("protocol", string.format("repl %s: device aborted the raw-paste transfer", self.name))
     end
@@ -748,6 +766,14 @@ function R:_probe_binary()
   end
 end
 
+-- A transfer may take three times its base64 wire time at the port's baud rate (USB CDC ports
+-- ignore the rate and are faster) plus the usual per-operation timeout.
+function R:_transfer_timeout(n)
+  local ok, baud = pcall(function() return self.port:baud() end)
+  local rate = ((ok and tonumber(baud)) or 115200) / 10
+  return self.timeout + 3 * n * 4 / 3 / rate
+end
+
 local function stats_for(self, mode, bytes, tx0, rx0, t0, dir)
   local s = {mode = mode, bytes = bytes, seconds = now() - t0, wire_out = self.tx - tx0, wire_in = self.rx - rx0}
   s.wire_bytes = dir == "put" and s.wire_out or s.wire_in
@@ -817,7 +843,7 @@ end
 -- Returns stats {mode, bytes, wire_bytes, wire_per_byte, seconds, rate, skipped, status}.
 function R:put(data, path, opts)
   opts = opts or {}
-  local timeout = opts.timeout or (self.timeout + #data / 1000)
+  local timeout = opts.timeout or self:_transfer_timeout(#data)
   local want = hash.hex(hash.sha256(data))
   self:_ensure_helpers()
   local t0, tx0, rx0 = now(), self.tx, self.rx
@@ -841,7 +867,13 @@ function R:put(data, path, opts)
   end
   local got
   if mode == "binary" then
-    got = self:_put_binary(data, path, timeout)
+    local ok, res = pcall(self._put_binary, self, data, path, timeout)
+    if not ok then
+      -- chunks still in flight would reach the raw REPL as input: start over from Ctrl-C next time
+      self.raw, self.helpers = false, false
+      error(res, 0)
+    end
+    got = res
   else
     got = self:_put_base64(data, path, timeout)
     mode = self.paste and "base64-paste" or "base64-raw"
@@ -886,7 +918,7 @@ function R:get(path, opts)
     if err ~= "" then self:_device_error(out, err) end
     raise("protocol", string.format('repl %s: bad reply to a file read: "%s"', self.name, escape(out)))
   end
-  local timeout = opts.timeout or (self.timeout + n / 1000)
+  local timeout = opts.timeout or self:_transfer_timeout(n)
   deadline = now() + timeout
   local data
   if enc == 0 then
