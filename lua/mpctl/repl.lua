@@ -129,7 +129,9 @@ def _mpctl_rx(p,n,c):
   try:
    o.write('\x06')
    while n>0:
-    d=i.read(min(n,c))
+    k=min(n,c);d=i.read(k)
+    while len(d)<k:
+     d+=i.read(k-len(d))
     o.write('\x06')
     if f:
      f.write(d)
@@ -904,7 +906,7 @@ end
 function R:get(path, opts)
   opts = opts or {}
   self:_ensure_helpers()
-  local mode = opts.mode or (self.binary == false and "base64" or "binary")
+  local mode = opts.mode or ((self.binary == false or self.no_stdout_buffer) and "base64" or "binary")
   local t0, tx0, rx0 = now(), self.tx, self.rx
   local enc = mode == "binary" and 0 or 1
   self:_send("_mpctl_tx(" .. pyquote(path) .. ",1024," .. enc .. ")", self.timeout)
@@ -915,6 +917,11 @@ function R:get(path, opts)
     -- no length line: the device raised (absent file ...) before writing
     self.rbuf = head .. "\n" .. self.rbuf
     local out, err = self:_follow(self.timeout)
+    if err ~= "" and enc == 0 and not opts.mode and err:find("AttributeError", 1, true) then
+      -- no sys.stdout.buffer on this port: base64 from now on
+      self.no_stdout_buffer = true
+      return self:get(path, opts)
+    end
     if err ~= "" then self:_device_error(out, err) end
     raise("protocol", string.format('repl %s: bad reply to a file read: "%s"', self.name, escape(out)))
   end

@@ -1,7 +1,7 @@
 --[[ mpctl.sim.rawrepl: a MicroPython device model for the raw REPL and raw-paste protocols.
 
     mpctl sim rawrepl --listen pty [window=128] [raw_paste=true|false|R0|broken] [binary_stdin=true|false]
-                                   [baud=115200] [throttle=true] [abort_after=N]
+                                   [baud=115200] [throttle=true] [abort_after=N] [corrupt_at=N]
     --port "sim://rawrepl?window=32&throttle=true"
 
 What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md ยง3.2):
@@ -19,7 +19,7 @@ What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md ย
     \x01 reprints the raw banner); raw_paste=broken copies the WebAssembly port's bug (R\x01, window,
     \x01, \x04, then it reads nothing more). abort_after=N: after N pasted bytes the device sends
     \x04 (as pyexec does when compilation fails early), waits for the host's \x04 and reports a
-    MemoryError.
+    MemoryError. corrupt_at=N flips one bit of byte N of every binary upload (fault injection).
   * execution: the code is run by the real MicroPython (WebAssembly, through its plain raw REPL,
     which works), so stdout, tracebacks, files and hashes are real. Only sys.platform and
     sys.implementation._machine are replaced (through sys.modules) so that clients treat this as an
@@ -295,7 +295,13 @@ function Dev:receive(call)
     self:put("\6")
   end
   if call.path ~= "None" then
-    local _, err = self.backend:write_file(call.path, table.concat(parts))
+    local data = table.concat(parts)
+    if self.corrupt_at and self.corrupt_at < #data then
+      -- fault injection: one flipped bit, as a noisy line without a checksum would deliver
+      local i = self.corrupt_at + 1
+      data = data:sub(1, i - 1) .. string.char(data:byte(i) ~ 1) .. data:sub(i + 1)
+    end
+    local _, err = self.backend:write_file(call.path, data)
     if err and err ~= "" then io.stderr:write("sim rawrepl: receiver write failed: ", err, "\n") end
   end
 end
@@ -458,6 +464,7 @@ function M.session(client, opts)
     window = tonumber(opts.window) or 128,
     binary_stdin = truthy(opts.binary_stdin, true),
     abort_after = tonumber(opts.abort_after),
+    corrupt_at = tonumber(opts.corrupt_at),
     rate = truthy(opts.throttle, false) and baud / 10 or nil,
     rx_clock = 0, tx_clock = 0, overruns = 0,
   }, Dev)
