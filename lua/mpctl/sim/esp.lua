@@ -83,7 +83,9 @@ function M.parse_opts(o)
     max_baud = num(o.max_baud, "max_baud", nil),
     baud = num(o.baud, "baud", 115200),
     boot = tostring(o.boot or "auto"),
-    strap_delay = num(o.strap_delay, "strap_delay", 2) / 1000,
+    -- EN's RC delay (10 kOhm pull-up, 0.1-1 uF on DevKitC-style boards: 1-10 ms) before the
+    -- straps latch; the upper end also keeps separately sent DTR/RTS changes together.
+    strap_delay = num(o.strap_delay, "strap_delay", 10) / 1000,
     min_en_low = num(o.min_en_low, "min_en_low", 5) / 1000,
     mac = o.mac,
     app = tostring(o.app or "micropython"),

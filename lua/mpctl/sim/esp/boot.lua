@@ -18,14 +18,14 @@
 local M = {}
 M.__index = M
 
--- opts: strap_delay (s, default 0.002), min_en_low (s, default 0.005), t (start time)
+-- opts: strap_delay (s, default 0.010), min_en_low (s, default 0.005), t (start time)
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
     dtr = false, rts = false,            -- asserted?
     en_low = false, io0_low = false,
     en_fell = nil, pending = nil,
-    strap_delay = opts.strap_delay or 0.002,
+    strap_delay = opts.strap_delay or 0.010,
     min_en_low = opts.min_en_low or 0.005,
     trace = {},                           -- {t, en_low, io0_low} for diagnostics/tests
   }, M)
