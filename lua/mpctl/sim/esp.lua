@@ -487,7 +487,13 @@ function Dev:handle(payload)
     h = rom.handlers[op]
   end
   if not h then return self:unsupported(cmd) end
-  h(self, cmd)
+  local ok, err = pcall(h, self, cmd)
+  if not ok then
+    -- A request the model cannot carry out (e.g. an address past the flash): fail the command
+    -- as the chip would, not the whole session.
+    self:log("cmd op=0x%02X failed: %s", op, tostring(err))
+    self:respond(op, 0, "", self.stub and 0xC4 or 0x06)
+  end
 end
 
 function Dev:on_data(data, now)
