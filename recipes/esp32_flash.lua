@@ -69,6 +69,7 @@ local st = chip:write(board.offset, image, { erased = erased, verify = yes(arg.v
 mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "flash MD5 matches the image")
 
 -- 6. Boot it.
+local port_baud = port:baud()
 chip:hard_reset(board.reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
@@ -76,8 +77,9 @@ mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, 
   st.raw, board.offset, st.sent, st.wire, st.written == st.raw and "all" or string.format("%d changed", st.written),
   secs, st.seconds, st.raw * 8 / st.seconds / 1000)
 mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = chip.mac, bytes = st.raw,
-  sent = st.sent, wire = st.wire, written = st.written, seconds = secs, write_seconds = st.seconds,
-  baud = baud, stub = chip.stub_path ~= nil }
+  sent = st.sent, wire = st.wire, wire_total = chip.conn.tx, written = st.written, seconds = secs,
+  write_seconds = st.seconds, connect_seconds = chip.t_connected - chip.t_start, baud = port_baud,
+  stub = chip.stub_path ~= nil }
 
 local record = { board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
   firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
