@@ -150,3 +150,28 @@ test("raw-paste forced on the WebAssembly port is detected as broken (R\\x01 the
   test.eq(r.paste, false, "raw-paste disabled for the connection")
   r:close()
 end, {timeout = 30})
+
+test("sim micropython serves socket:// and rfc2217:// listeners to one client after another", function()
+  local proc = require("mpctl.proc")
+  local exe = (assert(test.exe(), "mpctl executable"))
+  for _, kind in ipairs({"socket", "rfc2217"}) do
+    local p = proc.spawn{argv = {exe, "sim", "micropython", "--listen", kind .. "://127.0.0.1:0"}, pty = false,
+      stderr = "null"}
+    local ok, err = pcall(function()
+      local out = serial.wrap_fd(p:stdout_fd(), "sim stdout")
+      local url = out:read_until("\n", 15):match("%S+")
+      test.ok(url:match("^" .. kind .. "://127%.0%.0%.1:%d+$") and not url:match(":0$"), "bound URL printed: " .. url)
+      for i = 1, 2 do
+        local port = serial.open(url)
+        local r = repl.attach(port, {timeout = 10})
+        test.eq(r:exec("print('client', " .. i .. ")"), "client " .. i .. "\n")
+        r:close()
+        port:close()
+      end
+      out:close()
+    end)
+    p:kill()
+    p:wait(5)
+    if not ok then error(err, 0) end
+  end
+end, {timeout = 60})

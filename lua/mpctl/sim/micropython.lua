@@ -122,7 +122,12 @@ function M.serve_with(target, opts, session)
     session(target, opts)
     return 0
   end
-  local where = target.path or (target.port and ("socket://127.0.0.1:" .. target.port)) or tostring(target)
+  -- the pty path, or the URL with the port actually bound (port 0 asks the system for one)
+  local where = target.path
+  if not where then
+    local url, port = target.url, target.port
+    where = (url and port) and url:gsub(":%d+$", ":" .. port) or tostring(target)
+  end
   io.stdout:write(where, "\n")
   io.stdout:flush()
   while true do
