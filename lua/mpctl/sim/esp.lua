@@ -320,7 +320,13 @@ function Dev:pump(port)
         for i = 1, #piece do g[i] = string.char(self.rng.int(256)) end
         piece = table.concat(g)
       end
-      port:write(piece, 30)
+      local wok, werr = pcall(port.write, port, piece, 30)
+      if not wok then
+        -- The client went away mid-output (it closed the port while the board talked).
+        self:log("write failed: %s", tostring(werr))
+        self.hung_up = true
+        return nil
+      end
       self.stats.bytes_out = self.stats.bytes_out + #piece
       if self.o.wire then self.wire_free = math.max(self.wire_free, now) + #piece / rate end
       if pos + n > #e.data then self.out_head = self.out_head + 1 else e.pos = pos + n end
@@ -564,6 +570,7 @@ end
 
 -- Serves one connected port until the client hangs up.
 function Dev:run(port)
+  self.hung_up = false
   self.circuit = bootmod.new { strap_delay = self.o.strap_delay, min_en_low = self.o.min_en_low }
   self.host_baud = self.o.baud
   local mode = self.o.boot
@@ -615,7 +622,7 @@ function Dev:run(port)
     self:app_pump()
     local t1 = self:process()
     local t2 = self:pump(port)
-    if port:is_eof() then break end
+    if self.hung_up or port:is_eof() then break end
     -- A write burst that ended without FLASH_END (ROM sessions): keep the file current.
     if self.flash.dirty and self.in_head > #self.inq and time.now() - (self.last_rx or 0) > 0.5 then
       self:persist()
