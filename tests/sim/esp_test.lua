@@ -58,9 +58,13 @@ local function data_cmd(p, op, data, seq)
 end
 
 local function sync(p)
-  local r = cmd(p, OP.SYNC, SYNC)
-  -- the ROM sends several replies to one SYNC; drain them
-  while p:read(4096, 0.1) ~= "" do end
+  -- the ROM answers one SYNC 8 times; read them all so none is taken for a later reply
+  send(p, OP.SYNC, SYNC)
+  local r
+  for _ = 1, 8 do
+    r = frame(p)
+    test.eq(r.op, OP.SYNC)
+  end
   return r
 end
 
