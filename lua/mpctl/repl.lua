@@ -400,10 +400,13 @@ function R:interrupt(opts)
     error(err, 0)
   end
   note_banner(self, err or "")
+  -- Ctrl-C and Ctrl-B each bring a prompt; the second (after the banner) is still coming
+  note_banner(self, self:_drain(0.05, 0.5))
   self.raw = false
 end
 
---- One line at the friendly prompt; returns what the device printed before the next prompt.
+--- One line at the friendly prompt; returns what the device printed before the next prompt
+-- (echo removed, "\r\n" folded to "\n" as exec does).
 function R:friendly(line, timeout)
   self:leave_raw()
   self:_write(line .. "\r")
@@ -411,7 +414,7 @@ function R:friendly(line, timeout)
   -- the device echoes the line first
   local echo = out:find("\r\n", 1, true)
   if echo then out = out:sub(echo + 2) end
-  return out
+  return (out:gsub("\r\n", "\n"))
 end
 
 ---------------------------------------------------------------------------------------------

@@ -175,3 +175,13 @@ test("sim micropython serves socket:// and rfc2217:// listeners to one client af
     if not ok then error(err, 0) end
   end
 end, {timeout = 60})
+
+test("friendly REPL exchange on real MicroPython, then back to the raw REPL", function()
+  local r = connect()
+  r:exec("y = 5")
+  test.eq(r:friendly("y * 2"), "10\n")
+  r:interrupt()
+  test.eq(r:friendly("print('hi')"), "hi\n")
+  test.eq(r:exec("print(y)"), "5\n", "globals survive leaving and re-entering the raw REPL")
+  r:close()
+end)
