@@ -143,6 +143,11 @@ return function(M, Chip)
     if not self.stub and self.chip.rom.encrypted_flag then params = params .. string.pack("<I4", 0) end
     -- Frame every block before the first is sent, so nothing is computed between an ack and
     -- the next block: the line stays busy (no idle round trips beyond the ack itself).
+    -- Blocks are not sent ahead of their ack: the stub acknowledges a block when it starts
+    -- working on it and receives the next one into its spare buffer meanwhile (anchors.md §3.1;
+    -- the simulator models one spare buffer). A block sent before that ack would land in a
+    -- buffer still in use, and neither esptool nor esptool-js does it. What this costs, one
+    -- round trip per 16 KiB block, is measured in bench/esp_flash.lua (wall/floor).
     local frames, nblocks = {}, (#payload + bs - 1) // bs
     for seq = 0, nblocks - 1 do
       local blk = payload:sub(seq * bs + 1, (seq + 1) * bs)
