@@ -21,4 +21,4 @@ else
   print("os.uname(): not available on this port")
 end
 r:close()
-port:close()
+

@@ -359,7 +359,19 @@ function R:enter_raw(timeout)
   local early = self:_drain(0.05, 1.0)
   note_banner(self, early)
   self:_write("\r\x01")
-  local ok, before = pcall(self._read_until, self, RAW_BANNER .. ">", timeout, "the raw REPL prompt")
+  -- a board still booting (just reset, or flashed) may drop what it gets before its REPL runs:
+  -- ask again every second until the overall timeout
+  local deadline = now() + timeout
+  local ok, before, seen_so_far = false, nil, ""
+  repeat
+    local step = math.min(1, deadline - now())
+    ok, before = pcall(self._read_until, self, RAW_BANNER .. ">", math.max(step, 0.001), "the raw REPL prompt")
+    if ok or not M.is_error(before, "timeout") then break end
+    seen_so_far = (seen_so_far .. before.seen):sub(-64)
+    if now() >= deadline then before.seen = seen_so_far break end
+    self.rbuf = self.rbuf:sub(-64)   -- a banner split across the step boundary still matches
+    self:_write("\r\x03\x01")
+  until false
   if not ok then
     -- show what the line carried since Ctrl-C too: garbage from a wrong baud rate comes early
     if M.is_error(before, "timeout") then
