@@ -6,7 +6,6 @@ local fs = require("mpctl.fs")
 local hash = require("mpctl.hash")
 local imagegen = require("mpctl.esp.imagegen")
 local history = require("mpctl.history")
-local firmware = require("mpctl.firmware")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
 local S = dofile(here .. "/../fixtures/firmware/support.lua")
@@ -65,30 +64,33 @@ test("flash A, flash B with a flash backup, roll back: A is on the board again",
   test.eq(recs[3].device, recs[1].device)
 end)
 
-test("without a backup the previous firmware comes from the cache by SHA-256", function()
+test("version= flashes go through the firmware cache, and rollback takes the previous one from it", function()
   local board = fs.join(top, "board2.bin")
   local port = sim(board)
-  -- A reaches the cache the way fetched firmware does: under its hash, with a sidecar
+  -- a team mirror (a folder) holding A as 1.24.0 and B as 1.24.1
   local mirror = fs.join(top, "mirror")
   fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
-  local name = "ESP32_GENERIC-20241129-v1.24.1.bin"
-  fs.write(fs.join(mirror, "resources", "firmware", name), A)
-  local img = firmware.fetch("ESP32_GENERIC", "1.24.1", { source = mirror, cache_dir = cache, progress = false,
-    lock = fs.join(top, "none", "x.lock") })
-  test.eq(img.sha256, hash.hex(hash.sha256(A)))
-  -- flash it from a copy whose path will be gone, so only the cache can serve the rollback
-  local tmp_a = fs.join(top, "A-copy.bin")
-  fs.write(tmp_a, A)
-  local code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. tmp_a, "repl=no" })
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241025-v1.24.0.bin"), A)
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241129-v1.24.1.bin"), B)
+  ENV.MPCTL_MIRROR = mirror
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "version=1.24.0", "repl=no" })
   test.eq(code, 0, err)
-  fs.remove(tmp_a)
-  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no" })
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "--board", "ESP32_GENERIC", "version=latest", "repl=no" })
+  ENV.MPCTL_MIRROR = false
   test.eq(code, 0, err)
   test.eq(flash_at(board, OFFSET, #B), B)
+  local recs = history.read({ path = hist, port = port })
+  test.eq({ recs[1].firmware.version, recs[2].firmware.version }, { "1.24.0", "1.24.1" })
+  test.eq(recs[2].firmware.sha256, hash.hex(hash.sha256(B)))
+  -- the mirror goes away; the cache still has 1.24.0 under its hash
+  fs.remove(mirror, { recursive = true })
   code, _, err = mpctl({ "rollback", "--port", port })
   test.eq(code, 0, err)
-  test.contains(err, img.path)
+  test.contains(err, fs.join(cache, "objects", hash.hex(hash.sha256(A)) .. ".bin"))
   test.eq(flash_at(board, OFFSET, #A), A)
+  recs = history.read({ path = hist, port = port })
+  test.eq(recs[3].firmware.version, "1.24.0")
+  test.eq(recs[3].source, "firmware cache")
   -- a second rollback has nothing left to go back to (the stack is down to the first flash)
   code, _, err = mpctl({ "rollback", "--port", port })
   test.eq(code, 1)
