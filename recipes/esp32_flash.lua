@@ -74,7 +74,8 @@ chip:hard_reset(board.reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
 mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
-  st.raw, board.offset, st.sent, st.wire, st.written == st.raw and "all" or string.format("%d changed", st.written),
+  st.raw, board.offset, st.sent, st.wire, st.written == st.raw and "every sector written" or
+    string.format("%d bytes written, the rest already on flash", st.written),
   secs, st.seconds, st.raw * 8 / st.seconds / 1000)
 mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = chip.mac, bytes = st.raw,
   sent = st.sent, wire = st.wire, wire_total = chip.conn.tx, written = st.written, seconds = secs,
