@@ -2,6 +2,8 @@
 -- @option baud: line rate to model (default 115200)
 -- @option sizes: comma-separated file sizes in KB (default 64,256)
 -- @option window: raw-paste window of the modelled device (default 128)
+-- @option chunk: binary chunk size in bytes (default 256)
+-- @option chunks: binary chunks in flight (default 2)
 -- @option wasm: false skips the unthrottled WebAssembly MicroPython rows
 --
 -- Run: mpctl bench/repl_transfer.lua [baud=115200] [sizes=64,256]
@@ -33,7 +35,7 @@ local function connect(raw_paste)
   local url = string.format("sim://rawrepl?throttle=true&baud=%d&window=%d&raw_paste=%s", baud, window,
     raw_paste and "true" or "false")
   local port = mpctl.serial.open(url, {baud = baud})
-  return repl.attach(port, {timeout = 10, owns_port = true})
+  return repl.attach(port, {timeout = 10, owns_port = true, chunk = tonumber(arg.chunk), window = tonumber(arg.chunks)})
 end
 
 local rows = {}
