@@ -41,8 +41,18 @@ end
 -- 2. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
 local port = mpctl.open_port(arg, { baud = 115200 })
 local baud = tonumber(arg.baud) or board.max_baud or board.baud or 460800
+-- The reset sequence follows the adapter: Espressif's USB-Serial/JTAG (303A:1001) needs its own.
+local reset = arg.reset
+if not reset then
+  local ok, ports = pcall(mpctl.serial.list)
+  for _, p in ipairs(ok and ports or {}) do
+    local u = p.path == arg.port and p.vid and mpctl.board.usb_entry(board, p.vid, p.pid)
+    if u and u.reset then reset = u.reset end
+  end
+end
+reset = reset or board.reset
 local chip = esp.connect(port, {
-  reset = arg.reset or board.reset, baud = baud, chip = board.chip,
+  reset = reset, baud = baud, chip = board.chip,
   stub = arg.stub == "no" and "no" or arg.stub,
 })
 mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac or "?",
@@ -70,7 +80,7 @@ mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "fla
 
 -- 6. Boot it.
 local port_baud = port:baud()
-chip:hard_reset(board.reset == "usb-jtag")
+chip:hard_reset(reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
 mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",

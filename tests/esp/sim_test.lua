@@ -187,3 +187,30 @@ test("esp32_flash recipe: write + verify + summary; a C3 image on an ESP32 exits
   test.contains(out .. err, "built for ESP32-C3")
   test.ok(not (out .. err):find("write: ", 1, true), "nothing written")
 end)
+
+test("esp32_flash recipe: backup= saves the old flash, erase=yes then write, stub=PATH, ROM mode", function()
+  if not test.exe() then test.skip("needs the mpctl executable") end
+  local dir = fs.tmpdir()
+  local env = { MPCTL_HISTORY = fs.join(dir, "h.jsonl") }
+  local flash = fs.join(dir, "flash.bin")
+  local url = "sim://esp32?" .. FAST .. "&flash_size=2MB&flash_file=" .. flash
+  local a, b = fs.join(dir, "a.bin"), fs.join(dir, "b.bin")
+  local A = imagegen.generate { chip = "esp32", size = 96 * KB, seed = 1 }
+  fs.write(a, A)
+  fs.write(b, imagegen.generate { chip = "esp32", size = 96 * KB, seed = 2 })
+  local code, out, err = run({ "esp32_flash", "--port", url, "firmware=" .. a, "repl=no", "stub=no" }, env)
+  test.eq(code, 0, err)
+  test.contains(out .. err, "ROM loader")
+  local bk = fs.join(dir, "backup.bin")
+  local stubjson = require("mpctl.esp.stub").candidates("esp32")
+  local path
+  for _, p in ipairs(stubjson) do if fs.exists(p) then path = p break end end
+  local args = { "esp32_flash", "--port", url, "firmware=" .. b, "repl=no", "erase=yes", "backup=" .. bk }
+  if path then args[#args + 1] = "stub=" .. path end
+  code, out, err = run(args, env)
+  test.eq(code, 0, err)
+  local saved = fs.read(bk)
+  test.eq(#saved, 2 * 1024 * KB, "whole flash backed up")
+  test.eq(saved:sub(0x1001, 0x1000 + #A) == A, true, "backup holds image A")
+  test.contains(out .. err, "erasing the whole flash")
+end)

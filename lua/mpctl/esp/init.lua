@@ -307,6 +307,11 @@ local function connect_once(port, opts)
   if not self.secure_download then self.mac = self:read_mac() end
   local want_stub = opts.stub ~= "no" and opts.stub ~= false and not self.secure_download
   local target = opts.baud or M.ROM_BAUD
+  if opts.reset == "usb-jtag" or opts.reset == "usb_jtag" then
+    -- USB-Serial/JTAG ignores the line coding; changing it only risks the timeouts seen with
+    -- esptool-js on S3 (anchors.md §1.3), so the link stays as it is.
+    target = port:baud()
+  end
   if stub_running then
     self.stub = true
   elseif want_stub then
