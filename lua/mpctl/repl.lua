@@ -1,41 +1,58 @@
 --[[ mpctl.repl: talk to a MicroPython REPL over any mpctl port.
 
-    local r = repl.attach(port, {timeout = 10})   -- Ctrl-C, enter the raw REPL, probe the platform
-    r:exec(code, {timeout=, on_output=fn}) -> stdout     -- raises a repl error on a device traceback
-    r:eval(expr) -> repr text;  r:info() -> {version=, machine=, build=, platform=, uname={...}|nil}
+    local r = repl.attach(port, opts)  -- Ctrl-C, enter the raw REPL (asking again each second while
+                                       -- a board boots), probe sys.platform before any raw-paste
+       opts: timeout (s per operation, 10), raw_paste (nil detect | true | false), binary (nil probe |
+             false), chunk (binary chunk, 256), window (binary chunks in flight, 2), batch (file bytes
+             per base64 exec, 8192), line (file bytes per base64 line, 1536), soft_reset (bool),
+             owns_port (close() closes the port), name (for messages), trace(dir, bytes), pace (s)
+    r:exec(code, {timeout=, on_output=fn, raw_output=bool}) -> stdout
+                                       -- "\r\n" folded to "\n" unless raw_output; on_output streams
+                                       -- pieces; on timeout Ctrl-C is sent and the error says whether
+                                       -- the device came back (err.recovered)
+    r:eval(expr) -> repr text;  r:info() -> {name=, version=, machine=, build=, mpy=, platform=,
+                                             uname={sysname=, nodename=, release=, version=, machine=}|nil}
     r:interrupt{timeout=}        -- Ctrl-C until the friendly prompt comes back, or a clean timeout error
     r:friendly(line) -> output   -- one line at the friendly '>>> ' prompt
     r:enter_raw(); r:leave_raw(); r:soft_reset() -> how ("soft reboot"|"banner"|"eof")
-    r:ls(path) -> { {name=, size=, type="file"|"dir"}, ... };  r:stat(path) -> {size=, type=} | nil
-    r:put(data, path, opts) -> stats;  r:put_file(local, path, opts) -> stats
-    r:get(path, opts) -> data, stats;  r:get_file(path, local, opts) -> stats
-    r:rm(path, {recursive=}); r:mkdir(path, {exist_ok=}); r:rmdir(path); r:sha256(path) -> hex | nil (absent)
-    r:close()                    -- leaves the raw REPL; closes the port only if attach opened it
+    r:ls(path) -> { {name=, size=|nil for dirs, type="file"|"dir"}, ... } (sorted; size from os.stat)
+    r:stat(path) -> {size=, type=} | nil (any OSError counts as absent)
+    r:put(data, path, {force=, mode="binary"|"base64", timeout=}) -> stats;  r:put_file(local, path, opts)
+    r:get(path, {mode=, verify=, timeout=}) -> data, stats;  r:get_file(path, local, opts) -> stats
+    r:rm(path, {recursive=}); r:mkdir(path, {exist_ok=}); r:rmdir(path)
+    r:sha256(path) -> hex | nil (absent), computed on the device
+    r:close()                    -- leaves the raw REPL; closes the port if opts.owns_port
+    r.tx, r.rx                   -- bytes written / read on the port so far
+    stats = {mode=, bytes=, wire_bytes= (payload direction), wire_out=, wire_in=, wire_per_byte=,
+             seconds=, rate= (file bytes/s), sha256=, status="written"|"up to date", skipped=}
 
-Errors: every error value is a table with a __tostring (so error handlers that call tostring, and
-string patterns in tests via tostring, work) and a `kind`:
+Errors: every error value is a table with a __tostring and a .message (so handlers that print
+tostring(e) or e.message work) and a .kind; repl.is_error(e[, kind]) tests for one:
     kind="device"   the code raised on the device: .traceback (device stderr, as sent), .exception
                     (its last line, e.g. "ZeroDivisionError: divide by zero"), .stdout;
-                    tostring() starts with the exception line.
-    kind="timeout"  nothing matching came within the time: .what, .seen (last bytes, escaped in text)
-    kind="reset"    the device hung up / reset when it was not asked to
-    kind="protocol" unexpected bytes (e.g. garbage where raw-paste flow control was expected)
+                    tostring(e) starts with the exception line, then the traceback.
+    kind="timeout"  nothing expected came within the time: .what, .seen (last bytes; escaped in the text)
+    kind="reset"    the device hung up (end of file, broken pipe) when it was not asked to
+    kind="protocol" unexpected bytes (garbage where flow control was expected, hash mismatch:
+                    .sha256 / .device_sha256)
     kind="unsupported" a mode the device lacks (raw-paste broken, stdin not binary-readable)
+    kind="io"       the port itself failed
 
 Transfer modes (stats.mode):
     "binary"       file bytes raw on the wire. put: a small receiver run with micropython.kbd_intr(-1)
                    reads sys.stdin.buffer in chunks and acks each with \x06 (the host keeps `window`
                    chunks in flight, so the line never idles); get: the device writes the file to
                    sys.stdout.buffer after a length line, so no \x04 framing can be confused.
-    "base64-paste" base64 lines `w(d('...'))`, many per exec, streamed through raw-paste windows.
+    "base64-paste" base64 lines `_w(_d(b'...'))`, many per exec, streamed through raw-paste windows.
     "base64-raw"   the same through the plain raw REPL (device without working raw-paste).
-Every transfer ends with sha256 computed on the device (hashlib) compared with the host's; put first
-compares hashes and skips the file when they match (stats.skipped=true, stats.status="up to date").
+Every transfer ends with sha256 computed on the device (hashlib) compared with the host's (a device
+without hashlib is read back instead); put first compares hashes and skips a file that matches.
 
 WebAssembly MicroPython (banner "JS with Emscripten" / sys.platform 'webassembly'): its raw-paste
 answers R\x01 and then hangs, its stdin cannot be read by code, Ctrl-C cannot stop running code and
 a soft reset ends the process; attach() detects it before the first paste and uses plain raw + base64
-for put (binary get works: it only needs stdout).
+for put (binary get works: it only needs stdout). A \x04 right after the raw-paste window on any
+other device is taken as the same bug (kind="unsupported"; raw-paste is then off for the connection).
 ]]
 local time = require("mpctl.time")
 local hash = require("mpctl.hash")
@@ -181,6 +198,7 @@ function R:_write(data)
     raise("io", string.format("repl %s: %s", self.name, msg))
   end
   self.tx = self.tx + #data
+  if self.trace then self.trace("tx", data) end
 end
 
 -- Reads what arrives within `left` seconds (at least one byte, or "" on timeout).
@@ -314,7 +332,9 @@ end
 --- Attaches to the REPL on `port` (an mpctl port). opts: timeout (default 10 s per operation),
 -- raw_paste (nil = detect, true/false = force), binary (nil = probe on first use, false = never),
 -- chunk (binary chunk, 256), window (binary chunks in flight, 2), batch (bytes per base64 exec,
--- 8192), line (raw bytes per base64 line, 1536), soft_reset (do one on attach), trace(dir, bytes).
+-- 8192), line (raw bytes per base64 line, 1536), soft_reset (do one on attach), trace(dir, bytes),
+-- pace (seconds to sleep after each 256 bytes of plain raw-REPL input, as mpremote does for boards
+-- whose UART drops bytes; 0 by default: raw-paste has real flow control and is used when present).
 function M.attach(port, opts)
   opts = opts or {}
   local self = setmetatable({
@@ -324,7 +344,7 @@ function M.attach(port, opts)
     paste = opts.raw_paste, binary = opts.binary, paste_checked = false,
     chunk = opts.chunk or 256, window = opts.window or 2,
     batch = opts.batch or 8192, line = opts.line or 1536,
-    trace = opts.trace, owns_port = opts.owns_port,
+    trace = opts.trace, owns_port = opts.owns_port, pace = opts.pace,
   }, R)
   -- line must be a multiple of 3 so each base64 line decodes on its own without padding
   self.line = self.line - self.line % 3
