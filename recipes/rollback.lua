@@ -84,7 +84,23 @@ if not flash_backup then
   end
 end
 
-local board = mpctl.board(undo.board or arg.board or "ESP32_GENERIC")
+-- The board: from the history, --board, or asked of the device while its MicroPython still runs.
+local board_id = undo.board or arg.board
+if not board_id then
+  local ok, id = pcall(function()
+    local p <close> = mpctl.open_port(arg)
+    local r = mpctl.repl.attach(p, { timeout = 5 })
+    local got = firmware.identify(r)
+    r:close()
+    return got
+  end)
+  board_id = ok and id.board or nil
+  if not board_id then
+    mpctl.usage_error("the history does not say which board is on " .. arg.port .. " and the device did not tell; " ..
+      "give --board ID")
+  end
+end
+local board = mpctl.board(board_id)
 if board.family ~= "esp" then
   mpctl.fail("rollback of " .. board.family .. " boards (" .. board.id .. ") is not implemented yet; " ..
     "flash the previous firmware with its flash recipe")

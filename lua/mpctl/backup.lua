@@ -7,6 +7,8 @@
     backup.files(repl, dir) -> manifest            every file of the MicroPython filesystem
     backup.restore_flash(chip, path, opts) -> stats  path: a backup folder, or a raw image of flash from 0
     backup.restore_files(repl, dir) -> count        each file verified by SHA-256 on the device
+    backup.files_from_port(port, dir) -> manifest | nil, why   (before entering the bootloader)
+    backup.regions_for(offset, size) -> regions      the sectors a write touches
 
 Manifests (flash.json, files.json) carry SHA-256s so a damaged backup is refused, not written.
 A full-chip ESP backup also holds the filesystem partition (it lies past the partition table's
@@ -89,6 +91,25 @@ function M.files(repl, dir)
   end
   fs.write(fs.join(dir, "files.json"), ui.json_encode(manifest, { pretty = true }) .. "\n")
   return manifest
+end
+
+-- The 4 KiB sectors a write of `size` bytes at `offset` touches: what a quick backup must keep.
+function M.regions_for(offset, size)
+  local first = offset - offset % 0x1000
+  local last = offset + size
+  last = last + (0x1000 - last % 0x1000) % 0x1000
+  return { { offset = first, size = last - first } }
+end
+
+-- Files of the MicroPython filesystem behind `port`, when a REPL answers there (call it before
+-- the board is reset into its bootloader). Returns the manifest, or nil and the reason.
+function M.files_from_port(port, dir, opts)
+  local ok, r = pcall(require("mpctl.repl").attach, port, { timeout = opts and opts.timeout or 5 })
+  if not ok then return nil, "no MicroPython REPL answered on " .. tostring(port.name) .. ": " .. tostring(r) end
+  local ok2, m = pcall(M.files, r, dir)
+  pcall(r.close, r)
+  if not ok2 then return nil, tostring(m) end
+  return m
 end
 
 -- what: "flash" | "files" | "all" | a path for a raw whole-flash image (the esp32_flash style).

@@ -11,8 +11,70 @@ local backup = require("mpctl.backup")
 local firmware = require("mpctl.firmware")
 
 local dir = fs.tmpdir()
-local port = serial.open("sim://micropython")
-local r = repl.attach(port, { timeout = 10 })
+local port, r
+
+-- A chip stand-in with a flash array: enough for backup.flash/restore_flash's bookkeeping.
+local function fake_chip(mem, mac)
+  local chip = { name = "ESP32", mac = mac or "24:0a:c4:00:00:01", flash_size = #mem.data, writes = {} }
+  function chip.read_flash(_, off, size) return mem.data:sub(off + 1, off + size) end
+  function chip.write(self, off, data)
+    mem.data = mem.data:sub(1, off) .. data .. mem.data:sub(off + #data + 1)
+    self.writes[#self.writes + 1] = { off, #data }
+    return { verified = true }
+  end
+  return chip
+end
+
+test("regions_for covers the 4 KiB sectors a write touches", function()
+  test.eq(backup.regions_for(0x1000, 0x2000), { { offset = 0x1000, size = 0x2000 } })
+  test.eq(backup.regions_for(0x1800, 0x10), { { offset = 0x1000, size = 0x1000 } })
+  test.eq(backup.regions_for(0x1ff0, 0x20), { { offset = 0x1000, size = 0x2000 } })
+end)
+
+test("flash regions are saved with a manifest and written back; damage and another MAC are refused", function()
+  local mem = { data = string.rep("\255", 0x1000) .. string.rep("A", 0x3000) .. string.rep("\255", 0x4000) }
+  local original = mem.data
+  local chip = fake_chip(mem)
+  local bdir = fs.join(dir, "flash-bk")
+  fs.mkdir(bdir, { parents = true })
+  local m = backup.flash(chip, bdir, backup.regions_for(0x1000, 0x3000))
+  test.eq(#m.regions, 1)
+  test.eq(m.regions[1].sha256, hash.hex(hash.sha256(string.rep("A", 0x3000))))
+  mem.data = mem.data:sub(1, 0x1000) .. string.rep("B", 0x3000) .. mem.data:sub(0x4001)
+  backup.restore_flash(chip, bdir)
+  test.eq(mem.data, original)
+  test.raises(function() backup.restore_flash(fake_chip(mem, "aa:bb:cc:dd:ee:ff"), bdir) end, "force=yes")
+  fs.write(fs.join(bdir, m.regions[1].file), string.rep("C", 0x3000))
+  local w = #chip.writes
+  test.raises(function() backup.restore_flash(chip, bdir) end, "damaged")
+  test.eq(#chip.writes, w, "nothing written from a damaged backup")
+end)
+
+test("take(path) saves the whole flash as one raw image, restorable as is", function()
+  local mem = { data = string.rep("Z", 0x2000) }
+  local chip = fake_chip(mem)
+  local file = fs.join(dir, "whole.bin")
+  test.eq(backup.take(file, { chip = chip }).flash, file)
+  mem.data = string.rep("Y", 0x2000)
+  backup.restore_flash(chip, file)
+  test.eq(mem.data, string.rep("Z", 0x2000))
+end)
+
+local connect_error
+local function connect()
+  if connect_error then error(connect_error, 0) end
+  if not r then
+    local ok, err = pcall(function()
+      port = serial.open("sim://micropython")
+      r = repl.attach(port, { timeout = 10 })
+    end)
+    if not ok then
+      connect_error = "sim://micropython: " .. tostring(err)
+      error(connect_error, 0)
+    end
+  end
+  return r
+end
 
 local FILES = {
   ["/bk/main.py"] = "print('hello from main')\n",
@@ -34,33 +96,38 @@ local function rooted(real, root)
 end
 
 test("files and folders are saved with a manifest, then restored and verified on the device", function()
+  connect()
   r:mkdir("/bk", { exist_ok = true })
   r:mkdir("/bk/lib", { exist_ok = true })
   for p, data in pairs(FILES) do r:put(data, p) end
   local view = rooted(r, "/bk")
-  local m = backup.files(view, dir)
+  local m = backup.files(view, fs.join(dir, "files-bk"))
   test.eq(#m.files, 3)
   test.eq(#m.dirs, 1)
-  local manifest = ui.json_decode(fs.read(fs.join(dir, "files.json")))
+  local fdir = fs.join(dir, "files-bk")
+  local manifest = ui.json_decode(fs.read(fs.join(fdir, "files.json")))
   local by = {}
   for _, f in ipairs(manifest.files) do by[f.path] = f end
   test.eq(by["/lib/util.py"].sha256, sha(FILES["/bk/lib/util.py"]))
-  test.eq(fs.read(fs.join(dir, "files", "data.bin")), FILES["/bk/data.bin"])
+  test.eq(fs.read(fs.join(fdir, "files", "data.bin")), FILES["/bk/data.bin"])
 
   r:rm("/bk", { recursive = true })
   test.eq(r:stat("/bk"), nil, "gone from the device")
   r:mkdir("/bk", { exist_ok = true })
-  test.eq(backup.restore_files(view, dir), 3)
+  test.eq(backup.restore_files(view, fdir), 3)
   for p, data in pairs(FILES) do test.eq(r:sha256(p), sha(data), p) end
 end)
 
 test("a damaged files backup is refused before anything is written", function()
-  fs.write(fs.join(dir, "files", "main.py"), "tampered\n")
+  connect()
+  local fdir = fs.join(dir, "files-bk")
+  fs.write(fs.join(fdir, "files", "main.py"), "tampered\n")
   r:rm("/bk/main.py")
-  test.raises(function() backup.restore_files(rooted(r, "/bk"), dir) end, "damaged")
+  test.raises(function() backup.restore_files(rooted(r, "/bk"), fdir) end, "damaged")
 end)
 
 test("identify on a real REPL reports the version and machine", function()
+  connect()
   local id = firmware.identify(r)
   test.ok(id.version and id.version:match("^%d+%.%d+%.%d+"), "version " .. tostring(id.version))
   test.contains(id.machine, "Emscripten")
@@ -68,8 +135,10 @@ test("identify on a real REPL reports the version and machine", function()
 end)
 
 test("cleanup", function()
-  pcall(r.rm, r, "/bk", { recursive = true })
-  r:close()
-  port:close()
+  if r then
+    pcall(r.rm, r, "/bk", { recursive = true })
+    r:close()
+    port:close()
+  end
   fs.remove(dir, { recursive = true })
 end)
