@@ -139,3 +139,19 @@ test("repl with piped input sends the lines and ends when the board goes quiet",
   test.eq(code, 0, out)
   test.contains(out, ">>> print(6*7)\r\n42")
 end, {timeout = 60})
+
+test("repl on a terminal: raw mode, keys go to the board, Ctrl-] quits", function()
+  local p = proc.spawn{argv = {exe(), "repl", "--port", "sim://micropython"}, pty = true}
+  local term = serial.wrap_fd(p:fd(), "repl terminal")
+  local ok, err = pcall(function()
+    term:expect(">>> ", 20, true)
+    term:write("print(1+2)\r")            -- a terminal in raw mode sends \r for Enter
+    term:expect("print(1+2)\r\n3", 10, true)
+    term:write("\3")                      -- Ctrl-C goes to the board, which shows a fresh prompt
+    term:expect(">>> ", 10, true)
+    term:write("\29")                     -- Ctrl-] leaves
+    test.eq(p:wait(10), 0, "exit code after Ctrl-]")
+  end)
+  if not ok then p:kill() p:wait(2) error(err, 0) end
+  term:close()
+end, {timeout = 60})
