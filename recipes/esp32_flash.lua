@@ -51,8 +51,12 @@ if not reset then
   end
 end
 reset = reset or board.reset
+local function size_of(s)
+  local n, unit = tostring(s or ""):upper():match("^(%d+)([KM])B$")
+  return n and tonumber(n) * (unit == "M" and 1048576 or 1024) or nil
+end
 local chip = esp.connect(port, {
-  reset = reset, baud = baud, chip = board.chip,
+  reset = reset, baud = baud, chip = board.chip, flash_size = size_of(board.flash_sizes and board.flash_sizes[1]),
   stub = arg.stub == "no" and "no" or arg.stub,
 })
 mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac or "?",

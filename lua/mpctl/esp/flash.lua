@@ -42,8 +42,9 @@ return function(M, Chip)
   M.esp8266_erase_size = esp8266_erase_size
 
   function Chip:block_size() return self.stub and M.STUB_BLOCK or M.ROM_BLOCK end
-  function Chip:can_md5() return self.stub or self.chip.rom.md5 end
-  function Chip:can_deflate() return self.stub or self.chip.rom.defl end
+  -- Secure Download Mode allows only plain FLASH_BEGIN/DATA/END (anchors.md §3.1).
+  function Chip:can_md5() return (self.stub or self.chip.rom.md5) and not self.secure_download end
+  function Chip:can_deflate() return (self.stub or self.chip.rom.defl) and not self.secure_download end
 
   function Chip:erase_size(offset, size)
     if not self.stub and self.chip.rom.erase_size_quirk then return esp8266_erase_size(offset, size) end

@@ -374,7 +374,7 @@ end
 
 -- SPI_FLASH_MD5 of a flash region as lowercase hex. ROM answers 32 hex chars, stub 16 raw bytes.
 function Chip:md5(addr, size)
-  if not self.stub and not self.chip.rom.md5 then return nil end
+  if not self:can_md5() then return nil end
   local timeout = math.max(3, 8 * size / 1e6) -- MD5_TIMEOUT_PER_MB
   local payload = self.conn:command(OP.SPI_FLASH_MD5, string.pack("<I4I4I4I4", addr, size, 0, 0),
     { resp_len = self.stub and 16 or 32, timeout = timeout })

@@ -58,7 +58,20 @@ function M.candidates(chip_key)
     add(d .. "/node_modules/esptool-js/lib/targets/stub_flasher/" .. chip_key .. ".json")
     add(d .. "/node_modules/esptool-js/lib/targets/" .. chip_key .. ".json")
   end
-  for _, py in ipairs { "/usr/lib/python3/dist-packages", "/usr/local/lib/python3/dist-packages" } do
+  local pydirs = { "/usr/lib/python3/dist-packages" }
+  local okfs, fs = pcall(require, "mpctl.fs")
+  local home = os.getenv("HOME")
+  for _, root in ipairs { "/usr/local/lib", "/usr/lib", home and (home .. "/.local/lib") or nil } do
+    local okl, names = false, nil
+    if okfs then okl, names = pcall(fs.list, root) end
+    for _, n in ipairs(okl and names or {}) do
+      if n:match("^python3") then
+        pydirs[#pydirs + 1] = root .. "/" .. n .. "/site-packages"
+        pydirs[#pydirs + 1] = root .. "/" .. n .. "/dist-packages"
+      end
+    end
+  end
+  for _, py in ipairs(pydirs) do
     for _, sub in ipairs { "2", "1" } do -- esptool prefers the Apache/MIT v2 stub (STUB_SUBDIRS)
       add(py .. "/esptool/targets/stub_flasher/" .. sub .. "/" .. chip_key .. ".json")
     end
