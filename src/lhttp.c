@@ -349,11 +349,14 @@ static void configure(lua_State *L, request *r, int opts, double *stall)
     *stall = opt_number(L, opts, "stall_timeout", 30);
     double total = opt_number(L, opts, "timeout", 0);
     const char *ca = opt_string(L, opts, "ca_file");
-    lua_getfield(L, LUA_REGISTRYINDEX, "mpctl.info");
-    lua_getfield(L, -1, "version");
-    lua_pushfstring(L, "mpctl/%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "dev");
-    curl_easy_setopt(c, CURLOPT_USERAGENT, lua_tostring(L, -1));
-    lua_pop(L, 3);
+    int top = lua_gettop(L);
+    const char *version = "dev";
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "mpctl.info") == LUA_TTABLE &&
+        lua_getfield(L, -1, "version") == LUA_TSTRING)
+        version = lua_tostring(L, -1);
+    lua_pushfstring(L, "mpctl/%s", version);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, lua_tostring(L, -1)); /* libcurl copies it */
+    lua_settop(L, top);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
@@ -463,6 +466,7 @@ static int h_get(lua_State *L)
     memset(r, 0, sizeof *r);
     r->progress_ref = r->error_ref = LUA_NOREF;
     luaL_setmetatable(L, REQ_MT);
+    lua_toclose(L, -1); /* an error anywhere below releases the handle and closes the file at once */
     r->L = L;
     r->curl = curl_easy_init();
     if (r->curl == NULL)
