@@ -10,6 +10,7 @@ pin it in a lock file, and tell which board a device is.
     firmware.cached(opts) -> { sidecars }      what the cache holds
     firmware.identify(repl) -> {board=, variant=, version=, machine=, build=, how=}
     firmware.bundle(path) -> {parts={ {offset=, name=, data=} }, chip=, settings=}
+    firmware.parts(img_or_path, board) -> { {offset=, name=, data=} }  bundle parts or one image
 
 Options common to these: source (mirror URL or folder; else $MPCTL_MIRROR, else micropython.org),
 type (bin|uf2|dfu|app-bin|hex|zip), variant, sha256 (expected), lock (lock file path), offline,
@@ -815,6 +816,20 @@ function M.bundle(path)
     end
   end
   return layout
+end
+
+-- What to write where, for a flash recipe: a bundle's parts at their declared offsets, or a
+-- plain image at the board's offset. img: a path or a table with .path (as fetch returns).
+function M.parts(img, board)
+  local path = type(img) == "table" and img.path or img
+  if M.is_bundle(path) then
+    local b = M.bundle(path)
+    for _, p in ipairs(b.parts) do p.chip = b.chip end
+    return b.parts, b
+  end
+  local offset = type(board) == "table" and board.offset or tonumber(board) or 0
+  local data = fs.read(path)
+  return { { offset = offset, name = fs.basename(path), data = data, size = #data } }
 end
 
 function M.is_bundle(path)

@@ -33,6 +33,18 @@ for _, name in ipairs({ "esp32-bundle.zip", "esp32-bundle.tar.gz", "flash-args.z
   end)
 end
 
+test("parts(): a bundle gives its parts, a plain image sits at the board's offset", function()
+  local parts = firmware.parts(f("esp32-bundle.tar.gz"), { offset = 0x1000 })
+  test.eq(#parts, 3)
+  test.eq(parts[3].offset, 0x10000)
+  test.eq(parts[1].chip, "esp32")
+  fs.write(f("image.bin"), "\233" .. string.rep("x", 99))
+  parts = firmware.parts({ path = f("image.bin") }, { offset = 0x1000 })
+  test.eq(#parts, 1)
+  test.eq(parts[1].offset, 0x1000)
+  test.eq(#parts[1].data, 100)
+end)
+
 test("entries stream one by one without unpacking", function()
   local seen, app = {}, 0
   for info, a in archive.each(f("esp32-bundle.zip")) do
