@@ -825,20 +825,13 @@ static int became_ready(lua_State *L, int idx)
     return p->in.len > 0 || p->eof || p->nevents > 0;
 }
 
-static int collect_ready(lua_State *L, int n, int (*test)(lua_State *, int), struct pollfd *pfds)
+/* One object is ready if it already was (buffered input, EOF, events) or its fd polled readable
+ * and reading showed data, EOF, events, or a pending connection. */
+static int is_ready(lua_State *L, int idx, short revents)
 {
-    int found = 0;
-    lua_newtable(L);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i);
-        int ok = pfds ? (pfds[i - 1].revents != 0 && test(L, -1)) : test(L, -1);
-        if (ok) {
-            lua_rawseti(L, -2, ++found);
-        } else {
-            lua_pop(L, 1);
-        }
-    }
-    return found;
+    if (ready_now(L, idx))
+        return 1;
+    return revents != 0 && became_ready(L, idx);
 }
 
 static int serial_poll(lua_State *L)
@@ -848,26 +841,31 @@ static int serial_poll(lua_State *L)
     int n = (int)luaL_len(L, 1);
     struct pollfd *pfds = lua_newuserdatauv(L, sizeof *pfds * (size_t)(n > 0 ? n : 1), 0);
     for (;;) {
-        if (collect_ready(L, n, ready_now, NULL) > 0)
-            return 1;
-        lua_pop(L, 1);
+        /* Always poll every fd, without waiting when something is ready already, so that all
+         * ready objects are reported together and none starves behind a busy one. */
+        int any_now = 0;
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, 1, i);
             pfds[i - 1] = (struct pollfd){obj_fd(L, -1), POLLIN, 0};
+            any_now |= ready_now(L, -1);
             lua_pop(L, 1);
         }
-        double left = deadline - mpctl_now();
+        double left = any_now ? 0 : deadline - mpctl_now();
         int r = poll(pfds, (nfds_t)n, left > 0 ? (int)(left * 1000) + 1 : 0);
         if (r < 0 && errno != EINTR)
             return luaL_error(L, "serial.poll: %s", strerror(errno));
-        if (r > 0 && collect_ready(L, n, became_ready, pfds) > 0)
-            return 1;
-        if (r > 0)
-            lua_pop(L, 1);
-        if (mpctl_now() >= deadline) {
-            lua_newtable(L);
-            return 1;
+        lua_newtable(L);
+        int found = 0;
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, 1, i);
+            if (is_ready(L, -1, r > 0 ? pfds[i - 1].revents : 0))
+                lua_rawseti(L, -2, ++found);
+            else
+                lua_pop(L, 1);
         }
+        if (found > 0 || mpctl_now() >= deadline)
+            return 1;
+        lua_pop(L, 1);
     }
 }
 

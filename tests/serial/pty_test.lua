@@ -140,6 +140,21 @@ test("poll reports the ports with input, including already buffered bytes", func
   a:close(); m:close(); l:close()
 end)
 
+test("poll reports every ready port at once: buffered input does not hide a readable fd", function()
+  local l1, a1, m1 = pair()
+  local l2, a2, m2 = pair()
+  a1:unread("buffered")
+  m2:write("on the wire")
+  local deadline = require("mpctl.time").now() + 2
+  local ready
+  repeat
+    ready = serial.poll({ a1, a2 }, 0.1)
+  until #ready == 2 or require("mpctl.time").now() > deadline
+  test.eq(#ready, 2)
+  test.ok(ready[1] == a1 and ready[2] == a2, "both, in the order given")
+  for _, x in ipairs({ a1, m1, l1, a2, m2, l2 }) do x:close() end
+end)
+
 test("closing the master ends the stream on the other side", function()
   local l, a, m = pair()
   m:write("last")
