@@ -481,6 +481,9 @@ function R:_send_paste(code, timeout)
   self:_write("\x05A\x01")
   local r = self:_read_exact(2, timeout, "the raw-paste reply")
   if r == "R\x00" then
+    -- pyexec prints its raw prompt again after R\x00 (do_reader_stdin returns to the loop)
+    local ok = pcall(self._read_until, self, ">", math.min(timeout, 1), "the raw prompt after R\\x00")
+    if not ok then self.rbuf = "" end
     self.paste = false
     return false
   elseif r ~= "R\x01" then

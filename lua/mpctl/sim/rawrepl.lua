@@ -47,7 +47,7 @@ local b64 = require("mpctl.repl.b64")
 local M = {}
 
 local VERSION_BANNER = "MicroPython v1.27.0 on 2025-12-10; mpctl rawrepl fixture with WebAssembly MicroPython"
-local FRIENDLY = "\r\n" .. VERSION_BANNER .. "\r\nType \"help()\" for more information.\r\n"
+local FRIENDLY = VERSION_BANNER .. "\r\nType \"help()\" for more information.\r\n"
 local RAW_BANNER = "raw REPL; CTRL-B to exit\r\n>"
 
 local DISGUISE = [[
@@ -373,7 +373,7 @@ function Dev:raw_repl()
     if c == "\1" then
       if #line == 2 and line[1] == "\5" then
         if self.raw_paste == "R0" then
-          self:put("R\0")
+          self:put("R\0>")
           line = {}
           goto continue
         elseif self.raw_paste and line[2] == "A" then
@@ -381,13 +381,13 @@ function Dev:raw_repl()
           self:paste()
           goto continue
         elseif self.raw_paste then
-          self:put("R\0")
+          self:put("R\0>")
           line = {}
           goto continue
         end
       end
       line = {}
-      self:put("\r\n" .. RAW_BANNER)
+      self:put(RAW_BANNER)
     elseif c == "\2" then
       self:put("\r\n")
       return "friendly"
@@ -423,6 +423,7 @@ function Dev:friendly_repl()
   while true do
     local c = self:getc()
     if c == "\1" then
+      self:put("\r\n")
       return "raw"
     elseif c == "\2" then
       self:put("\r\n")
@@ -443,9 +444,11 @@ function Dev:friendly_repl()
       if text:find("%S") then
         local out, err = self.backend:exec("exec(compile(" .. require("mpctl.repl").pyquote(text)
           .. ",'<stdin>','single'))", nil, self)
-        out = (out or ""):gsub("\r?\n", "\r\n")
-        err = (err or ""):gsub("\r?\n", "\r\n")
-        self:put(out .. err)
+        -- as sent by the WebAssembly port behind (stdout "\n", tracebacks "\r\n"), minus the
+        -- frame of the exec() wrapper that runs the line in 'single' mode
+        err = (err or ""):gsub('^(Traceback %(most recent call last%):\r\n)  File "<stdin>", line 1, in <module>\r\n(  File )',
+          "%1%2")
+        self:put((out or "") .. err)
       end
       self:put(">>> ")
     elseif c == "\127" or c == "\8" then
@@ -475,6 +478,7 @@ function M.session(client, opts)
   dev.backend = Backend.new(opts)
   local ok, err = pcall(function()
     local mode = "friendly"
+    dev:put("\r\n")   -- what the WebAssembly port (and a board's boot) sends before the banner
     while true do
       if mode == "friendly" then mode = dev:friendly_repl() else mode = dev:raw_repl() end
     end
