@@ -12,6 +12,9 @@
  *     opts.retries        extra attempts on transient failures (default 3), opts.backoff first
  *                         pause in seconds (default 1, doubled each time, capped at 30)
  *     opts.progress       function(done, total|nil), called at most every 0.1 s and at the end
+ *     opts.on_response    function({status=, etag=?, last_modified=?, length=?}) when a response's
+ *                         body starts (each attempt): lets a caller note the validator of a
+ *                         partial file before any byte of it is written
  *     opts.max_size       cap for an in-memory body (default 64 MiB)
  *     opts.headers        { "Name: value", ... }
  *   result = { status=, size=, sha256=hex, url=effective, resumed_from=, attempts=, elapsed=,
@@ -42,6 +45,7 @@ typedef struct {
     size_t body_len, body_cap, body_max;
     lua_State *L;
     int progress_ref;
+    int response_ref;
     int error_ref;     /* error raised by the progress callback, re-raised after the transfer */
     curl_off_t offset; /* bytes already in the file when this attempt started */
     int first_write;   /* the next write callback is the first of this attempt */
@@ -74,8 +78,9 @@ static void req_release(request *r)
     r->etag = NULL;
     if (r->L) {
         luaL_unref(r->L, LUA_REGISTRYINDEX, r->progress_ref);
+        luaL_unref(r->L, LUA_REGISTRYINDEX, r->response_ref);
         luaL_unref(r->L, LUA_REGISTRYINDEX, r->error_ref);
-        r->progress_ref = r->error_ref = LUA_NOREF;
+        r->progress_ref = r->response_ref = r->error_ref = LUA_NOREF;
     }
 }
 
@@ -123,6 +128,33 @@ static int begin_file_attempt(request *r)
     return 0;
 }
 
+static void set_header_field(lua_State *L, CURL *curl, const char *name, const char *field);
+
+/* Tells opts.on_response about the response whose body is starting; 0 on success. */
+static int call_response(request *r)
+{
+    lua_State *L = r->L;
+    long code = 0;
+    curl_off_t length = -1;
+    curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(r->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->response_ref);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "status");
+    if (length >= 0) {
+        lua_pushinteger(L, (lua_Integer)length);
+        lua_setfield(L, -2, "length");
+    }
+    set_header_field(L, r->curl, "ETag", "etag");
+    set_header_field(L, r->curl, "Last-Modified", "last_modified");
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        r->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return -1;
+    }
+    return 0;
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *ud)
 {
     request *r = ud;
@@ -130,6 +162,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *ud)
     if (r->first_write) {
         r->first_write = 0;
         if (r->out && begin_file_attempt(r) != 0)
+            return 0;
+        if (r->response_ref != LUA_NOREF && call_response(r) != 0)
             return 0;
     }
     if (r->out)
@@ -464,7 +498,7 @@ static int h_get(lua_State *L)
     const int opts = 2;
     request *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
-    r->progress_ref = r->error_ref = LUA_NOREF;
+    r->progress_ref = r->response_ref = r->error_ref = LUA_NOREF;
     luaL_setmetatable(L, REQ_MT);
     lua_toclose(L, -1); /* an error anywhere below releases the handle and closes the file at once */
     r->L = L;
@@ -480,6 +514,11 @@ static int h_get(lua_State *L)
     lua_getfield(L, opts, "progress");
     if (lua_isfunction(L, -1))
         r->progress_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_pop(L, 1);
+    lua_getfield(L, opts, "on_response");
+    if (lua_isfunction(L, -1))
+        r->response_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     else
         lua_pop(L, 1);
 

@@ -488,39 +488,49 @@ local function copy_local(src_path, dest)
   return { size = fs.stat(dest).size, sha256 = hash.file(dest, "sha256") }
 end
 
--- Downloads entry into the partial folder; verifies; moves into the cache. Keeps the partial
--- file across runs (resume) unless the bytes prove wrong.
+-- Downloads entry into the partial folder; verifies; moves into the cache.
+-- partial/<file>.part (+ .part.json with the server's validator) survives a failed run so the
+-- next one resumes it. A run first claims it by renaming it to a name of its own: rename is
+-- atomic, so two mpctl processes fetching the same file never write into one file, and the cache
+-- only ever receives a file one process downloaded and checked alone.
 local function download(entry, opts, expect)
   local partial_dir = fs.join(M.cache_dir(opts), "partial")
   fs.mkdir(partial_dir, { parents = true })
   local part = fs.join(partial_dir, entry.file .. ".part")
   local part_meta = part .. ".json"
+  local mine = string.format("%s.%d-%d", part, math.floor(time.wall() * 1000), math.random(1, 0x7fffffff))
   local res
   if entry.url:match("^https?://") then
     local if_range
-    if fs.exists(part) and fs.exists(part_meta) then
+    if fs.exists(part_meta) then
       local ok, m = pcall(function() return ui.json_decode(fs.read(part_meta)) end)
       if ok and type(m) == "table" and m.url == entry.url then if_range = m.etag or m.last_modified end
     end
+    local claimed = if_range ~= nil and pcall(fs.rename, part, mine)
+    if not claimed and not if_range and fs.exists(part) then pcall(fs.remove, part) end -- no validator: stale
+    local function note(h)
+      pcall(fs.write, part_meta, ui.json_encode({ url = entry.url, etag = h.etag, last_modified = h.last_modified }))
+    end
     local ok, r = pcall(require("mpctl.http").get, entry.url, http_opts(opts, {
-      to = part, resume = if_range ~= nil, if_range = if_range, progress = progress_fn(opts, entry.file),
+      to = mine, resume = claimed, if_range = claimed and if_range or nil, progress = progress_fn(opts, entry.file),
+      on_response = note,
     }))
     if not ok then
-      -- Remember the validator so the next run can resume this partial file safely.
+      -- Hand the bytes that came back to the next run (its Range request continues them).
+      if fs.exists(mine) then pcall(fs.rename, mine, part) end
       error(r, 0)
     end
     res = r
-    pcall(fs.write, part_meta, ui.json_encode({ url = entry.url, etag = res.etag, last_modified = res.last_modified }))
   else
-    res = copy_local(entry.url, part)
+    res = copy_local(entry.url, mine)
   end
+  if fs.exists(part_meta) then pcall(fs.remove, part_meta) end
   local img = {
     board = entry.board, variant = entry.variant, version = entry.version, type = entry.type,
     file = entry.file, url = entry.url, size = res.size, sha256 = res.sha256,
   }
   local function reject(what, want, got)
-    fs.remove(part)
-    if fs.exists(part_meta) then fs.remove(part_meta) end
+    fs.remove(mine)
     fail("firmware %s from %s: %s mismatch, nothing kept:\n  expected %s\n  got      %s", entry.file, entry.url,
       what, want, got)
   end
@@ -530,8 +540,7 @@ local function download(entry, opts, expect)
   if expect.sha256 and expect.sha256 ~= img.sha256 then
     reject("SHA-256 (" .. (expect.why or "expected") .. ")", expect.sha256, img.sha256)
   end
-  img.path = store(opts, part, img, res)
-  if fs.exists(part_meta) then fs.remove(part_meta) end
+  img.path = store(opts, mine, img, res)
   return img
 end
 

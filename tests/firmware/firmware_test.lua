@@ -327,6 +327,17 @@ test("a stalled mirror hits the stall timeout and leaves the partial file for a 
   local part = fs.join(o.cache_dir, "partial", "ESP32_GENERIC-20241129-v1.24.1.bin.part")
   test.eq(fs.stat(part).size, 3000)
   test.eq(#firmware.cached(o), 0)
+  -- the next run continues from byte 3000 (the server stalls only requests without a Range)
+  local img = firmware.fetch("ESP32_GENERIC", "1.24.1", o)
+  test.eq(img.sha256, mirror.files["ESP32_GENERIC-20241129-v1.24.1.bin"].sha256)
+  local ranged
+  for _, q in ipairs(srv.requests()) do
+    if q.path:find("_stallfiles/3000/resources/firmware/ESP32_GENERIC-20241129-v1.24.1.bin", 1, true) and q.range then
+      ranged = q
+    end
+  end
+  test.ok(ranged and ranged.range == "bytes=3000-" and ranged.status == 206, "resumed with a Range")
+  test.eq(#fs.list(fs.join(o.cache_dir, "partial")), 0, "nothing left in partial/")
 end)
 
 test("cleanup", function()

@@ -138,6 +138,21 @@ test("an error raised by the progress callback stops the transfer and propagates
   end, "stop here")
 end)
 
+test("on_response sees each attempt's status and validator before its body is written", function()
+  local seen = {}
+  local r = http.get(srv.url .. "/_cut/70000/big.bin", opts({ to = fs.join(work, "resp.bin"), on_response = function(h)
+    seen[#seen + 1] = h
+  end }))
+  test.eq(r.sha256, data_sha)
+  test.eq(#seen, 2)
+  test.eq({ seen[1].status, seen[2].status }, { 200, 206 })
+  test.eq(seen[1].etag, r.etag)
+  test.eq(seen[2].length, #data - 70000)
+  test.raises(function()
+    http.get(srv.url .. "/big.bin", opts({ to = fs.join(work, "resp2.bin"), on_response = function() error("no thanks") end }))
+  end, "no thanks")
+end)
+
 test("an in-memory body is capped by max_size", function()
   test.raises(function() http.get(srv.url .. "/big.bin", opts({ max_size = 1000 })) end, "larger than max_size")
 end)
