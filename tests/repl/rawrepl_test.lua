@@ -160,3 +160,18 @@ test("friendly lines after an interrupt see only their own output", function()
   test.eq(r:friendly("6 * 7"), "42\n")
   r:close()
 end)
+
+test("raw-paste bytes on the wire match the repl.rst example", function()
+  -- docs/reference/repl.rst: host \x01\x05A\x01print(123)\x04 ->
+  -- device \r\nraw REPL; CTRL-B to exit\r\n>R\x01\x80\x00\x01\x04123\r\n\x04\x04>
+  -- (stdout here is the WebAssembly port's, which ends lines with \n alone)
+  local port = serial.open("sim://rawrepl")
+  port:expect(">>> ", 10, true)
+  port:write("\1")
+  test.eq(port:read_until(">", 10), "\r\nraw REPL; CTRL-B to exit\r\n>")
+  port:write("\5A\1")
+  test.eq(port:read_exact(5, 10), "R\1\128\0\1")
+  port:write("print(123)\4")
+  test.eq(port:read_until("\4>", 10), "\4" .. "123\n\4")
+  port:close()
+end)
