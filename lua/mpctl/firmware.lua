@@ -680,7 +680,10 @@ function M.get(board, version, opts)
     opts.type = opts.type or fw.ext or board.firmware_type
     opts.variant = opts.variant or fw.variant or board.variant
   end
-  if type(version) == "string" and (version:match("/") or version:match("%.%a[%w%-]*$")) then
+  local ext = type(version) == "string" and (version:match("%.([%a][%w%-]*)$") or "")
+  local looks_like_file = type(version) == "string" and (version:find("/", 1, true) or
+    ((M.FIRMWARE_TYPES[ext] or ext == "gz" or ext == "tgz" or ext == "xz") and not M.parse_version(version)))
+  if looks_like_file or (type(version) == "string" and not M.parse_version(version) and fs.exists(version)) then
     if not fs.exists(version) then fail("firmware file %s does not exist", version) end
     return {
       path = version, file = fs.basename(version), board = id, size = fs.stat(version).size,

@@ -275,6 +275,17 @@ test("MPCTL_MIRROR-free defaults point at micropython.org", function()
   test.eq(src.base, "https://micropython.org")
 end)
 
+test("get(): board tables, version strings that look like file names, and local files", function()
+  local o = opts()
+  local img = firmware.get({ id = "ESP32_GENERIC", firmware = { ext = "app-bin" } }, "1.25.0-preview.52.gabcdef0123", o)
+  test.eq(img.file, "ESP32_GENERIC-20250115-v1.25.0-preview.52.gabcdef0123.app-bin")
+  local loc = firmware.get("ESP32_GENERIC", img.path)
+  test.eq(loc.sha256, img.sha256)
+  test.eq(loc.version, "local")
+  test.raises(function() firmware.get("ESP32_GENERIC", "./nope.bin") end, "does not exist")
+  test.raises(function() firmware.get("ESP32_GENERIC", "nope.uf2") end, "does not exist")
+end)
+
 test("identify: _build on 1.25+, machine names on older firmware", function()
   local id = firmware.identify_info({ version = "1.25.0", build = "ESP32_GENERIC-SPIRAM",
     machine = "Generic ESP32 module with SPIRAM with ESP32",
