@@ -483,6 +483,71 @@ static int extract_ctx_gc(lua_State *L)
     return 0;
 }
 
+/* Pushes a to-be-closed guard that frees the disk writer and returns to the saved working
+ * directory, even when extraction raises. */
+static extract_ctx *push_extract_guard(lua_State *L)
+{
+    extract_ctx *x = lua_newuserdatauv(L, sizeof *x, 0);
+    x->disk = NULL;
+    x->cwd = -1;
+    lua_newtable(L);
+    lua_pushcfunction(L, extract_ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, extract_ctx_gc);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_toclose(L, -1);
+    return x;
+}
+
+/* Copies the current entry's data to the disk writer; returns the new byte total. */
+static lua_Integer copy_entry(lua_State *L, lar *h, struct archive *disk, const char *path, const char *name,
+                              lua_Integer written, lua_Integer max_bytes)
+{
+    char buf[65536];
+    la_ssize_t n;
+    while ((n = archive_read_data(h->a, buf, sizeof buf)) > 0) {
+        written += n;
+        if (written > max_bytes)
+            luaL_error(L, "archive %s: more than %I bytes unpacked; stopped at %s", path, max_bytes, name);
+        if (archive_write_data(disk, buf, (size_t)n) != n)
+            luaL_error(L, "archive %s: writing %s: %s", path, name, archive_error_string(disk));
+    }
+    if (n < 0)
+        luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(h->a));
+    return written;
+}
+
+/* Second pass, inside the target folder: writes every entry; pushes the list of names. */
+static void extract_entries(lua_State *L, extract_ctx *x, const char *path, lua_Integer max_bytes)
+{
+    x->disk = archive_write_disk_new();
+    archive_write_disk_set_options(x->disk, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+    lar *h = open_archive(L, path);
+    lua_newtable(L);
+    lua_Integer written = 0, count = 0;
+    while (next_header(L, h, path)) {
+        const char *name = push_clean_name(L, entry_name(h->entry));
+        if (name[0] == '\0') {
+            lua_pop(L, 1);
+            continue;
+        }
+        archive_entry_set_pathname(h->entry, name);
+        if (archive_write_header(x->disk, h->entry) < ARCHIVE_WARN)
+            luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
+        written = copy_entry(L, h, x->disk, path, name, written, max_bytes);
+        if (archive_write_finish_entry(x->disk) < ARCHIVE_WARN)
+            luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
+        lua_rawseti(L, -2, ++count);
+    }
+    if (archive_write_close(x->disk) < ARCHIVE_WARN)
+        luaL_error(L, "archive %s: finishing: %s", path, archive_error_string(x->disk));
+    archive_read_free(h->a);
+    h->a = NULL;
+    lua_remove(L, -2); /* the archive handle; the names stay on top */
+}
+
 static int ar_extract(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -507,55 +572,12 @@ static int ar_extract(lua_State *L)
         return luaL_error(L, "archive %s: extract folder %s must be new or empty", path, dir);
 
     /* Extraction runs inside dir so libarchive's NOABSOLUTEPATHS check applies to the names as
-     * they are; the guard userdata puts the working directory back even when we raise. */
-    extract_ctx *x = lua_newuserdatauv(L, sizeof *x, 0);
-    x->disk = NULL;
-    x->cwd = -1;
-    lua_newtable(L);
-    lua_pushcfunction(L, extract_ctx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, extract_ctx_gc);
-    lua_setfield(L, -2, "__close");
-    lua_setmetatable(L, -2);
-    lua_toclose(L, -1);
+     * they are. */
+    extract_ctx *x = push_extract_guard(L);
     x->cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (x->cwd < 0 || chdir(dir) != 0)
         return luaL_error(L, "archive %s: cannot enter %s: %s", path, dir, strerror(errno));
-    x->disk = archive_write_disk_new();
-    archive_write_disk_set_options(x->disk, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                                ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
-    lar *h = open_archive(L, path);
-    lua_newtable(L);
-    lua_Integer written = 0, count = 0;
-    char buf[65536];
-    while (next_header(L, h, path)) {
-        const char *name = push_clean_name(L, entry_name(h->entry));
-        if (name[0] == '\0') {
-            lua_pop(L, 1);
-            continue;
-        }
-        archive_entry_set_pathname(h->entry, name);
-        if (archive_write_header(x->disk, h->entry) < ARCHIVE_WARN)
-            return luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
-        la_ssize_t n;
-        while ((n = archive_read_data(h->a, buf, sizeof buf)) > 0) {
-            written += n;
-            if (written > max_bytes)
-                return luaL_error(L, "archive %s: more than %d bytes unpacked; stopped at %s", path, (int)max_bytes,
-                                  name);
-            if (archive_write_data(x->disk, buf, (size_t)n) != n)
-                return luaL_error(L, "archive %s: writing %s: %s", path, name, archive_error_string(x->disk));
-        }
-        if (n < 0)
-            return luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(h->a));
-        if (archive_write_finish_entry(x->disk) < ARCHIVE_WARN)
-            return luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
-        lua_rawseti(L, -2, ++count);
-    }
-    if (archive_write_close(x->disk) < ARCHIVE_WARN)
-        return luaL_error(L, "archive %s: finishing: %s", path, archive_error_string(x->disk));
-    archive_read_free(h->a);
-    h->a = NULL;
+    extract_entries(L, x, path, max_bytes);
     return 1;
 }
 

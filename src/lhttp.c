@@ -487,15 +487,18 @@ static void push_result(lua_State *L, request *r, const char *url, int attempts,
     lua_setfield(L, -2, "sha256");
 }
 
-static int h_get(lua_State *L)
+static int store_ref(lua_State *L, int opts, const char *field)
 {
-    const char *url = luaL_checkstring(L, 1);
-    if (lua_isnoneornil(L, 2)) {
-        lua_settop(L, 1);
-        lua_newtable(L);
-    }
-    luaL_checktype(L, 2, LUA_TTABLE);
-    const int opts = 2;
+    lua_getfield(L, opts, field);
+    if (lua_isfunction(L, -1))
+        return luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return LUA_NOREF;
+}
+
+/* Pushes a to-be-closed request for url configured from the options table at `opts`. */
+static request *new_request(lua_State *L, const char *url, int opts)
+{
     request *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
     r->progress_ref = r->response_ref = r->error_ref = LUA_NOREF;
@@ -504,83 +507,107 @@ static int h_get(lua_State *L)
     r->L = L;
     r->curl = curl_easy_init();
     if (r->curl == NULL)
-        return luaL_error(L, "http GET %s: cannot initialise libcurl", url);
+        luaL_error(L, "http GET %s: cannot initialise libcurl", url);
     r->body_max = (size_t)opt_number(L, opts, "max_size", DEFAULT_MAX_BODY);
-    double stall = 0;
-    configure(L, r, opts, &stall);
-    r->stall = stall;
+    configure(L, r, opts, &r->stall);
     add_headers(L, r, opts);
     curl_easy_setopt(r->curl, CURLOPT_URL, url);
-    lua_getfield(L, opts, "progress");
-    if (lua_isfunction(L, -1))
-        r->progress_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    else
-        lua_pop(L, 1);
-    lua_getfield(L, opts, "on_response");
-    if (lua_isfunction(L, -1))
-        r->response_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    else
-        lua_pop(L, 1);
+    r->progress_ref = store_ref(L, opts, "progress");
+    r->response_ref = store_ref(L, opts, "on_response");
+    return r;
+}
 
-    const char *to = opt_string(L, opts, "to");
-    const char *if_range = opt_string(L, opts, "if_range");
-    int retries = (int)opt_number(L, opts, "retries", 3);
-    double backoff = opt_number(L, opts, "backoff", 1);
-    if (to)
-        open_output(L, r, url, to, opt_bool(L, opts, "resume"));
-    curl_off_t resumed_from = r->offset;
-    double t0 = mpctl_now();
-    int attempt = 0, restarts = 0;
-    CURLcode rc;
-    long status = 0;
+static int raise_callback_error(lua_State *L, request *r)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->error_ref);
+    return lua_error(L);
+}
+
+/* Partial file unusable for a resume (416, no ranges, wrong Content-Range): start it over. */
+static int needs_restart(const request *r, CURLcode rc, long status)
+{
+    return r->out && r->offset > 0 &&
+           (rc == CURLE_RANGE_ERROR || (rc == CURLE_HTTP_RETURNED_ERROR && status == 416) || r->bad_range);
+}
+
+/* Keep what arrived; the next attempt asks for the rest, guarded by the ETag. */
+static void keep_partial(request *r)
+{
+    struct curl_header *h = NULL;
+    free(r->etag);
+    r->etag = NULL;
+    if (curl_easy_header(r->curl, "ETag", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+        r->etag = strdup(h->value);
+    fseeko(r->out, 0, SEEK_END);
+    r->offset = ftello(r->out);
+}
+
+typedef struct {
+    const char *url, *to, *if_range;
+    int retries;
+    double backoff;
+    int attempts;
+    curl_off_t resumed_from;
+} call;
+
+/* The attempts of one get(): returns on success, raises on the final failure. */
+static void transfer(lua_State *L, request *r, call *c)
+{
+    int restarted = 0;
     for (;;) {
-        attempt++;
-        rc = perform(L, r, r->etag ? r->etag : if_range);
-        if (r->error_ref != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, r->error_ref);
-            return lua_error(L);
-        }
-        status = 0;
+        c->attempts++;
+        CURLcode rc = perform(L, r, r->etag ? r->etag : c->if_range);
+        if (r->error_ref != LUA_NOREF)
+            raise_callback_error(L, r);
+        long status = 0;
         curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
         if (rc == CURLE_OK)
-            break;
-        /* 416 or "no byte ranges" on a resume: the partial file is unusable, start over once. */
-        if (r->out && r->offset > 0 && restarts == 0 &&
-            (rc == CURLE_RANGE_ERROR || (rc == CURLE_HTTP_RETURNED_ERROR && status == 416) || r->bad_range)) {
-            restarts++;
+            return;
+        if (!restarted && needs_restart(r, rc, status)) {
+            restarted = 1;
             if (ftruncate(fileno(r->out), 0) != 0)
-                return luaL_error(L, "http GET %s: cannot truncate %s: %s", url, to, strerror(errno));
+                luaL_error(L, "http GET %s: cannot truncate %s: %s", c->url, c->to, strerror(errno));
             fseeko(r->out, 0, SEEK_SET);
-            r->offset = resumed_from = 0;
-            attempt--;
+            r->offset = c->resumed_from = 0;
+            c->attempts--; /* not the server's fault: a free retry */
             continue;
         }
-        if (!retryable(r, rc, status) || attempt > retries) {
-            push_failure(L, r, rc, status, stall);
-            return luaL_error(L, "http GET %s: %s (after %d attempt%s)", url, lua_tostring(L, -1), attempt,
-                              attempt == 1 ? "" : "s");
+        if (!retryable(r, rc, status) || c->attempts > c->retries) {
+            push_failure(L, r, rc, status, r->stall);
+            luaL_error(L, "http GET %s: %s (after %d attempt%s)", c->url, lua_tostring(L, -1), c->attempts,
+                       c->attempts == 1 ? "" : "s");
         }
-        if (r->out) {
-            /* Keep what arrived; the next attempt asks for the rest, guarded by the ETag. */
-            struct curl_header *h = NULL;
-            free(r->etag);
-            r->etag = NULL;
-            if (curl_easy_header(r->curl, "ETag", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-                r->etag = strdup(h->value);
-            fseeko(r->out, 0, SEEK_END);
-            r->offset = ftello(r->out);
-        }
-        sleep_seconds(fmin(backoff * pow(2, attempt - 1), 30));
+        if (r->out)
+            keep_partial(r);
+        sleep_seconds(fmin(c->backoff * pow(2, c->attempts - 1), 30));
     }
+}
+
+static int h_get(lua_State *L)
+{
+    call c = {.url = luaL_checkstring(L, 1)};
+    if (lua_isnoneornil(L, 2)) {
+        lua_settop(L, 1);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 2, LUA_TTABLE);
+    request *r = new_request(L, c.url, 2);
+    c.to = opt_string(L, 2, "to");
+    c.if_range = opt_string(L, 2, "if_range");
+    c.retries = (int)opt_number(L, 2, "retries", 3);
+    c.backoff = opt_number(L, 2, "backoff", 1);
+    if (c.to)
+        open_output(L, r, c.url, c.to, opt_bool(L, 2, "resume"));
+    c.resumed_from = r->offset;
+    double t0 = mpctl_now();
+    transfer(L, r, &c);
     if (r->progress_ref != LUA_NOREF) {
         curl_off_t got = 0;
         curl_easy_getinfo(r->curl, CURLINFO_SIZE_DOWNLOAD_T, &got);
-        if (call_progress(r, r->offset + got, r->offset + got)) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, r->error_ref);
-            return lua_error(L);
-        }
+        if (call_progress(r, r->offset + got, r->offset + got))
+            return raise_callback_error(L, r);
     }
-    push_result(L, r, url, attempt, t0, resumed_from);
+    push_result(L, r, c.url, c.attempts, t0, c.resumed_from);
     req_release(r);
     return 1;
 }

@@ -182,7 +182,9 @@ int main(void)
                              "assert(f:read('a') == BIG) f:close()\n"
                              "f = assert(io.open(out .. '/latest', 'rb')) assert(f:read('a') == 'BOOT') f:close()\n"
                              "local ok, e = pcall(ar.extract, DIR .. '/' .. GOOD, out)\n"
-                             "assert(not ok and e:find('must be new or empty'), e)\n");
+                             "assert(not ok and e:find('must be new or empty'), e)\n"
+                             "ok, e = pcall(ar.extract, DIR .. '/' .. GOOD, out .. '-capped', {max_bytes = 1000})\n"
+                             "assert(not ok and e:find('more than 1000 bytes unpacked', 1, true), e)\n");
     }
 
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
