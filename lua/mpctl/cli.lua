@@ -11,7 +11,8 @@ local USAGE = [[
 usage: mpctl [options] COMMAND|RECIPE [options] [key=value ...] [words ...]
 
 Built-in commands:
-  ports                     serial ports with USB ids and the board they look like (--json)
+  ports                     serial ports with USB ids, the board they look like and, when a
+                            MicroPython REPL answers, what it runs (--json, --probe, --no-probe)
   recipes                   the recipes mpctl can find, with their descriptions
   test PATH... [--port P]   run test files (*_test.lua, and device *.py with --port);
                             --tap, --junit FILE; ends with "N passed, N failed"
@@ -38,9 +39,11 @@ Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
 ]]
 
 -- Options every recipe accepts; --name VALUE takes the next word unless written --name=VALUE.
-local VALUE_OPTIONS = { port = true, baud = true, board = true, junit = true, listen = true }
+local VALUE_OPTIONS = { port = true, baud = true, board = true, device = true, junit = true, listen = true }
 local FLAG_OPTIONS = { json = true, quiet = true, verbose = true, help = true, version = true,
-  tap = true, ["allow-exec"] = true }
+  tap = true, ["allow-exec"] = true, probe = true, ["no-probe"] = true }
+-- Options every recipe sees in its arg table.
+local RECIPE_OPTIONS = { "port", "baud", "board", "device" }
 local SHORT = { v = "verbose", q = "quiet", h = "help" }
 
 -- ---------------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ function M.parse(argv)
     end
     i = i + 1
   end
-  for _, k in ipairs({ "port", "baud", "board" }) do
+  for _, k in ipairs(RECIPE_OPTIONS) do
     if opts[k] ~= nil and arg[k] == nil then arg[k] = opts[k] end
   end
   return { command = command, opts = opts, arg = arg, words = words }
@@ -222,7 +225,7 @@ function M.find_recipe(word, info)
     " (mpctl recipes lists them)")
 end
 
-local COMMON_RECIPE_KEYS = { port = true, baud = true, board = true }
+local COMMON_RECIPE_KEYS = { port = true, baud = true, board = true, device = true }
 
 local function check_recipe_options(parsed, meta, name)
   if #meta.options == 0 then return end -- a recipe that declares nothing takes anything
@@ -342,10 +345,36 @@ function M.describe_ports(ports)
   return rows
 end
 
+-- Asks the REPL on a port what firmware runs there (board id, version). Short timeouts: a
+-- port with no MicroPython behind it must not hold up the listing. Busy ports are left alone.
+local function probe_port(path)
+  local ok, result = pcall(function()
+    local port <close> = require("mpctl.serial").open(path, { baud = 115200, timeout = 1 })
+    local repl = require("mpctl.repl").attach(port, { timeout = 1 })
+    local id = require("mpctl.firmware").identify(repl)
+    pcall(repl.close, repl)
+    return id
+  end)
+  return ok and result or nil
+end
+
 local function cmd_ports(parsed)
   local serial = require("mpctl.serial")
   local ui = require("mpctl.ui")
-  local rows = M.describe_ports(serial.list())
+  -- --port P: describe just that port (any URL, e.g. rfc2217:// or sim://), always probed
+  local listed = parsed.opts.port and { { path = parsed.opts.port } } or serial.list()
+  if parsed.opts.port then parsed.opts.probe = true end
+  local rows = M.describe_ports(listed)
+  -- By default only USB ports are asked (a bare UART may have anything behind it);
+  -- --probe asks every port, --no-probe none.
+  for _, r in ipairs(rows) do
+    if not parsed.opts["no-probe"] and (parsed.opts.probe or r.usb) then
+      local id = probe_port(r.path)
+      if id then
+        r.firmware = { board = id.board, variant = id.variant, version = id.version, machine = id.machine }
+      end
+    end
+  end
   if parsed.opts.json then
     for _, r in ipairs(rows) do io.stdout:write(ui.json_encode(r) .. "\n") end
     return EXIT_OK
@@ -356,8 +385,13 @@ local function cmd_ports(parsed)
   end
   for _, r in ipairs(rows) do
     local what = table.concat({ r.manufacturer or "", r.product or r.description or "" }, " "):gsub("^%s+", "")
-    io.stdout:write(string.format("%-20s %-10s %-14s %-30s %s\n", r.path, r.usb or "-", r.serial or "-",
-      what, #r.families > 0 and ("looks like: " .. table.concat(r.families, "/")) or ""))
+    local runs = ""
+    if r.firmware then
+      runs = "runs MicroPython " .. (r.firmware.version or "?") ..
+        (r.firmware.board and (" (" .. r.firmware.board .. (r.firmware.variant and ("-" .. r.firmware.variant) or "") .. ")") or "")
+    end
+    io.stdout:write(string.format("%-20s %-10s %-14s %-30s %s %s\n", r.path, r.usb or "-", r.serial or "-",
+      what, #r.families > 0 and ("looks like: " .. table.concat(r.families, "/")) or "", runs))
   end
   return EXIT_OK
 end

@@ -81,6 +81,11 @@ function M.open_port(arg, opts)
   return port
 end
 
+-- mpctl.record{...}: one line in the flash history (see mpctl.history).
+function M.record(entry)
+  return require("mpctl.history").record(entry)
+end
+
 function M.board(id)
   return require("mpctl.board").load(id)
 end
@@ -89,7 +94,7 @@ end
 local NATIVE_OR_LIB = {
   serial = true, slip = true, hash = true, zlib = true, fs = true, time = true, ui = true,
   http = true, archive = true, usb = true, repl = true, esp = true, firmware = true,
-  history = true, test = true, board = true, dfu = true, rp2 = true,
+  history = true, test = true, board = true, dfu = true, rp2 = true, backup = true,
 }
 
 setmetatable(M, {
