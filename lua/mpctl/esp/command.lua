@@ -185,15 +185,23 @@ end
 M.RETRYABLE_KIND = { timeout = true, garbled = true, short = true, unsupported = true }
 M.RETRYABLE_CODE = { [0x07] = true, [0xC0] = true, [0xC1] = true }
 
--- Like try, but retried on wire damage (opts.retries, default 2) and raising with the port name.
+-- Replies carry no checksum, so a status other than 0/1 or an error code no loader uses is a
+-- reply damaged on the way back; the command is worth sending again.
+function M.damaged_status(code, msg)
+  if M.RETRYABLE_CODE[code] or not M.ERR[code] then return true end
+  local status = tostring(msg):match("status (%d+)")
+  return status ~= nil and status ~= "1"
+end
+
+-- Like try, but retried on wire damage (opts.retries, default 3) and raising with the port name.
 function Conn:command(op, data, opts)
   opts = opts or {}
-  local retries = opts.retries or 2
+  local retries = opts.retries or 3
   while true do
     local payload, value, msg, code = self:try(op, data, opts)
     if payload ~= nil then return payload, value, code end
     local kind = value
-    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.RETRYABLE_CODE[code])) then
+    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, msg))) then
       msg = tostring(msg):gsub(";%s*last bytes seen.*$", "")
       error(string.format("esp on %s: %s", self.port.name or "port", msg), 0)
     end

@@ -10,6 +10,7 @@ local SECTOR = 0x1000
 local REGION = 0x10000
 local ERASE_PER_MB = 40 -- s/MB, ERASE_REGION_TIMEOUT_PER_MB / ERASE_WRITE_TIMEOUT_PER_MB
 local BLOCK_ATTEMPTS = 3 -- WRITE_BLOCK_ATTEMPTS
+local MAX_ROUNDS = 5 -- write passes (each resumes from a fresh MD5 comparison) before giving up
 
 local function mods()
   local hash = require("mpctl.hash")
@@ -166,7 +167,7 @@ return function(M, Chip)
     local block_timeout = math.max(3, ERASE_PER_MB * math.max(bs, 0x8000) / 1e6 * 2)
     local ratio = #chunk / #payload
     for seq = 1, nblocks do
-      local attempt = 0
+      local attempt, lost_ack = 0, false
       while true do
         attempt = attempt + 1
         conn.tx = conn.tx + #frames[seq]
@@ -174,9 +175,23 @@ return function(M, Chip)
         local resp, kind, rmsg
         if wok then resp, kind, rmsg = conn:response(data_op, block_timeout)
         else kind, rmsg = "io", tostring(werr) end
-        local okc, _, cmsg
-        if resp then okc, _, cmsg = conn:check(data_op, resp, 0) end
+        local okc, ckind, cmsg, ccode
+        if resp then okc, ckind, cmsg, ccode = conn:check(data_op, resp, 0) end
+        -- A frame cut short (lost end byte) is closed by our next frame's leading 0xC0: the
+        -- loader then answers twice, an error for the fragment and an ack for the block. Look
+        -- for that second answer before sending the block yet again.
+        if not okc and wok then
+          okc = self:late_ack(data_op)
+          if okc then st.retries = st.retries + 1 end
+        end
+        -- The answer to the first try was lost and the loader refuses the same block again:
+        -- it already took it (its sequence number moved on). Carry on; the final MD5 judges.
+        if not okc and resp and lost_ack then
+          okc = true
+          self:log("verbose", "block %d/%d: answer lost, the loader already has it", seq, nblocks)
+        end
         if okc then break end
+        if not resp or (ckind == "status" and command.damaged_status(ccode, cmsg)) then lost_ack = true end
         local why = (cmsg or rmsg or kind):gsub(";%s*last bytes seen.*$", "")
         local gone = kind == "eof" or kind == "io"
         if not gone and (kind == "garbled" or kind == "timeout") then gone = not self:alive() end
@@ -189,12 +204,23 @@ return function(M, Chip)
         st.retries = st.retries + 1
         self:log("verbose", "block %d/%d at 0x%X: %s; resending (attempt %d/%d)", seq, nblocks, addr, why,
           attempt + 1, BLOCK_ATTEMPTS)
-        conn:drain(0.1)
       end
       st.done = st.done + math.min(bs, #payload - (seq - 1) * bs) * ratio
       st.update(st.base_done + st.done)
     end
     return nil
+  end
+
+  -- Read what is still in flight for a short while; true if it holds a good answer to `op`.
+  function Chip:late_ack(op)
+    local good = false
+    for _ = 1, 16 do
+      local frame = self.conn:read_frame(0.1)
+      if not frame then break end
+      local r = command.decode(frame)
+      if r and r.op == op and #r.data >= 2 and r.data:byte(1) == 0 then good = true end
+    end
+    return good
   end
 
   -- Is the loader still there? (used to tell "device gone" from "bad block")
@@ -243,6 +269,7 @@ return function(M, Chip)
       st.done = 0
       update(st.base_done)
       local tw = time.now()
+      local failed = false
       for _, r in ipairs(runs) do
         local failure = self:write_run(offset + r[1], data:sub(r[1] + 1, r[1] + r[2]), st)
         if failure then
@@ -254,11 +281,12 @@ return function(M, Chip)
               .. "flash are compared by MD5 and skipped, so the write resumes near 0x%X.",
               reached, failure.msg, math.max(0, reached - offset), #data, reached)
           end
-          if st.rounds >= 3 or not can_md5 then
+          if st.rounds >= MAX_ROUNDS or not can_md5 then
             finish("failed")
             self:fail("write failed at 0x%X: %s (after %d retries)", reached, failure.msg, st.retries)
           end
           self:log("warn", "write at 0x%X failed (%s); comparing flash with the image to resume", reached, failure.msg)
+          failed = true
           break
         end
         st.written = st.written + r[2]
@@ -269,18 +297,23 @@ return function(M, Chip)
       if self.stub and st.wrote_any then
         self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END, string.pack("<I4", 1), { timeout = 10 })
       end
+      if failed then
+        dirty = self:diff(offset, data) -- resume: only what is not on flash yet
+        goto continue
+      end
       if not want_md5 then break end
       local tv = time.now()
       local got = self:md5(offset, #data)
       st.verify_s = (st.verify_s or 0) + time.now() - tv
       if got == want_md5 then break end
-      if st.rounds >= 3 then
+      if st.rounds >= MAX_ROUNDS then
         finish("verify failed")
         self:fail("MD5 of flash 0x%X+%d is %s, image is %s: the written data does not match "
           .. "(after %d attempts); check the power supply and the flash mode", offset, #data, got, want_md5, st.rounds)
       end
       self:log("warn", "MD5 mismatch after writing (flash %s, image %s); rewriting the sectors that differ", got, want_md5)
       dirty = self:diff(offset, data)
+      ::continue::
     end
     st.verified = want_md5 ~= nil
     st.retries = st.retries + self.conn.retries - st.cmd_retries0

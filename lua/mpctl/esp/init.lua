@@ -75,10 +75,14 @@ function Chip:detect()
     if not c then self:fail("unknown chip id %d from GET_SECURITY_INFO", sec.chip_id) end
     return c
   end
-  local ok, magic = pcall(self.read_reg, self, chips.CHIP_DETECT_MAGIC_REG)
+  -- Replies carry no checksum: a damaged value word reads as an unknown magic, so ask again.
+  local ok, magic
+  for _ = 1, 3 do
+    ok, magic = pcall(self.read_reg, self, chips.CHIP_DETECT_MAGIC_REG)
+    if ok and chips.by_magic[magic] then return chips.by_magic[magic] end
+    self.conn:drain(0.05)
+  end
   if ok then
-    local c = chips.by_magic[magic]
-    if c then return c end
     if sec then return chips.by_key.esp32s2 end
     self:fail("unknown chip magic 0x%08X at 0x40001000", magic)
   end
@@ -146,8 +150,12 @@ function Chip:change_baud(new)
   local arg2 = self.stub and old or 0 -- stub wants the current rate; ROM takes 0
   local payload = self.conn:try(OP.CHANGE_BAUDRATE, string.pack("<I4I4", self:rom_baud_value(new), arg2))
   if not payload then
-    self:log("warn", "chip did not acknowledge a change to %d baud, staying at %d", new, old)
-    return false
+    -- The command may have arrived and only its answer got lost: ask at both rates.
+    port:flush_input()
+    if pcall(self.read_reg, self, chips.CHIP_DETECT_MAGIC_REG, 0.5) then
+      self:log("warn", "chip did not acknowledge a change to %d baud, staying at %d", new, old)
+      return false
+    end
   end
   port:set_baud(new)
   time.sleep(0.05) -- loader.py: get rid of garbage sent during the baud rate change
