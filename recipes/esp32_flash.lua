@@ -26,17 +26,27 @@ end
 local board = mpctl.board(arg.board or "ESP32_GENERIC")
 if board.family ~= "esp" then mpctl.usage_error(board.id .. " is not an ESP board (family " .. board.family .. ")") end
 local image, firmware
+local parts -- an ESP-IDF bundle (.zip/.tar.gz with flasher_args.json) carries several files
 if arg.firmware == "demo" then
   image = require("mpctl.esp.imagegen").generate { chip = board.chip }
   firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
 elseif arg.firmware then
   if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-  image = fs.read(arg.firmware)
-  firmware = { file = arg.firmware, sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
+  firmware = { file = arg.firmware, sha256 = mpctl.hash.file(arg.firmware, "sha256") }
+  if arg.firmware:match("%.zip$") or arg.firmware:match("%.tar%.gz$") or arg.firmware:match("%.tgz$") then
+    local b = mpctl.firmware.bundle(arg.firmware)
+    if b.chip and esp.chips.get(b.chip) ~= esp.chips.get(board.chip) then
+      mpctl.fail(string.format("bundle %s is for %s, board %s is %s", arg.firmware, b.chip, board.id, board.chip))
+    end
+    parts = b.parts
+  else
+    image = fs.read(arg.firmware)
+  end
 else
   firmware = mpctl.firmware.get(board, arg.version or "latest")
   image = fs.read(firmware.path)
 end
+parts = parts or { { offset = board.offset, data = image, name = firmware.file } }
 
 -- 2. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
 local port = mpctl.open_port(arg, { baud = 115200 })
@@ -64,7 +74,7 @@ mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac
 if chip.baud_note then mpctl.warn("%s", chip.baud_note) end
 
 -- 3. Refuse a wrong image before anything is erased.
-chip:check_image(image, board.offset)
+chip:check_parts(parts)
 
 -- 4. Keep what was there.
 if arg.backup then
@@ -79,7 +89,7 @@ if erased then
   mpctl.log("erasing the whole flash")
   chip:erase_all()
 end
-local st = chip:write(board.offset, image, { erased = erased, verify = yes(arg.verify, true), label = "write" })
+local st = chip:write_parts(parts, { erased = erased, verify = yes(arg.verify, true), label = "write" })
 mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "flash MD5 matches the image")
 
 -- 6. Boot it.
@@ -88,7 +98,7 @@ chip:hard_reset(reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
 mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
-  st.raw, board.offset, st.sent, st.wire, st.written == st.raw and "every sector written" or
+  st.raw, parts[1].offset, st.sent, st.wire, st.written == st.raw and "every sector written" or
     string.format("%d bytes written, the rest already on flash", st.written),
   secs, st.seconds, st.raw * 8 / st.seconds / 1000)
 mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = chip.mac, bytes = st.raw,

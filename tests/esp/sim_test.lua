@@ -153,12 +153,13 @@ test("a bridge that cannot do 921600: fall back and say so", function()
 end)
 
 -- The recipe as a person runs it.
-local function run(args, env)
+local function run(args, env, raw)
   local proc = require("mpctl.proc")
   local dir = fs.tmpdir()
   local out, errf = fs.join(dir, "out"), fs.join(dir, "err")
   local sh = { "exec" }
-  for _, a in ipairs { test.exe(), table.unpack(args) } do sh[#sh + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local argv = raw and args or { test.exe(), table.unpack(args) }
+  for _, a in ipairs(argv) do sh[#sh + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
   local p = proc.spawn { argv = { "/bin/sh", "-c", table.concat(sh, " ") .. " >'" .. out .. "' 2>'" .. errf .. "'" },
     pty = false, env = env }
   local code = p:wait(120)
@@ -213,4 +214,28 @@ test("esp32_flash recipe: backup= saves the old flash, erase=yes then write, stu
   test.eq(#saved, 2 * 1024 * KB, "whole flash backed up")
   test.eq(saved:sub(0x1001, 0x1000 + #A) == A, true, "backup holds image A")
   test.contains(out .. err, "erasing the whole flash")
+end)
+
+test("esp32_flash recipe: an ESP-IDF bundle (zip with flasher_args.json) writes every part", function()
+  if not test.exe() then test.skip("needs the mpctl executable") end
+  local dir = fs.tmpdir()
+  local img = imagegen.generate { chip = "esp32", size = 192 * KB, seed = 8 }
+  fs.write(fs.join(dir, "bootloader.bin"), img:sub(1, 0x7000))
+  fs.write(fs.join(dir, "partition-table.bin"), img:sub(0x7001, 0x8000))
+  fs.write(fs.join(dir, "micropython.bin"), img:sub(0xF001))
+  fs.write(fs.join(dir, "flasher_args.json"), '{"flash_files": {"0x1000": "bootloader.bin", '
+    .. '"0x8000": "partition-table.bin", "0x10000": "micropython.bin"}, "extra_esptool_args": {"chip": "esp32"}}')
+  local zip = fs.join(dir, "fw.zip")
+  local code, _, err = run({ "/usr/bin/python3", "-c", "import sys,zipfile,os; z=zipfile.ZipFile(sys.argv[1],'w'); "
+    .. "[z.write(os.path.join(sys.argv[2],n), 'build/'+n) for n in sys.argv[3:]]; z.close()", zip, dir,
+    "bootloader.bin", "partition-table.bin", "micropython.bin", "flasher_args.json" }, {}, true)
+  test.eq(code, 0, err)
+  local flash = fs.join(dir, "flash.bin")
+  local url = "sim://esp32?" .. FAST .. "&flash_file=" .. flash
+  code, _, err = run({ "esp32_flash", "--port", url, "firmware=" .. zip, "repl=no" }, { MPCTL_HISTORY = fs.join(dir, "h") })
+  test.eq(code, 0, err)
+  local chip, port = connect(url)
+  test.eq(chip:md5(0x1000, 0x7000), md5hex(img:sub(1, 0x7000)), "bootloader")
+  test.eq(chip:md5(0x10000, #img - 0xF000), md5hex(img:sub(0xF001)), "app")
+  port:close()
 end)

@@ -396,6 +396,50 @@ function Chip:check_image(data, offset)
   return info
 end
 
+-- Several files at their offsets (an ESP-IDF bundle: bootloader, partition table, app...).
+-- Every image among them is checked for the chip; overlaps and overflow are refused.
+function Chip:check_parts(parts)
+  local sorted = {}
+  for i, p in ipairs(parts) do sorted[i] = p end
+  table.sort(sorted, function(a, b) return a.offset < b.offset end)
+  for i, p in ipairs(sorted) do
+    local name = p.name or string.format("part at 0x%X", p.offset)
+    local nxt = sorted[i + 1]
+    if nxt and p.offset + #p.data > nxt.offset then
+      self:fail("%s (0x%X+%d) overlaps %s at 0x%X", name, p.offset, #p.data, nxt.name or "the next part", nxt.offset)
+    end
+    if self.flash_size and p.offset + #p.data > self.flash_size then
+      self:fail("%s ends at 0x%X, past the end of the %s flash", name, p.offset + #p.data,
+        chips.size_name(self.flash_size))
+    end
+    if p.offset == self.chip.bootloader_offset then
+      local ok, err = pcall(self.check_image, self, p.data, p.offset)
+      if not ok then self:fail("%s: %s", name, err) end
+    elseif p.data:byte(1) == image.MAGIC and self.chip.image_id then
+      local ok, info = pcall(image.parse, p.data, self.chip)
+      if not ok then self:fail("%s: %s", name, info) end
+      if info.chip_id ~= self.chip.image_id then
+        local other = chips.by_image_id[info.chip_id]
+        self:fail("%s is built for %s, not %s", name, other and other.name or ("chip id " .. info.chip_id), self.chip.name)
+      end
+    end
+  end
+end
+
+-- Write parts in flash order; returns the summed stats.
+function Chip:write_parts(parts, opts)
+  local total = { raw = 0, sent = 0, wire = 0, written = 0, retries = 0, seconds = 0, verified = true }
+  for _, p in ipairs(parts) do
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.label = (opts and opts.label or "write") .. (#parts > 1 and (" " .. (p.name or string.format("0x%X", p.offset))) or "")
+    local st = self:write(p.offset, p.data, o)
+    for _, k in ipairs { "raw", "sent", "wire", "written", "retries", "seconds" } do total[k] = total[k] + st[k] end
+    total.verified = total.verified and st.verified
+  end
+  return total
+end
+
 -- Leave the loader: EN pulse with IO0 high, so the chip boots the app.
 function Chip:hard_reset(usb)
   reset.hard(self.port, usb or self.usb)
