@@ -81,3 +81,30 @@ test("missing stub: message says how to fix it", function()
   test.contains(err, "stub=PATH")
   test.contains(err, "stub=no")
 end)
+
+test("an adapter that refuses the rate: stay at the old baud, say so, send nothing to the chip", function()
+  local fake = require("fakeport")
+  local port = fake.new("fake")
+  port.refuse = 460800
+  local logged = {}
+  local c = setmetatable({ port = port, conn = esp.command.new(port), stub = true, chip = esp.chips.get("esp32"),
+    logf = function(_, fmt, ...) logged[#logged + 1] = string.format(fmt, ...) end }, esp.Chip)
+  test.eq(c:change_baud(921600), false)
+  test.eq(port:baud(), 115200)
+  test.eq(#port.written, 0, "no CHANGE_BAUDRATE sent")
+  test.contains(c.baud_note, "adapter refused 921600, stayed at 115200")
+  test.contains(table.concat(logged, "\n"), "adapter refused 921600 baud")
+end)
+
+test("ESP32 ROM baud value follows esptool's crystal correction, and is left alone without data", function()
+  local c = setmetatable({ stub = false, chip = esp.chips.get("esp32") }, esp.Chip)
+  local regs = { [0x3FF5F06C] = 0, [0x3FF5A010] = 0 }
+  function c:read_reg(addr) return regs[addr] or 0 end
+  test.eq(c:rom_baud_value(921600), 921600, "registers reading 0: unchanged")
+  -- ROM-calculated 41.6 MHz: cali * 15625 * ck8m / 40 with ck8m = 0x80 -> cali = 832
+  regs[0x3FF5F06C] = 832 << 7
+  regs[0x3FF5A010] = 0x80
+  test.eq(c:rom_baud_value(921600), math.floor(921600 * (832 * 15625 * 128 / 40) / 40e6))
+  c.stub = true
+  test.eq(c:rom_baud_value(921600), 921600, "the stub needs no correction")
+end)
