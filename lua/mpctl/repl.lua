@@ -172,6 +172,17 @@ def _mpctl_tx(p,c,e):
    break
   o.write(m[:k] if e==0 else b2a_base64(m[:k]))
  f.close()
+def _mpctl_inflate(s,d):
+ import deflate,os
+ with open(s,'rb') as i:
+  z=deflate.DeflateIO(i,deflate.ZLIB);b=bytearray(1024);m=memoryview(b)
+  with open(d,'wb') as o:
+   while True:
+    n=z.readinto(b)
+    if not n:
+     break
+    o.write(m[:n])
+ os.remove(s)
 def _mpctl_ls(d):
  import os
  for e in os.ilistdir(d):
@@ -822,7 +833,7 @@ local function stats_for(self, mode, bytes, tx0, rx0, t0, dir)
   return s
 end
 
-function R:_put_base64(data, path, timeout)
+function R:_put_base64(data, path, timeout, finish)
   local line = self.line
   local per_exec = math.max(self.batch - self.batch % line, line)
   local pos, len, first = 1, #data, true
@@ -836,19 +847,18 @@ function R:_put_base64(data, path, timeout)
       parts[#parts + 1] = "_w(_d(b'" .. b64.encode(data:sub(i, math.min(i + line - 1, stop))) .. "'))\n"
     end
     pos = stop + 1
-    if pos > len then parts[#parts + 1] = "_f.close()\nprint(_mpctl_h(" .. pyquote(path) .. "))\n" end
+    if pos > len then parts[#parts + 1] = "_f.close()\n" .. finish .. "\n" end
     local out = self:exec(table.concat(parts), {timeout = timeout})
     if pos > len then return out:match("^(%S+)") end
     first = false
   until false
 end
 
-function R:_put_binary(data, path, timeout)
+function R:_put_binary(data, path, timeout, finish)
   local chunk, window = self.chunk, self.window
   local len = #data
   local nchunks = (len + chunk - 1) // chunk
-  self:_send("_mpctl_rx(" .. pyquote(path) .. "," .. len .. "," .. chunk .. ")\nprint(_mpctl_h("
-    .. pyquote(path) .. "))", timeout)
+  self:_send("_mpctl_rx(" .. pyquote(path) .. "," .. len .. "," .. chunk .. ")\n" .. finish, timeout)
   local deadline = now() + timeout
   local function byte(what)
     local c = self:_read_exact(1, math.max(deadline - now(), 0.001), what)
@@ -878,8 +888,34 @@ function R:_put_binary(data, path, timeout)
   return out:match("^(%S+)")
 end
 
+-- One transfer of payload into target, ending with `finish` (code that prints the hash line).
+function R:_put_payload(mode, payload, target, timeout, finish)
+  if mode == "binary" then
+    local ok, res = pcall(self._put_binary, self, payload, target, timeout, finish)
+    if not ok then
+      -- chunks still in flight would reach the raw REPL as input: start over from Ctrl-C next time
+      self.raw, self.helpers = false, false
+      error(res, 0)
+    end
+    return {mode = "binary", hash = res}
+  end
+  local h = self:_put_base64(payload, target, timeout, finish)
+  return {mode = self.paste and "base64-paste" or "base64-raw", hash = h}
+end
+
+function R:_has_deflate()
+  if self.deflate == nil then
+    local ok = pcall(require, "mpctl.zlib")
+    if not ok then self.deflate = false return false end
+    local out = self:exec("try:\n import deflate\n print(hasattr(deflate,'DeflateIO'))\nexcept ImportError:\n print(False)")
+    self.deflate = out:find("True", 1, true) ~= nil
+  end
+  return self.deflate
+end
+
 --- Writes data to a device file. opts: force (skip the hash comparison), mode ("binary",
--- "base64"; default: best available), timeout (whole transfer; default scales with size).
+-- "base64"; default: best available), compress (default true: deflate when that saves >= 10 % and
+-- the device has the deflate module), timeout (whole transfer; default scales with size).
 -- Returns stats {mode, bytes, wire_bytes, wire_per_byte, seconds, rate, skipped, status}.
 function R:put(data, path, opts)
   opts = opts or {}
@@ -905,19 +941,32 @@ function R:put(data, path, opts)
         self.binary_reason or "WebAssembly port"))
     end
   end
-  local got
-  if mode == "binary" then
-    local ok, res = pcall(self._put_binary, self, data, path, timeout)
-    if not ok then
-      -- chunks still in flight would reach the raw REPL as input: start over from Ctrl-C next time
-      self.raw, self.helpers = false, false
-      error(res, 0)
+  -- Compressible data (source files) goes deflated into a temporary file that the device inflates
+  -- (deflate module, MicroPython >= 1.21); the hash is always of the final file.
+  local payload, target, zsuffix = data, path, ""
+  local finish = "print(_mpctl_h(" .. pyquote(path) .. "))"
+  if opts.compress ~= false and #data >= 256 and self:_has_deflate() then
+    local z = require("mpctl.zlib").compress(data, 9)
+    if #z <= #data * 0.9 then
+      payload, target, zsuffix = z, path .. ".mpctl~", "+deflate"
+      finish = "_mpctl_inflate(" .. pyquote(target) .. "," .. pyquote(path) .. ")\n" .. finish
     end
-    got = res
-  else
-    got = self:_put_base64(data, path, timeout)
-    mode = self.paste and "base64-paste" or "base64-raw"
   end
+  local ok, res = pcall(self._put_payload, self, mode, payload, target, timeout, finish)
+  if not ok then
+    if zsuffix ~= "" and M.is_error(res, "device") then
+      -- inflating failed on the device (too little RAM for the 32 KB window?): plain from now on
+      self.deflate = false
+      pcall(self.rm, self, target)
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      o.compress, o.force = false, true
+      return self:put(data, path, o)
+    end
+    error(res, 0)
+  end
+  mode = res.mode .. zsuffix
+  local got = res.hash
   local s = stats_for(self, mode, #data, tx0, rx0, t0, "put")
   if got == "-" then
     -- no hashlib on the device: verify by reading the file back

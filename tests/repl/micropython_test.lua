@@ -185,3 +185,26 @@ test("friendly REPL exchange on real MicroPython, then back to the raw REPL", fu
   test.eq(r:exec("print(y)"), "5\n", "globals survive leaving and re-entering the raw REPL")
   r:close()
 end)
+
+local function source_text(n)
+  local t, i = {}, 0
+  while #table.concat(t) < n do
+    i = i + 1
+    t[#t + 1] = string.format("def handler_%d(pin, value=%d):\n    if value > %d:\n        print('pin', pin, 'high', value)\n    return value * %d\n\n", i, i * 7 % 100, i % 13, i % 5 + 1)
+  end
+  return table.concat(t):sub(1, n)
+end
+
+test("compressible files go deflated and are inflated on the device", function()
+  local r = connect()
+  local text = source_text(64 * 1024)
+  local s = r:put(text, "/tmp/src.py")
+  test.eq(s.mode, "base64-raw+deflate")
+  test.ok(s.wire_per_byte < 0.5, "deflate cuts the wire bytes: " .. s.wire_per_byte)
+  test.eq(r:get("/tmp/src.py"), text)
+  test.eq(r:stat("/tmp/src.py.mpctl~"), nil, "temporary file removed")
+  local p = r:put(text .. "#", "/tmp/src.py", {compress = false})
+  test.eq(p.mode, "base64-raw")
+  test.eq(r:get("/tmp/src.py"), text .. "#")
+  r:close()
+end, {timeout = 60})

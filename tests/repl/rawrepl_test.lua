@@ -175,3 +175,16 @@ test("raw-paste bytes on the wire match the repl.rst example", function()
   test.eq(port:read_until("\4>", 10), "\4" .. "123\n\4\4>")
   port:close()
 end)
+
+test("compressible files: binary+deflate through the fixture", function()
+  local r = connect()
+  local t = {}
+  for i = 1, 3000 do t[i] = "LED_PIN_" .. i .. " = const(" .. (i % 40) .. ")\n" end
+  local text = table.concat(t)
+  local s = r:put(text, "/consts.py")
+  test.eq(s.mode, "binary+deflate")
+  test.ok(s.wire_per_byte < 0.5, "wire bytes per byte: " .. s.wire_per_byte)
+  test.eq(r:get("/consts.py"), text)
+  test.eq(r:put(text, "/consts.py").status, "up to date")
+  r:close()
+end, {timeout = 60})
