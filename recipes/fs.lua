@@ -4,6 +4,7 @@
 -- @option f: cp: copy even when the device file's sha256 already matches
 -- @option force: same as -f
 -- @option mode: cp: transfer mode binary|base64 (default: best the device offers)
+-- @option compress: cp: no = never deflate (default: files that shrink by 10 % or more go deflated)
 --
 -- mpctl fs --port P ls [:dir]          mpctl fs --port P cat :boot.py
 -- mpctl fs --port P cp main.py :main.py    mpctl fs --port P cp :data.csv .    mpctl fs --port P cp -r lib :lib
@@ -29,7 +30,8 @@ local function join(a, b) return (a:gsub("/+$", "")) .. "/" .. b end
 local port = mpctl.open_port(arg)
 local r = mpctl.repl.attach(port)
 local force = arg.f or arg.force
-local copy_opts = {force = force, mode = arg.mode}
+local copy_opts = {force = force, mode = arg.mode,
+  compress = not (arg.compress == "no" or arg.compress == "false" or arg.compress == false)}
 
 local function kb(s) return string.format("%.1f KB/s", s.rate / 1024) end
 

@@ -17,7 +17,7 @@
     r:enter_raw(); r:leave_raw(); r:soft_reset() -> how ("soft reboot"|"banner"|"eof")
     r:ls(path) -> { {name=, size=|nil for dirs, type="file"|"dir"}, ... } (sorted; size from os.stat)
     r:stat(path) -> {size=, type=} | nil (any OSError counts as absent)
-    r:put(data, path, {force=, mode="binary"|"base64", timeout=}) -> stats;  r:put_file(local, path, opts)
+    r:put(data, path, {force=, mode="binary"|"base64", compress=, timeout=}) -> stats;  r:put_file(local, path, opts)
     r:get(path, {mode=, verify=, timeout=}) -> data, stats;  r:get_file(path, local, opts) -> stats
     r:rm(path, {recursive=}); r:mkdir(path, {exist_ok=}); r:rmdir(path)
     r:sha256(path) -> hex | nil (absent), computed on the device
@@ -45,6 +45,10 @@ Transfer modes (stats.mode):
                    sys.stdout.buffer after a length line, so no \x04 framing can be confused.
     "base64-paste" base64 lines `_w(_d(b'...'))`, many per exec, streamed through raw-paste windows.
     "base64-raw"   the same through the plain raw REPL (device without working raw-paste).
+    "...+deflate"  put only: data that deflates by >= 10 % (source files) travels zlib-compressed
+                   into "<path>.mpctl~", which the device inflates into path (deflate module,
+                   MicroPython >= 1.21, 32 KB window) and removes; a device error there (no RAM)
+                   turns compression off for the connection and the file is sent plain.
 Every transfer ends with sha256 computed on the device (hashlib) compared with the host's (a device
 without hashlib is read back instead); put first compares hashes and skips a file that matches.
 
