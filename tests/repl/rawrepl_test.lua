@@ -117,7 +117,7 @@ end, {timeout = 60})
 
 test("Ctrl-C interrupts running code; the error says the device came back", function()
   local r = connect()
-  local ok, e = pcall(r.exec, r, "while True:\n pass", {timeout = 1})
+  local ok, e = pcall(r.exec, r, "while True:\n pass", {timeout = 1, interrupt_timeout = 10})
   test.ok(not ok and repl.is_error(e, "timeout"), "timeout error: " .. tostring(e))
   test.eq(e.recovered, true)
   test.contains(tostring(e), "back at the prompt")
