@@ -8,6 +8,7 @@ local ok, r = pcall(mpctl.repl.attach, port, {timeout = tonumber(arg.timeout) or
 mpctl.check(ok, "REPL reachable on " .. tostring(arg.port), r)
 
 local hok, out = pcall(r.exec, r, "print('hello')")
+if hok then io.write(">>> print('hello')\n", out) end
 mpctl.check(hok and out:gsub("\r", "") == "hello\n", "print('hello') prints hello", out)
 
 local info = r:info()
