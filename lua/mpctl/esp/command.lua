@@ -115,7 +115,7 @@ end
 -- Swallow frames still in flight (the ROM repeats an unsupported-command reply ~8 times;
 -- esptool drains them, esptool-js readPacket likewise) so they are not read as the next answer.
 function Conn:drain(quiet_for)
-  quiet_for = quiet_for or 0.05
+  quiet_for = quiet_for or 0.02 -- the repeats come back to back; a 14-byte frame is 1.2 ms at 115200
   local n = 0
   while n < 64 do
     local f = self:read_frame(quiet_for)
