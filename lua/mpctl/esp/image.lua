@@ -75,7 +75,11 @@ function M.check(data, chip, offset, flash_size)
     fail("built for %s (chip id %d) but the board is %s (chip id %d); refusing to write it",
       other and other.name or "an unknown chip", info.chip_id, chip.name, chip.image_id)
   end
+  -- Header bytes 2-3 configure the SPI flash at boot; values no tool writes mean a damaged file.
+  if not M.MODES[info.flash_mode_raw] then fail("unknown flash mode byte 0x%02X in the header", info.flash_mode_raw) end
+  if type(info.freq) ~= "string" then fail("unknown flash frequency code 0x%X in the header", info.freq) end
   local hdr_size = chip.flash_sizes[info.size_nibble]
+  if not hdr_size then fail("unknown flash size code 0x%X in the header", info.size_nibble) end
   info.header_flash_size = hdr_size
   if flash_size and offset + #data > flash_size then
     fail("%d bytes at 0x%X end at 0x%X, past the end of the %s flash", #data, offset, offset + #data,
