@@ -3,9 +3,17 @@
 --   local chip = esp.connect(port, {reset="classic", baud=921600, stub=nil|"no"|PATH})
 --   chip.name, chip.mac, chip.flash_size, chip.stub
 --   chip:check_image(data, offset)           -- refuse wrong chip / oversize / corrupt, before erasing
+--   chip:check_parts(parts)                  -- same for {{offset=, data=, name=}, ...} (bundles)
 --   chip:write(offset, data, opts)           -- skip identical blocks, deflate, MD5 verify (flash.lua)
---   chip:read_flash(offset, size) / chip:erase_all() / chip:md5(offset, size)
---   chip:hard_reset()
+--        opts: diff (true), verify (true), compress (true), level (12), erased, label
+--        -> {raw=, sent=, wire=, written=, retries=, rounds=, seconds=, verified=, md5=}
+--   chip:write_parts(parts, opts)            -- several writes, summed stats
+--   chip:read_flash(offset, size) / chip:erase_all() / chip:erase_region(offset, size)
+--   chip:md5(offset, size) -> hex / chip:read_reg(addr) / chip:write_reg(addr, value)
+--   chip:hard_reset([usb])
+-- connect opts: reset ("classic" | "usb-jtag" | "none"), baud, stub (nil = find one, "no", PATH),
+-- chip (expected key), attempts, flash_size (fallback), early_baud (false = esptool order), log, trace.
+-- Errors are raised as strings naming the port, the offset and what to do.
 --
 -- Protocol facts: esptool `loader.py`, `targets/*.py`, `cmds.py`; esptool-js `lib/esploader.js`
 -- (anchors.md §3.1). The session order follows what esptool does (§3.1 "Typical session").
