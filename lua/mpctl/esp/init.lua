@@ -179,7 +179,7 @@ function Chip:change_baud(new)
 end
 
 -- Upload the stub to RAM and wait for its OHAI greeting (loader.py run_stub).
-function Chip:run_stub(stub)
+function Chip:run_stub(stub, greeting_timeout)
   local conn = self.conn
   for _, seg in ipairs { { stub.text, stub.text_start }, { stub.data, stub.data_start } } do
     local bytes, addr = seg[1], seg[2]
@@ -194,7 +194,7 @@ function Chip:run_stub(stub)
   end
   conn:send(OP.MEM_END, string.pack("<I4I4", stub.entry == 0 and 1 or 0, stub.entry))
   -- The ROM may or may not answer MEM_END before jumping (esptool ignores its errors).
-  local deadline = time.now() + 3
+  local deadline = time.now() + (greeting_timeout or 3)
   while time.now() < deadline do
     local frame = conn:read_frame(math.max(0.01, deadline - time.now()))
     if not frame then break end
@@ -339,7 +339,9 @@ local function connect_once(port, opts)
     -- esptool way (stub at 115200, then change).
     local early = opts.early_baud ~= false and target ~= M.ROM_BAUD and c.rom.change_baud
     if early then early = self:change_baud(target) end
-    if not self:run_stub(stub) then
+    -- The stub greets within milliseconds; after an early baud change a silent stub most likely
+    -- reset the UART to the ROM rate, so do not wait esptool's full 3 s for it.
+    if not self:run_stub(stub, early and 1 or 3) then
       if early then error("mpctl.esp.late_baud", 0) end
       self:fail("flasher stub did not start (no OHAI within 3 s)")
     end
