@@ -239,3 +239,11 @@ test("esp32_flash recipe: an ESP-IDF bundle (zip with flasher_args.json) writes 
   test.eq(chip:md5(0x10000, #img - 0xF000), md5hex(img:sub(0xF001)), "app")
   port:close()
 end)
+
+test("esptool order (stub at 115200, then the stub changes baud) works too", function()
+  local chip, port = connect("sim://esp32?" .. FAST, { early_baud = false })
+  test.ok(chip.stub, "stub")
+  test.eq(port:baud(), 921600)
+  test.ok(chip:write(0x1000, IMG:sub(1, 16 * KB)).verified, "write works")
+  port:close()
+end)
