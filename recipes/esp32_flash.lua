@@ -25,28 +25,24 @@ end
 -- 1. Which board, which image.
 local board = mpctl.board(arg.board or "ESP32_GENERIC")
 if board.family ~= "esp" then mpctl.usage_error(board.id .. " is not an ESP board (family " .. board.family .. ")") end
-local image, firmware
-local parts -- an ESP-IDF bundle (.zip/.tar.gz with flasher_args.json) carries several files
+local parts, firmware -- what goes where: one image at the board's offset, or an ESP-IDF bundle's files
 if arg.firmware == "demo" then
-  image = require("mpctl.esp.imagegen").generate { chip = board.chip }
+  local image = require("mpctl.esp.imagegen").generate { chip = board.chip }
+  parts = { { offset = board.offset, data = image, name = "demo image" } }
   firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
-elseif arg.firmware then
-  if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-  firmware = { file = arg.firmware, sha256 = mpctl.hash.file(arg.firmware, "sha256") }
-  if arg.firmware:match("%.zip$") or arg.firmware:match("%.tar%.gz$") or arg.firmware:match("%.tgz$") then
-    local b = mpctl.firmware.bundle(arg.firmware)
-    if b.chip and esp.chips.get(b.chip) ~= esp.chips.get(board.chip) then
-      mpctl.fail(string.format("bundle %s is for %s, board %s is %s", arg.firmware, b.chip, board.id, board.chip))
-    end
-    parts = b.parts
-  else
-    image = fs.read(arg.firmware)
-  end
 else
-  firmware = mpctl.firmware.get(board, arg.version or "latest")
-  image = fs.read(firmware.path)
+  if arg.firmware then
+    if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
+    firmware = { file = arg.firmware, path = arg.firmware, sha256 = mpctl.hash.file(arg.firmware, "sha256") }
+  else
+    firmware = mpctl.firmware.get(board, arg.version or "latest")
+  end
+  parts = mpctl.firmware.parts(firmware.path, board)
+  local built_for = parts[1] and parts[1].chip
+  if built_for and esp.chips.get(built_for) ~= esp.chips.get(board.chip) then
+    mpctl.fail(string.format("%s is built for %s, but board %s is %s", firmware.file, built_for, board.id, board.chip))
+  end
 end
-parts = parts or { { offset = board.offset, data = image, name = firmware.file } }
 
 -- 2. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
 local port = mpctl.open_port(arg, { baud = 115200 })
