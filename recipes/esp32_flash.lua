@@ -2,7 +2,7 @@
 -- @option firmware: image file to write (default: the latest release for the board; "demo" = a generated test image)
 -- @option version: release to download when firmware= is not given (default latest)
 -- @option erase: yes = erase the whole flash first (a fresh install)
--- @option backup: save the whole flash to this file before writing
+-- @option backup: keep what was there: FILE = the whole flash as one raw file; flash, files or all = a backup folder (files need MicroPython running)
 -- @option verify: no = skip the MD5 check of what was written (default yes)
 -- @option repl: no = stop after the verified write and reset (default: reach the REPL)
 -- @option reset: classic, usb-jtag or none (default: from the board file)
@@ -44,8 +44,22 @@ else
   end
 end
 
--- 2. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
+-- 2. Files first: they can only be read while MicroPython still runs, before the bootloader.
 local port = mpctl.open_port(arg, { baud = 115200 })
+local backup = require("mpctl.backup")
+local kept = {}
+if arg.backup == "files" or arg.backup == "all" then
+  kept.dir = backup.dir(board.id)
+  local m, why = backup.files_from_port(port, kept.dir, { timeout = tonumber(arg.timeout) or 5 })
+  if not m then
+    why = tostring(why):gsub("[^\32-\126]", "?")
+    mpctl.fail("backup of the board's files: " .. (#why > 300 and why:sub(1, 300) .. "..." or why))
+  end
+  kept.files = kept.dir
+  mpctl.log("backup: %d files saved to %s", #m.files, kept.dir)
+end
+
+-- 3. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
 local baud = tonumber(arg.baud) or board.max_baud or board.baud or 460800
 -- The reset sequence follows the adapter: Espressif's USB-Serial/JTAG (303A:1001) needs its own.
 local reset = arg.reset
@@ -69,17 +83,18 @@ mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac
   esp.chips.size_name(chip.flash_size), chip.stub and "stub" or "ROM loader", port:baud(), chip.reset_used or "?")
 if chip.baud_note then mpctl.warn("%s", chip.baud_note) end
 
--- 3. Refuse a wrong image before anything is erased.
+-- 4. Refuse a wrong image before anything is erased.
 chip:check_parts(parts)
 
--- 4. Keep what was there.
-if arg.backup then
-  local old = chip:read_flash(0, chip.flash_size, { label = "backup" })
-  fs.write(arg.backup, old)
-  mpctl.log("backup: %d bytes of flash saved to %s", #old, arg.backup)
+-- 5. Keep what was on flash.
+if arg.backup and arg.backup ~= "files" then
+  local what = (arg.backup == "all" or arg.backup == "yes") and "flash" or arg.backup
+  local got = backup.take(what, { chip = chip, dir = kept.dir, tag = board.id })
+  kept.flash = got.flash
+  mpctl.log("backup: %s of flash saved to %s", esp.chips.size_name(chip.flash_size), got.flash)
 end
 
--- 5. Erase (optional), write, verify.
+-- 6. Erase (optional), write, verify.
 local erased = yes(arg.erase, false)
 if erased then
   mpctl.log("erasing the whole flash")
@@ -88,7 +103,7 @@ end
 local st = chip:write_parts(parts, { erased = erased, verify = yes(arg.verify, true), label = "write" })
 mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "flash MD5 matches the image")
 
--- 6. Boot it.
+-- 7. Boot it.
 local port_baud = port:baud()
 chip:hard_reset(reset == "usb-jtag")
 port:set_baud(115200)
@@ -104,9 +119,10 @@ mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = 
 
 local record = { board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
   firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
-  backup = arg.backup and { flash = arg.backup } or nil, result = "ok", duration = secs }
+  backup = (kept.flash or kept.files) and { flash = kept.flash, files = kept.files } or nil,
+  result = "ok", duration = secs }
 
--- 7. Prove it runs: the verify_repl recipe, on this already open port.
+-- 8. Prove it runs: the verify_repl recipe, on this already open port.
 if yes(arg["repl"], true) then
   local open_port = mpctl.open_port
   mpctl.open_port = function() return port end -- verify_repl opens arg.port; hand it ours

@@ -214,6 +214,13 @@ test("esp32_flash recipe: backup= saves the old flash, erase=yes then write, stu
   test.eq(#saved, 2 * 1024 * KB, "whole flash backed up")
   test.eq(saved:sub(0x1001, 0x1000 + #A) == A, true, "backup holds image A")
   test.contains(out .. err, "erasing the whole flash")
+  -- backup=flash: a folder with a manifest, recorded in the history for rollback
+  env.MPCTL_BACKUP_DIR = fs.join(dir, "backups")
+  code, out, err = run({ "esp32_flash", "--port", url, "firmware=" .. a, "repl=no", "backup=flash" }, env)
+  test.eq(code, 0, err)
+  local hist = fs.read(env.MPCTL_HISTORY)
+  local folder = hist:match('"flash":"([^"]+)"[^\n]*\n$')
+  test.ok(folder and fs.exists(fs.join(folder, "flash.json")), "backup folder in the history: " .. tostring(folder))
 end)
 
 test("esp32_flash recipe: an ESP-IDF bundle (zip with flasher_args.json) writes every part", function()
