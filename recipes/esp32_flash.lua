@@ -60,28 +60,26 @@ if arg.backup == "files" or arg.backup == "all" then
 end
 
 -- 3. Into the bootloader: reset, sync, chip, stub, fast baud, flash size.
-local baud = tonumber(arg.baud) or board.max_baud or board.baud or 460800
--- The reset sequence follows the adapter: Espressif's USB-Serial/JTAG (303A:1001) needs its own.
-local reset = arg.reset
-if not reset then
-  local ok, ports = pcall(mpctl.serial.list)
-  for _, p in ipairs(ok and ports or {}) do
-    local u = p.path == arg.port and p.vid and mpctl.board.usb_entry(board, p.vid, p.pid)
-    if u and u.reset then reset = u.reset end
-  end
-end
-reset = reset or board.reset
-local function size_of(s)
-  local n, unit = tostring(s or ""):upper():match("^(%d+)([KM])B$")
-  return n and tonumber(n) * (unit == "M" and 1048576 or 1024) or nil
-end
-local chip = esp.connect(port, {
-  reset = reset, baud = baud, chip = board.chip, flash_size = size_of(board.flash_sizes and board.flash_sizes[1]),
-  stub = arg.stub == "no" and "no" or arg.stub,
-})
+local opts = esp.board_opts(board, arg.port)
+opts.reset = arg.reset or opts.reset
+opts.baud = tonumber(arg.baud) or opts.baud
+opts.stub = arg.stub
+local chip = esp.connect(port, opts)
 mpctl.log("%s, MAC %s, %s flash, %s at %d baud (reset: %s)", chip.name, chip.mac or "?",
   esp.chips.size_name(chip.flash_size), chip.stub and "stub" or "ROM loader", port:baud(), chip.reset_used or "?")
 if chip.baud_note then mpctl.warn("%s", chip.baud_note) end
+
+-- Whatever happens from here on goes into the history (mpctl history, rollback).
+local record = { board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
+  firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
+  result = "ok" }
+local _ <close> = setmetatable({}, { __close = function(_, err)
+  if err then
+    record.result, record.error = "failed", tostring(type(err) == "table" and err.msg or err)
+    record.duration = time.now() - t0
+    pcall(mpctl.history.record, record)
+  end
+end })
 
 -- 4. Refuse a wrong image before anything is erased.
 chip:check_parts(parts)
@@ -105,7 +103,7 @@ mpctl.check(not yes(arg.verify, true) or st.verified or not chip:can_md5(), "fla
 
 -- 7. Boot it.
 local port_baud = port:baud()
-chip:hard_reset(reset == "usb-jtag")
+chip:hard_reset(opts.reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
 mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
@@ -117,10 +115,7 @@ mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = 
   write_seconds = st.seconds, connect_seconds = chip.t_connected - chip.t_start, baud = port_baud,
   stub = chip.stub_path ~= nil }
 
-local record = { board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
-  firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
-  backup = (kept.flash or kept.files) and { flash = kept.flash, files = kept.files } or nil,
-  result = "ok", duration = secs }
+record.backup = (kept.flash or kept.files) and { flash = kept.flash, files = kept.files } or nil
 
 -- 8. Prove it runs: the verify_repl recipe, on this already open port.
 if yes(arg["repl"], true) then
@@ -128,10 +123,7 @@ if yes(arg["repl"], true) then
   mpctl.open_port = function() return port end -- verify_repl opens arg.port; hand it ours
   local ok, err = pcall(require, "verify_repl")
   mpctl.open_port = open_port
-  if not ok then
-    record.result, record.error = "failed", tostring(type(err) == "table" and err.msg or err)
-    mpctl.history.record(record)
-    error(err, 0)
-  end
+  if not ok then error(err, 0) end
 end
+record.duration = time.now() - t0
 mpctl.history.record(record)

@@ -353,6 +353,23 @@ local function connect_once(port, opts)
   return self
 end
 
+-- Connection settings a board file implies: its chip, reset mode (the adapter's own when the
+-- board lists one for the port's USB id, e.g. USB-Serial/JTAG) and its first flash size.
+function M.board_opts(board, port_path)
+  local o = { chip = board.chip, reset = board.reset, baud = board.max_baud or board.baud }
+  local okl, ports = pcall(function() return require("mpctl.serial").list() end)
+  for _, p in ipairs(okl and ports or {}) do
+    if p.path == port_path and p.vid then
+      for _, u in ipairs(board.usb or {}) do
+        if u.vid == p.vid and u.pid == p.pid and u.reset then o.reset = u.reset end
+      end
+    end
+  end
+  local n, unit = tostring(board.flash_sizes and board.flash_sizes[1] or ""):upper():match("^(%d+)([KM])B$")
+  o.flash_size = n and tonumber(n) * (unit == "M" and 1048576 or 1024) or nil
+  return o
+end
+
 M.BAUD_LADDER = { 3000000, 2000000, 1500000, 921600, 460800, 230400, 115200 }
 
 local function next_lower(baud)
