@@ -106,10 +106,15 @@ local port_baud = port:baud()
 chip:hard_reset(opts.reset == "usb-jtag")
 port:set_baud(115200)
 local secs = time.now() - t0
-mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
-  st.raw, parts[1].offset, st.sent, st.wire, st.written == st.raw and "every sector written" or
-    string.format("%d bytes written, the rest already on flash", st.written),
-  secs, st.seconds, st.raw * 8 / st.seconds / 1000)
+if st.written == 0 then
+  mpctl.log("flash already held all %d bytes at 0x%X: nothing written (%d bytes on the wire), %.1f s in all",
+    st.raw, parts[1].offset, st.wire, secs)
+else
+  mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
+    st.raw, parts[1].offset, st.sent, st.wire, st.written == st.raw and "every sector written" or
+      string.format("%d bytes written, the rest already on flash", st.written),
+    secs, st.seconds, st.raw * 8 / st.seconds / 1000)
+end
 mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = chip.mac, bytes = st.raw,
   sent = st.sent, wire = st.wire, wire_total = chip.conn.tx, written = st.written, seconds = secs,
   write_seconds = st.seconds, connect_seconds = chip.t_connected - chip.t_start, baud = port_baud,
@@ -117,13 +122,9 @@ mpctl.ui.event { event = "esp_flash", board = board.id, chip = chip.name, mac = 
 
 record.backup = (kept.flash or kept.files) and { flash = kept.flash, files = kept.files } or nil
 
--- 8. Prove it runs: the verify_repl recipe, on this already open port.
+-- 8. Prove it runs: the same check as verify_repl, on this already open port.
 if yes(arg["repl"], true) then
-  local open_port = mpctl.open_port
-  mpctl.open_port = function() return port end -- verify_repl opens arg.port; hand it ours
-  local ok, err = pcall(require, "verify_repl")
-  mpctl.open_port = open_port
-  if not ok then error(err, 0) end
+  mpctl.repl.verify(port, { name = arg.port, timeout = tonumber(arg.timeout) })
 end
 record.duration = time.now() - t0
 mpctl.history.record(record)

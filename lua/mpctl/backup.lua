@@ -58,11 +58,17 @@ function M.flash(chip, dir, regions)
   return manifest
 end
 
+-- Folders that are not the board's files: hosted ports (WebAssembly, unix) mount their
+-- operating system's device and process trees at the root, and reading those never ends.
+local VIRTUAL = { ["/dev"] = true, ["/proc"] = true, ["/sys"] = true }
+
 -- Walks the device filesystem from "/", depth first.
 local function walk(repl, path, out)
   for _, e in ipairs(repl:ls(path)) do
     local full = (path == "/" and "" or path) .. "/" .. e.name
-    if e.type == "dir" then
+    if VIRTUAL[full] then
+      -- skipped: not part of the board's filesystem
+    elseif e.type == "dir" then
       out[#out + 1] = { path = full, type = "dir" }
       walk(repl, full, out)
     else

@@ -1057,4 +1057,29 @@ function R:close()
   if self.owns_port then pcall(self.port.close, self.port) end
 end
 
+-- The post-flash proof, shared by verify_repl and the flashing recipes: reach the REPL on an
+-- open port, run print('hello'), report what firmware answers. Raises a failed check.
+function M.verify(port, opts)
+  opts = opts or {}
+  local mpctl = require("mpctl")
+  local name = opts.name or port.name or tostring(port)
+  local ok, r = pcall(M.attach, port, { timeout = opts.timeout or 10 })
+  mpctl.check(ok, "REPL reachable on " .. tostring(name), r)
+  local hok, out = pcall(r.exec, r, "print('hello')")
+  if hok then io.write(">>> print('hello')\n", out) end
+  mpctl.check(hok and out:gsub("\r", "") == "hello\n", "print('hello') prints hello", out)
+  local info = r:info()
+  print(string.format("MicroPython %s on %s%s (sys.platform %s)", info.version or "?", info.machine or "?",
+    (info.build and info.build ~= "") and (", build " .. info.build) or "", info.platform or "?"))
+  if info.uname then
+    local u = info.uname
+    print(string.format("os.uname(): sysname=%s release=%s version=%s machine=%s",
+      u.sysname or "", u.release or "", u.version or "", u.machine or ""))
+  else
+    print("os.uname(): not available on this port")
+  end
+  r:close()
+  return info
+end
+
 return M
