@@ -139,3 +139,44 @@ for _, c in ipairs(CASES) do
     if not ok then error(err, 0) end
   end)
 end
+
+-- The two flashers must agree on what ends up on the board: esptool-js writes the image to one
+-- simulated board, mpctl (its own stub upload, sector diff, libdeflate stream, MD5) writes the
+-- same file to another, and the two flash files must be identical byte for byte.
+test("mpctl flashing the same image leaves the same flash as esptool-js", function()
+  local root = repo_root()
+  if not have_peer(root) then return test.skip("node or node_modules/esptool-js not installed") end
+  local dir = fs.tmpdir()
+  local image = fs.join(dir, "fw.bin")
+  local flash_js, flash_mpctl = fs.join(dir, "flash-js.bin"), fs.join(dir, "flash-mpctl.bin")
+  local sim, out, url = start_sim { "timing=off", "flash_file=" .. flash_js }
+  local ok, err = pcall(function()
+    local r = run_node(root, { "--port", url, "--image", image, "--make-image", "1572864",
+      "--baud", "460800" }, 120)
+    test.eq(r.ok, true, "esptool-js flashed")
+  end)
+  stop(sim, out)
+  if ok then
+    ok, err = pcall(function()
+      local exe = debug.getregistry()["mpctl.exe"]
+      local p = proc.spawn { argv = { exe, "-q", "esp32_flash", "--port",
+        "sim://esp32?timing=off&flash_file=" .. flash_mpctl, "firmware=" .. image, "repl=no" },
+        pty = false, stderr = "stdout", env = { XDG_STATE_HOME = dir } }
+      local o <close> = serial.wrap_fd(p:stdout_fd(), "mpctl esp32_flash")
+      local log = {}
+      while true do
+        local chunk = o:read(4096, 120)
+        if chunk == "" then break end
+        log[#log + 1] = chunk
+      end
+      test.eq(p:wait(30), 0, "mpctl esp32_flash exit code; output:\n" .. table.concat(log))
+      p:close()
+      local a, b = fs.read(flash_js), fs.read(flash_mpctl)
+      test.eq(#b, #a, "flash sizes")
+      test.ok(a == b, "flash files differ (esptool-js md5 " .. hash.hex(hash.md5(a)) ..
+        ", mpctl md5 " .. hash.hex(hash.md5(b)) .. ")")
+    end)
+  end
+  fs.remove(dir, { recursive = true })
+  if not ok then error(err, 0) end
+end)
