@@ -34,6 +34,20 @@ void mpctl_push_escaped(lua_State *L, const char *data, size_t len, size_t max)
     luaL_pushresult(&b);
 }
 
+void mpctl_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    if (luaL_newmetatable(L, name)) {
+        if (meta)
+            luaL_setfuncs(L, meta, 0);
+        if (methods) {
+            lua_newtable(L);
+            luaL_setfuncs(L, methods, 0);
+            lua_setfield(L, -2, "__index");
+        }
+    }
+    lua_pop(L, 1);
+}
+
 double mpctl_now(void)
 {
     struct timespec ts;

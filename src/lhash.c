@@ -243,12 +243,7 @@ int luaopen_mpctl_hash(lua_State *L)
         {"file", h_file},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, HASH_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    mpctl_new_class(L, HASH_MT, meta, methods);
     luaL_newlib(L, fns);
     return 1;
 }

@@ -556,12 +556,7 @@ int luaopen_mpctl_proc(lua_State *L)
         {"spawn", p_spawn},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, PROC_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    mpctl_new_class(L, PROC_MT, meta, methods);
     luaL_newlib(L, fns);
     return 1;
 }

@@ -502,12 +502,7 @@ int luaopen_mpctl_slip(lua_State *L)
         {"decoder", slip_decoder},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, DECODER_MT)) {
-        luaL_setfuncs(L, decoder_meta, 0);
-        luaL_newlib(L, decoder_methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    mpctl_new_class(L, DECODER_MT, decoder_meta, decoder_methods);
     if (luaL_newmetatable(L, SCRATCH_MT)) {
         lua_pushcfunction(L, scratch_gc);
         lua_setfield(L, -2, "__gc");

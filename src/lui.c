@@ -580,12 +580,7 @@ int luaopen_mpctl_ui(lua_State *L)
         {"array", u_array},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, PROGRESS_MT)) {
-        luaL_setfuncs(L, pmeta, 0);
-        luaL_newlib(L, pmethods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    mpctl_new_class(L, PROGRESS_MT, pmeta, pmethods);
     if (luaL_newmetatable(L, SAVED_TTY_MT)) {
         lua_pushcfunction(L, saved_tty_restore);
         lua_setfield(L, -2, "__gc");

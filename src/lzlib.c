@@ -330,12 +330,7 @@ int luaopen_mpctl_zlib(lua_State *L)
         {"inflate_raw", z_inflate_raw},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, INFLATER_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    mpctl_new_class(L, INFLATER_MT, meta, methods);
     if (luaL_newmetatable(L, COMPRESSOR_MT)) {
         lua_pushcfunction(L, compressor_gc);
         lua_setfield(L, -2, "__gc");

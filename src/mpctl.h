@@ -15,6 +15,10 @@
  * Shows at most `max` bytes from the end of the buffer, prefixed with "..." when cut. */
 void mpctl_push_escaped(lua_State *L, const char *data, size_t len, size_t max);
 
+/* Registers a handle type once per state: metatable `name` with the `meta` functions (__gc,
+ * __close, __tostring, ...) and, when `methods` is not NULL, a method table as __index. */
+void mpctl_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 /* Monotonic clock in seconds. */
 double mpctl_now(void);
 

@@ -62,22 +62,6 @@ local function list_dir(dir)
   return {}
 end
 
--- Levenshtein distance, for "did you mean" ordering.
-local function distance(a, b)
-  a, b = a:upper(), b:upper()
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
 function M.ids()
   local seen, ids = {}, {}
   for _, d in ipairs(M.dirs()) do
@@ -98,12 +82,7 @@ function M.load(id)
     local t = load_file(d .. "/" .. id .. ".lua", id)
     if t then return t end
   end
-  local ids = M.ids()
-  table.sort(ids, function(a, b)
-    local da, db = distance(id, a), distance(id, b)
-    if da ~= db then return da < db end
-    return a < b
-  end)
+  local ids = require("mpctl.text").closest(id, M.ids())
   error("unknown board '" .. id .. "'; known boards: " .. (#ids > 0 and table.concat(ids, ", ") or "none found"), 0)
 end
 

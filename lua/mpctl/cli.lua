@@ -53,33 +53,9 @@ local function usage_error(msg)
   error({ usage = true, msg = msg }, 0)
 end
 
-local function edit_distance(a, b)
-  a, b = a:lower(), b:lower()
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = (a:sub(i, i) == b:sub(j, j)) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
 -- The candidates closest to `word`, best first (at most `n`, only reasonably close ones).
 function M.closest(word, candidates, n)
-  local scored = {}
-  for _, c in ipairs(candidates) do
-    local d = edit_distance(word, c)
-    if c:lower():find(word:lower(), 1, true) or word:lower():find(c:lower(), 1, true) then d = math.min(d, 1) end
-    if d <= math.max(2, #word // 2) then scored[#scored + 1] = { c, d } end
-  end
-  table.sort(scored, function(x, y) if x[2] ~= y[2] then return x[2] < y[2] end return x[1] < y[1] end)
-  local out = {}
-  for i = 1, math.min(n or 3, #scored) do out[i] = scored[i][1] end
-  return out
+  return require("mpctl.text").closest(word, candidates, n or 3)
 end
 
 -- Parses argv into { command=, opts={}, arg={ positional..., key=value } }.

@@ -86,8 +86,11 @@ function M.record(entry)
   return require("mpctl.history").record(entry)
 end
 
+-- A board named on the command line: a typo there is a usage error (exit 2), with the known ids.
 function M.board(id)
-  return require("mpctl.board").load(id)
+  local ok, b = pcall(require("mpctl.board").load, id)
+  if not ok then M.usage_error(tostring(b)) end
+  return b
 end
 
 -- Lazy submodules: mpctl.serial, mpctl.repl, mpctl.esp, mpctl.firmware, ...
