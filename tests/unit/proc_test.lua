@@ -1,6 +1,6 @@
 -- mpctl.proc from Lua, with its descriptors wrapped as mpctl.serial ports the way the
 -- MicroPython simulator uses them. mpctl.proc is trusted-library only: recipes (and test files
--- run without --allow-exec) cannot require it, which the first case checks.
+-- run without --allow-exec) cannot require it, which tests/cli/cli_test.lua checks.
 local test = require("mpctl.test")
 local serial = require("mpctl.serial")
 
@@ -9,13 +9,6 @@ local have_proc, proc = pcall(require, "mpctl.proc")
 local function need_proc()
   if not have_proc then test.skip("mpctl.proc needs --allow-exec") end
 end
-
-test("the sandbox refuses mpctl.proc without --allow-exec", function()
-  if have_proc then
-    test.skip("running with --allow-exec")
-  end
-  test.contains(proc, "--allow-exec")
-end)
 
 test("sh -c 'echo hi' through a stdout pipe wrapped as a port", function()
   need_proc()
