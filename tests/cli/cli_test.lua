@@ -135,3 +135,10 @@ test("an unknown board is a usage error listing the known ones, closest first", 
   test.eq(rc, 2)
   test.contains(out, "unknown board 'ESP32_GENRIC'; known boards: ESP32_GENERIC,")
 end)
+
+test("a port that does not exist is a usage error listing the ports present", function()
+  local rc, out = run("verify_repl --port /dev/ttyNOPE")
+  test.eq(rc, 2)
+  test.contains(out, "/dev/ttyNOPE")
+  test.contains(out, "ports present:")
+end)
