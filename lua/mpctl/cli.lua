@@ -60,7 +60,10 @@ end
 
 -- Parses argv into { command=, opts={}, arg={ positional..., key=value } }.
 -- key=value words land in arg; malformed ones (no key, no value) are usage errors.
-function M.parse(argv)
+-- `declared`: the recipe's own options ({name=true}); written `--name VALUE` they take the next
+-- word, like --port does.
+function M.parse(argv, declared)
+  declared = declared or {}
   local opts, arg, words = { verbose = 0 }, {}, {}
   local command
   local i, rest = 1, false
@@ -77,7 +80,7 @@ function M.parse(argv)
     elseif w:sub(1, 2) == "--" and #w > 2 then
       local name, value = w:match("^%-%-([^=]+)=(.*)$")
       name = name or w:sub(3)
-      if VALUE_OPTIONS[name] and value == nil then
+      if (VALUE_OPTIONS[name] or declared[name]) and value == nil then
         i = i + 1
         value = argv[i]
         if value == nil then usage_error("option --" .. name .. " needs a value") end
@@ -479,6 +482,11 @@ function M.main(argv, info)
   end
   local rok, rv = pcall(function()
     if BUILTIN[cmd] then return BUILTIN[cmd](parsed, info) end
+    -- now that the recipe is known, parse again so its declared options take values
+    if not parsed.opts.help then
+      local meta = M.recipe_meta(M.find_recipe(cmd, info))
+      if next(meta.option_names) then parsed = M.parse(argv, meta.option_names) end
+    end
     return run_recipe(parsed, info)
   end)
   if rok then return rv end

@@ -142,3 +142,12 @@ test("a port that does not exist is a usage error listing the ports present", fu
   test.contains(out, "/dev/ttyNOPE")
   test.contains(out, "ports present:")
 end)
+
+test("a recipe's declared option written --name VALUE takes the next word", function()
+  local rc, out = run(probe .. " --what arg --x 7 word")
+  test.eq(rc, 0, out)
+  test.contains(out, "x=7 1=word")
+  rc, out = run(probe .. " --x")
+  test.eq(rc, 2)
+  test.contains(out, "option --x needs a value")
+end)
