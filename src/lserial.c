@@ -577,14 +577,24 @@ static int take_fd_number(lua_State *L, const char *url, const char *num)
     return (int)fd;
 }
 
-static int serial_open(lua_State *L)
+/* Calls the function below the nargs arguments on top of the stack. If it raises, the port's
+ * fd, lock and simulator child are released at once, not at some later garbage collection
+ * (until which a retry would find the port busy and a hung simulator would keep running),
+ * and the error goes on up. */
+static void call_or_release(lua_State *L, struct port *p, int nargs)
 {
-    const char *url = luaL_checkstring(L, 1);
-    if (!lua_isnoneornil(L, 2))
-        luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2); /* the port lands at 3 */
+    if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
+        port_release(p);
+        lua_error(L);
+    }
+}
+
+/* serial.open's work, with (url, opts, port) as arguments. */
+static int open_body(lua_State *L)
+{
+    const char *url = lua_tostring(L, 1);
+    struct port *p = check_port(L, 3);
     double timeout = opt_field_number(L, 2, "timeout", CONNECT_TIMEOUT);
-    struct port *p = push_port(L);
     if (strncmp(url, "socket://", 9) == 0) {
         name_port(p, url, PORT_RAW, "socket");
         p->fd = net_connect(L, url, url + 9, timeout);
@@ -608,8 +618,37 @@ static int serial_open(lua_State *L)
         local_open(L, p, url, opt_field_bool(L, 2, "exclusive", 1));
     }
     apply_initial(L, p, 2);
-    lua_settop(L, 3);
+    return 0;
+}
+
+static int serial_open(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    struct port *p = push_port(L); /* 3 */
+    lua_pushcfunction(L, open_body);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    call_or_release(L, p, 3);
     return 1;
+}
+
+/* RFC 2217 server start on a new port at the top of the stack, released if it fails. */
+static int server_start_body(lua_State *L)
+{
+    rfc_server_start(L, check_port(L, 1), lua_tonumber(L, 2));
+    return 0;
+}
+
+static void start_server(lua_State *L, struct port *p, double settle)
+{
+    lua_pushcfunction(L, server_start_body);
+    lua_pushvalue(L, -2);
+    lua_pushnumber(L, settle);
+    call_or_release(L, p, 2);
 }
 
 static int serial_wrap_fd(lua_State *L)
@@ -681,7 +720,7 @@ static int serial_listen(lua_State *L)
         name_port(p, url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "fd");
         p->fd = take_fd_number(L, url, url + 5);
         if (rfc)
-            rfc_server_start(L, p, opt_field_number(L, 2, "settle", SERVER_SETTLE));
+            start_server(L, p, opt_field_number(L, 2, "settle", SERVER_SETTLE));
         return 1;
     }
     struct listener *l = lua_newuserdatauv(L, sizeof *l, 0);
@@ -731,7 +770,7 @@ static int listener_accept(lua_State *L)
     name_port(p, l->url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "socket");
     p->fd = fd;
     if (rfc)
-        rfc_server_start(L, p, SERVER_SETTLE);
+        start_server(L, p, SERVER_SETTLE);
     return 1;
 }
 
