@@ -252,6 +252,8 @@ static int opt_field(lua_State *L, int opts, const char *key, int type, const ch
     return t != LUA_TNIL;
 }
 
+static void terminate(struct proc *p);
+
 /* proc.spawn{argv=, pty=, cwd=, env=, stderr=} -> p */
 static int p_spawn(lua_State *L)
 {
@@ -298,11 +300,15 @@ static int p_spawn(lua_State *L)
             return luaL_error(L, "proc.spawn %s: openpty: %s", a.argv[0], strerror(e));
         }
     } else {
-        int in[2], out[2];
+        int in[2] = {-1, -1}, out[2] = {-1, -1};
         if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
             int e = errno;
             close(status[0]);
             close(status[1]);
+            if (in[0] >= 0) { /* the first pipe was made: do not leak it */
+                close(in[0]);
+                close(in[1]);
+            }
             return luaL_error(L, "proc.spawn %s: pipe: %s", a.argv[0], strerror(e));
         }
         a.in_r = in[0];
@@ -324,6 +330,7 @@ static int p_spawn(lua_State *L)
         close(a.out_w);
     if (pid < 0) {
         close(status[0]);
+        terminate(p);
         return luaL_error(L, "proc.spawn %s: fork: %s", a.argv[0], strerror(fork_errno));
     }
     p->pid = pid;
@@ -340,6 +347,7 @@ static int p_spawn(lua_State *L)
         while (waitpid(pid, &p->status, 0) < 0 && errno == EINTR) {
         }
         p->reaped = 1;
+        terminate(p); /* the pipes or pty master now, not at garbage collection */
         return spawn_error(L, a.argv[0], a.cwd, &ce);
     }
 #ifdef SYS_pidfd_open

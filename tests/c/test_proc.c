@@ -3,6 +3,7 @@
  * small C helpers so it does not depend on mpctl.serial. */
 #include "nativetest.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -47,6 +48,20 @@ static int l_writefd(lua_State *L)
 static int l_closefd(lua_State *L)
 {
     lua_pushinteger(L, close((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* Descriptors this process has open (entries of /proc/self/fd, less the one opendir uses). */
+static int l_nfds(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    lua_Integer n = 0;
+    if (d) {
+        while (readdir(d))
+            n++;
+        closedir(d);
+    }
+    lua_pushinteger(L, n - 3); /* ".", ".." and the directory's own fd */
     return 1;
 }
 
@@ -97,7 +112,16 @@ static const char *const errors =
     "ok, err = pcall(proc.spawn, {argv = {'true', 1}})\n"
     "assert(not ok and err:find('argv[2] is a number', 1, true), err)\n"
     "ok, err = pcall(proc.spawn, {argv = {'true'}, env = {X = {}}})\n"
-    "assert(not ok and err:find('env.X must be', 1, true), err)\n";
+    "assert(not ok and err:find('env.X must be', 1, true), err)\n"
+    /* a failed spawn gives its pipes and pty back at once, not at garbage collection */
+    "collectgarbage('stop')\n"
+    "local before = nfds()\n"
+    "for _, pty in ipairs{false, true} do\n"
+    "  assert(not pcall(proc.spawn, {argv = {'/nonexistent/prog'}, pty = pty}))\n"
+    "end\n"
+    "local after = nfds()\n"
+    "collectgarbage('restart')\n"
+    "assert(after == before, ('descriptors open: %d before, %d after'):format(before, after))\n";
 
 static const char *const pty =
     "local proc = require('mpctl.proc')\n"
@@ -144,6 +168,7 @@ int main(void)
     lua_register(L, "writefd", l_writefd);
     lua_register(L, "closefd", l_closefd);
     lua_register(L, "fdvalid", l_fdvalid);
+    lua_register(L, "nfds", l_nfds);
     nt_lua(L, "pipes", pipes);
     nt_lua(L, "errors", errors);
     nt_lua(L, "pty", pty);
