@@ -63,14 +63,19 @@ static int connect_one(const struct addrinfo *ai, double deadline, int *err)
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
         return fd;
     if (errno == EINPROGRESS) {
-        double left = deadline - mpctl_now();
         struct pollfd pfd = {fd, POLLOUT, 0};
-        int r = poll(&pfd, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+        int r;
+        do { /* a signal (SIGCHLD of a simulator) must not end the connect early */
+            double left = deadline - mpctl_now();
+            r = poll(&pfd, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+        } while (r < 0 && errno == EINTR);
         socklen_t len = sizeof *err;
         if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) == 0 && *err == 0)
             return fd;
         if (r == 0)
             *err = ETIMEDOUT;
+        else if (r < 0)
+            *err = errno;
     } else {
         *err = errno;
     }
@@ -233,13 +238,19 @@ int sim_spawn(lua_State *L, const char *spec, pid_t *child)
     return sv[0];
 }
 
+/* 1 once the child is gone: reaped here, or (ECHILD) already reaped elsewhere, when its pid
+ * may belong to another process by now and must never be signalled. 0 while it runs. */
 static int wait_child(pid_t pid, int *status, double seconds)
 {
     double deadline = mpctl_now() + seconds;
     for (;;) {
         pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR))
-            return r == pid;
+        if (r == pid)
+            return 1;
+        if (r < 0 && errno == ECHILD) {
+            *status = -1; /* exit status unknown */
+            return 1;
+        }
         if (mpctl_now() >= deadline)
             return 0;
         struct timespec ts = {0, 5 * 1000 * 1000};
@@ -260,7 +271,8 @@ void sim_reap(struct port *p, double grace)
         kill(p->child, SIGTERM);
         if (!wait_child(p->child, &st, 1.0)) {
             kill(p->child, SIGKILL);
-            waitpid(p->child, &st, 0);
+            while (waitpid(p->child, &st, 0) < 0 && errno == EINTR) {
+            }
         }
         p->child_status = st;
     } else {
