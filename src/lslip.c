@@ -359,6 +359,9 @@ static int slip_read_frame(lua_State *L)
             continue;
         }
         port_unread(L, port, s + used, n - used);
+        if (d->len > (size_t)max) /* ended within the chunk that took it past the bound */
+            return luaL_error(L, "slip.read_frame on %s: frame longer than %I bytes (%I bytes to its end)",
+                              port_name(L, port), max, (lua_Integer)d->len);
         if (ev == BAD_ESCAPE) {
             const char *name = port_name(L, port);
             seen_push(L, &sn);
@@ -423,11 +426,13 @@ static int decoder_feed(lua_State *L)
         i += dec_step(d, s + i, n - i, &ev, &oom);
         if (oom)
             return luaL_error(L, "slip decoder: out of memory (frame of %d bytes)", (int)d->len);
-        if (ev == FRAME_DONE) {
+        /* The bound holds whether the frame ended in this feed or is still open. */
+        int too_long = d->len > d->max && (ev == FRAME_DONE || d->state != OUTSIDE);
+        if (ev == FRAME_DONE && !too_long) {
             lua_pushlstring(L, (const char *)d->buf, d->len);
             lua_rawseti(L, 3, ++nframes);
             d->len = 0;
-        } else if (ev == BAD_ESCAPE || (d->state != OUTSIDE && d->len > d->max)) {
+        } else if (ev == BAD_ESCAPE || too_long) {
             if (!errors) {
                 lua_newtable(L);
                 errors = lua_gettop(L);

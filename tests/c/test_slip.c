@@ -79,6 +79,11 @@ static const char *const reading =
     "spew.read = function() local s = first and 'x\\192yyyy' or 'yyyy'; first = false; return s end\n"
     "ok, err = pcall(slip.read_frame, spew, 30, 100)\n"
     "assert(not ok and err:find('frame longer than 100 bytes', 1, true), err)\n"
+    /* the bound also holds for a frame that ends within the one chunk read */
+    "p = fakeport(slip.encode(string.rep('a', 50)) .. slip.encode('ok'))\n"
+    "ok, err = pcall(slip.read_frame, p, 1, 10)\n"
+    "assert(not ok and err:find('frame longer than 10 bytes (50 bytes to its end)', 1, true), err)\n"
+    "assert(slip.read_frame(p, 1) == 'ok', 'the bytes after the long frame stay in the port')\n"
     /* write_frame */
     "p = fakeport('')\n"
     "assert(slip.write_frame(p, '\\192') == 4 and p.written[1] == '\\192\\219\\220\\192')\n";
@@ -105,7 +110,10 @@ static const char *const decoder =
     "local f1, e1 = d:feed('\\192' .. string.rep('z', 20))\n"
     "assert(#f1 == 0 and e1[1]:find('frame longer than 8 bytes', 1, true), e1 and e1[1])\n"
     "f1, e1 = d:feed('tail\\192' .. slip.encode('short'))\n"
-    "assert(#f1 == 1 and f1[1] == 'short' and e1 == nil)\n";
+    "assert(#f1 == 1 and f1[1] == 'short' and e1 == nil)\n"
+    /* a long frame that ends within one feed is dropped too */
+    "f1, e1 = d:feed(slip.encode(string.rep('z', 20)) .. slip.encode('short'))\n"
+    "assert(#f1 == 1 and f1[1] == 'short' and e1 and e1[1]:find('frame longer than 8 bytes', 1, true))\n";
 
 int main(void)
 {
