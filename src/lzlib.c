@@ -187,6 +187,14 @@ static int decompress_sized(lua_State *L, size_t size)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
+    /* Deflate expands at most 1032:1 (a 258-byte match in 2 bits), so a larger size (a corrupt
+     * or hostile length field) cannot be right: say what the stream holds, without allocating. */
+    if ((double)size > 1032.0 * (double)n + 1024.0) {
+        lua_settop(L, 1);
+        inflate_oneshot(L, WRAP_ZLIB, "zlib.decompress");
+        return luaL_error(L, "zlib.decompress: stream inflates to %I bytes, expected %I",
+                          (lua_Integer)lua_rawlen(L, -1), (lua_Integer)size);
+    }
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     if (d == NULL)
         return luaL_error(L, "zlib.decompress: cannot allocate a decompressor");

@@ -42,6 +42,9 @@ static const char *const errors =
     "assert(not ok and err:find('more than the expected 7999 bytes', 1, true), err)\n"
     "ok, err = pcall(zlib.decompress, c, 8001)\n"
     "assert(not ok and err:find('inflates to 8000 bytes, expected 8001', 1, true), err)\n"
+    /* an impossible size (a bad length field) is refused without allocating it */
+    "ok, err = pcall(zlib.decompress, c, 1 << 50)\n"
+    "assert(not ok and err:find('inflates to 8000 bytes, expected ' .. (1 << 50), 1, true), err)\n"
     "ok, err = pcall(zlib.decompress, bad, 8000)\n"
     "assert(not ok and err:find('corrupt zlib stream at input offset', 1, true), err)\n"
     /* a corrupt raw block: BTYPE 11 is reserved */
