@@ -76,6 +76,32 @@ test("ESP8266 ROM-only: no compression, no MD5, no baud change, still written", 
   port:close()
 end)
 
+-- The simulated ESP8266 ROM reads the JEDEC id without being attached, so only the order of
+-- commands can show that mpctl attaches the flash the way esptool does (no peer covers ROM mode).
+test("ESP8266 ROM-only: an empty FLASH_BEGIN attaches the flash before the RDID register writes", function()
+  local ops = {}
+  local trace = function(dir, packet)
+    if dir == "tx" then
+      local _, op, _, _, a, b, c, d = string.unpack("<BBHI4", packet)
+      if #packet >= 24 then a, b, c, d = string.unpack("<I4I4I4I4", packet, 9) end
+      ops[#ops + 1] = { op = op, args = { a, b, c, d } }
+    end
+  end
+  local chip, port = connect("sim://esp8266?" .. FAST, { stub = "no", trace = trace })
+  test.eq(chip.flash_size, 4 * 1024 * KB, "RDID read")
+  local begin_at, first_spi_write
+  for i, o in ipairs(ops) do
+    if o.op == esp.command.OP.FLASH_BEGIN and not begin_at then
+      begin_at = i
+      test.eq(o.args, { 0, 0, esp.ROM_BLOCK, 0 }, "FLASH_BEGIN(0, 0): nothing erased")
+    end
+    if o.op == esp.command.OP.WRITE_REG and not first_spi_write then first_spi_write = i end
+  end
+  test.ok(begin_at and first_spi_write and begin_at < first_spi_write,
+    string.format("FLASH_BEGIN at %s, first WRITE_REG at %s", tostring(begin_at), tostring(first_spi_write)))
+  port:close()
+end)
+
 test("ESP8266, ESP32-C3 and ESP32-S3 with the stub", function()
   for _, c in ipairs { "esp8266", "esp32c3", "esp32s3" } do
     local img = imagegen.generate { chip = c, size = 128 * KB }

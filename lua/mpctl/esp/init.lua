@@ -284,7 +284,11 @@ end
 
 function Chip:attach_flash(opts)
   local rom8266 = self.chip.key == "esp8266" and not self.stub
-  if not rom8266 then
+  if rom8266 then
+    -- The ESP8266 ROM has no SPI_ATTACH: an empty FLASH_BEGIN attaches the flash before the
+    -- RDID below (esptool ESP8266ROM.flash_spi_attach sends flash_begin(0, 0)); it erases nothing.
+    self.conn:command(OP.FLASH_BEGIN, string.pack("<I4I4I4I4", 0, 0, M.ROM_BLOCK, 0))
+  else
     local arg = string.pack("<I4", 0)
     if not self.stub then arg = arg .. "\0\0\0\0" end -- ROM takes 4 more zero bytes (flash_spi_attach)
     self.conn:command(OP.SPI_ATTACH, arg)
