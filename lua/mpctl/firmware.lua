@@ -375,34 +375,78 @@ function M.lock_find(lock, board, variant, version, ftype)
   end
 end
 
+local function ensure_parent(path)
+  local dir = fs.dirname(path)
+  if dir ~= "" and dir ~= "." and not fs.exists(dir) then fs.mkdir(dir, { parents = true }) end
+end
+
 function M.lock_write(path, lock)
   table.sort(lock.firmware, function(a, b)
     return entry_key(a.board, a.variant, a.version, a.type) < entry_key(b.board, b.variant, b.version, b.type)
   end)
-  local dir = fs.dirname(path)
-  if dir ~= "" and dir ~= "." and not fs.exists(dir) then fs.mkdir(dir, { parents = true }) end
+  ensure_parent(path)
   -- ui.json_encode sorts object keys, so the same pins always give the same text (clean git diffs).
   fs.write(path, ui.json_encode(lock, { pretty = true }) .. "\n")
 end
 
--- Records img in the lock (idempotent); raises if the lock already pins other bytes.
-local function lock_record(path, img)
-  local lock = M.lock_read(path)
-  local have = M.lock_find(lock, img.board, img.variant, img.version, img.type)
-  if have then
-    if have.sha256 ~= img.sha256 then
-      fail("firmware %s does not match the lock file %s:\n  locked:     %s (%d bytes, %s)\n  downloaded: %s (%d bytes, %s)",
-        img.file, path, have.sha256, have.size or -1, have.file or "?", img.sha256, img.size, img.file)
+-- Seconds to wait for another mpctl to finish its change of the same lock file.
+M.LOCK_WAIT = 10
+
+-- Runs fn() while holding the lock file's mutex: the folder .<name>.lck beside it. Two mpctl
+-- processes pinning at once each read, extend and rewrite the file, and without the mutex the
+-- second rewrite drops the first one's pin. mkdir is atomic and mpctl.fs has no flock. The
+-- guarded section lasts milliseconds and releases the mutex on any error, so a mutex still held
+-- after `wait` seconds was left by a process that was killed inside it: say where it is.
+local function with_lock_mutex(path, wait, fn)
+  ensure_parent(path)
+  local mutex = fs.join(fs.dirname(path), "." .. fs.basename(path) .. ".lck")
+  local deadline = time.now() + (tonumber(wait) or M.LOCK_WAIT)
+  while true do
+    local ok, err = pcall(fs.mkdir, mutex)
+    if ok then break end
+    if not fs.exists(mutex) then error(err, 0) end -- not "held": e.g. a read-only folder
+    if time.now() >= deadline then
+      local st = fs.stat(mutex)
+      fail("lock file %s: another mpctl has been changing it for more than %g s (its mutex %s dates from %s); " ..
+        "if no mpctl is running, remove that folder", path, tonumber(wait) or M.LOCK_WAIT, mutex,
+        st and time.iso(st.mtime) or "?")
     end
-    return have, false
+    time.sleep(0.02)
   end
-  local rec = {
-    board = img.board, variant = img.variant, version = img.version, type = img.type,
-    file = img.file, size = img.size, sha256 = img.sha256, pinned = time.iso(time.wall()),
-  }
-  lock.firmware[#lock.firmware + 1] = rec
-  M.lock_write(path, lock)
-  return rec, true
+  local ok, a, b = pcall(fn)
+  pcall(fs.remove, mutex)
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+-- The pin for img in lock, if any; raises if it pins other bytes.
+local function lock_check(lock, path, img)
+  local have = M.lock_find(lock, img.board, img.variant, img.version, img.type)
+  if have and have.sha256 ~= img.sha256 then
+    fail("firmware %s does not match the lock file %s:\n  locked:     %s (%d bytes, %s)\n  downloaded: %s (%d bytes, %s)",
+      img.file, path, have.sha256, have.size or -1, have.file or "?", img.sha256, img.size, img.file)
+  end
+  return have
+end
+
+-- Records img in the lock (idempotent); raises if the lock already pins other bytes. A pin that
+-- is already there needs no mutex (a read-only checkout stays usable); a new one is added after
+-- reading the file again under the mutex, since what fetch read at its start may be stale.
+local function lock_record(path, img, wait)
+  local have = lock_check(M.lock_read(path), path, img)
+  if have then return have, false end
+  return with_lock_mutex(path, wait, function()
+    local lock = M.lock_read(path)
+    local again = lock_check(lock, path, img)
+    if again then return again, false end
+    local rec = {
+      board = img.board, variant = img.variant, version = img.version, type = img.type,
+      file = img.file, size = img.size, sha256 = img.sha256, pinned = time.iso(time.wall()),
+    }
+    lock.firmware[#lock.firmware + 1] = rec
+    M.lock_write(path, lock)
+    return rec, true
+  end)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -650,7 +694,7 @@ function M.fetch(board, version, opts)
   end
   img.url = img.url or entry.url
   if lock and (pin or opts.pin or fs.exists(lock.path)) then
-    local _, added = lock_record(lock.path, img)
+    local _, added = lock_record(lock.path, img, opts.lock_wait)
     img.pinned = true
     img.newly_pinned = added
     img.lock = lock.path

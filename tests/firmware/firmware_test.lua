@@ -200,6 +200,25 @@ test("a mirror serving other bytes than the lock pins fails loudly and keeps not
   evil_srv.stop()
 end)
 
+test("a new pin waits for the lock file's mutex, and says where it is when it is never released", function()
+  local lock = fs.join(top, "team-mutex", "firmware.lock")
+  firmware.pin("RPI_PICO", "1.23.0", opts({ lock = lock }))
+  local text = fs.read(lock)
+  local mutex = fs.join(top, "team-mutex", ".firmware.lock.lck")
+  fs.mkdir(mutex) -- as if another mpctl were rewriting the lock file right now
+  local msg = test.raises(function()
+    firmware.pin("RPI_PICO", "1.24.1", opts({ lock = lock, lock_wait = 0.2 }))
+  end, "another mpctl has been changing it")
+  test.contains(msg, mutex)
+  test.eq(fs.read(lock), text, "the lock file was not touched")
+  -- a pin already in the file needs no mutex
+  test.eq(firmware.pin("RPI_PICO", "1.23.0", opts({ lock = lock, lock_wait = 0.2 })).newly_pinned, false)
+  fs.remove(mutex)
+  test.eq(firmware.pin("RPI_PICO", "1.24.1", opts({ lock = lock })).newly_pinned, true)
+  test.eq(#ui.json_decode(fs.read(lock)).firmware, 2)
+  test.ok(not fs.exists(mutex), "the mutex is released")
+end)
+
 test("a lock file in the to= folder is used and extended (trust on first use)", function()
   local team = fs.join(top, "team3")
   fs.mkdir(team, { parents = true })

@@ -80,6 +80,30 @@ test("pin writes firmware.lock in the team folder; a tampered mirror then fails"
   test.ok(not fs.exists(fs.join(team, "ESP32_GENERIC_S3-20241129-v1.24.1.bin")), "nothing copied")
 end)
 
+test("pins made by several mpctl processes at once all land in the lock file", function()
+  local proc = require("mpctl.proc")
+  local lock = fs.join(top, "team-race", "firmware.lock")
+  local want = { { "ESP32_GENERIC", "1.23.0" }, { "ESP32_GENERIC", "1.24.0" }, { "ESP32_GENERIC", "1.24.1" },
+    { "RPI_PICO", "1.23.0" }, { "RPI_PICO", "1.24.1" }, { "PYBV11", "1.24.1" }, { "ESP32_GENERIC_S3", "1.24.1" } }
+  local env = {}
+  for k, v in pairs(ENV) do env[k] = v end
+  env.MPCTL_MIRROR = mirror.dir -- a folder mirror: no server round trips, so the rewrites overlap
+  local running = {}
+  for i, w in ipairs(want) do
+    running[i] = proc.spawn({ argv = { exe, "firmware", "pin", "board=" .. w[1], "version=" .. w[2], "lock=" .. lock,
+      "cache=" .. fs.join(top, "cache-race") }, pty = false, stderr = "null", env = env })
+  end
+  for i, p in ipairs(running) do
+    local code = p:wait(120)
+    if code == nil then p:kill("KILL") p:wait(5) end
+    p:close()
+    test.eq(code, 0, "mpctl firmware pin " .. table.concat(want[i], " "))
+  end
+  local pinned = {}
+  for _, p in ipairs(ui.json_decode(fs.read(lock)).firmware) do pinned[p.board .. " " .. p.version] = true end
+  for _, w in ipairs(want) do test.ok(pinned[w[1] .. " " .. w[2]], "pin of " .. w[1] .. " " .. w[2] .. " kept") end
+end)
+
 test("offline=yes serves the cache, and says how to fetch when it has nothing", function()
   local code, out, err = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC", "version=1.24.1", "offline=yes" },
     { MPCTL_MIRROR = "http://127.0.0.1:1" })
