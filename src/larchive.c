@@ -88,6 +88,15 @@ static lar *open_archive(lua_State *L, const char *path)
     return h;
 }
 
+/* open_archive for a handle used only inside one C function: marked to-be-closed, so an error
+ * (corrupt entry, missing name) closes the file at once instead of at garbage collection. */
+static lar *open_scoped(lua_State *L, const char *path)
+{
+    lar *h = open_archive(L, path);
+    lua_toclose(L, -1);
+    return h;
+}
+
 static const char *type_name(struct archive_entry *e)
 {
     if (archive_entry_hardlink(e))
@@ -225,24 +234,19 @@ static int ar_each(lua_State *L)
 static int ar_list(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    lar *h = open_archive(L, path);
-    int hi = lua_gettop(L);
+    lar *h = open_scoped(L, path);
     lua_newtable(L);
     for (lua_Integer i = 1; next_header(L, h, path); i++) {
         push_info(L, h->entry);
         lua_rawseti(L, -2, i);
     }
-    lua_pushcfunction(L, lar_close);
-    lua_pushvalue(L, hi);
-    lua_call(L, 1, 0);
     return 1;
 }
 
 static int ar_verify(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    lar *h = open_archive(L, path);
-    int hi = lua_gettop(L);
+    lar *h = open_scoped(L, path);
     lua_newtable(L);
     char buf[65536];
     for (lua_Integer i = 1; next_header(L, h, path); i++) {
@@ -254,9 +258,6 @@ static int ar_verify(lua_State *L)
         if (n < 0)
             return luaL_error(L, "archive %s: entry %s: %s", path, entry_name(h->entry), archive_error_string(h->a));
     }
-    lua_pushcfunction(L, lar_close);
-    lua_pushvalue(L, hi);
-    lua_call(L, 1, 0);
     return 1;
 }
 
@@ -265,7 +266,8 @@ static int ar_read(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     const char *want = luaL_checkstring(L, 2);
     lua_Integer max = luaL_optinteger(L, 3, DEFAULT_MAX_READ);
-    lar *h = open_archive(L, path);
+    luaL_argcheck(L, max >= 0, 3, "negative size");
+    lar *h = open_scoped(L, path);
     while (next_header(L, h, path)) {
         const char *n = entry_name(h->entry);
         if (strncmp(n, "./", 2) == 0)
@@ -426,7 +428,7 @@ static void validate_all(lua_State *L, const char *path)
 {
     lua_newtable(L);
     int links = lua_gettop(L);
-    lar *h = open_archive(L, path);
+    lar *h = open_scoped(L, path);
     while (next_header(L, h, path)) {
         if (archive_entry_filetype(h->entry) == AE_IFLNK) {
             push_clean_name(L, entry_name(h->entry));
@@ -435,7 +437,7 @@ static void validate_all(lua_State *L, const char *path)
         }
     }
     lua_pop(L, 1);
-    h = open_archive(L, path);
+    h = open_scoped(L, path);
     while (next_header(L, h, path)) {
         const char *name = push_clean_name(L, entry_name(h->entry));
         const char *why = entry_refusal(L, h->entry, name, links);
@@ -443,8 +445,6 @@ static void validate_all(lua_State *L, const char *path)
             luaL_error(L, "archive %s: refusing entry \"%s\": %s (nothing extracted)", path, entry_name(h->entry), why);
         lua_pop(L, 1);
     }
-    archive_read_free(h->a);
-    h->a = NULL;
     lua_pop(L, 1);
 }
 
@@ -524,7 +524,7 @@ static void extract_entries(lua_State *L, extract_ctx *x, const char *path, lua_
     x->disk = archive_write_disk_new();
     archive_write_disk_set_options(x->disk, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                 ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
-    lar *h = open_archive(L, path);
+    lar *h = open_scoped(L, path);
     lua_newtable(L);
     lua_Integer written = 0, count = 0;
     while (next_header(L, h, path)) {
@@ -543,9 +543,7 @@ static void extract_entries(lua_State *L, extract_ctx *x, const char *path, lua_
     }
     if (archive_write_close(x->disk) < ARCHIVE_WARN)
         luaL_error(L, "archive %s: finishing: %s", path, archive_error_string(x->disk));
-    archive_read_free(h->a);
-    h->a = NULL;
-    lua_remove(L, -2); /* the archive handle; the names stay on top */
+    /* the names stay on top; the archive below them closes when ar_extract returns */
 }
 
 static int ar_extract(lua_State *L)

@@ -5,6 +5,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,20 @@ typedef struct {
     int type; /* AE_IFREG, AE_IFDIR, AE_IFLNK, AE_IFCHR; 'h' = hardlink */
     const char *data_or_target;
 } item;
+
+/* Descriptors this process has open (entries of /proc/self/fd, less the one opendir uses). */
+static int l_nfds(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    lua_Integer n = 0;
+    if (d) {
+        while (readdir(d))
+            n++;
+        closedir(d);
+    }
+    lua_pushinteger(L, n - 3); /* ".", ".." and the directory's own fd */
+    return 1;
+}
 
 static int write_archive(const char *path, int zip, const item *items, size_t n)
 {
@@ -121,6 +136,7 @@ int main(void)
     };
 
     lua_State *L = nt_state();
+    lua_register(L, "nfds", l_nfds);
     lua_pushstring(L, dir);
     lua_setglobal(L, "DIR");
 
@@ -159,7 +175,17 @@ int main(void)
                           "assert(ar.read(DIR .. '/' .. GOOD, 'micropython.bin') == BIG)\n"
                           "assert(ar.read(DIR .. '/' .. GOOD, 'micropython.bin', 10) == BIG:sub(1, 10))\n"
                           "local ok, e = pcall(ar.read, DIR .. '/' .. GOOD, 'nope')\n"
-                          "assert(not ok and e:find('no file entry named nope'), e)\n");
+                          "assert(not ok and e:find('no file entry named nope'), e)\n"
+                          "ok, e = pcall(ar.read, DIR .. '/' .. GOOD, 'micropython.bin', -1)\n"
+                          "assert(not ok and e:find('negative size'), e)\n"
+                          /* failed calls close the archive at once, not at garbage collection */
+                          "collectgarbage('stop')\n"
+                          "local before = nfds()\n"
+                          "pcall(ar.read, DIR .. '/' .. GOOD, 'nope')\n"
+                          "pcall(ar.verify, DIR .. '/cut.zip')\n"
+                          "local after = nfds()\n"
+                          "collectgarbage('restart')\n"
+                          "assert(after == before, before .. ' descriptors before, ' .. after .. ' after')\n");
         nt_lua(L, "each", "local ar = require('mpctl.archive')\n"
                           "local names, got = {}, nil\n"
                           "for info, a in ar.each(DIR .. '/' .. GOOD) do\n"
