@@ -427,6 +427,8 @@ static int port_send_break(lua_State *L)
 {
     struct port *p = check_open(L, 1);
     double seconds = opt_timeout(L, 2, 0.25);
+    /* bounded: a break is a pulse (a quarter second is usual), and the sleep must end */
+    luaL_argcheck(L, seconds <= 60, 2, "a break lasts at most 60 seconds");
     if (p->kind == PORT_LOCAL) {
         local_send_break(L, p, seconds);
     } else if (p->kind == PORT_RFC_CLIENT) {
