@@ -221,8 +221,9 @@ static int f_list(lua_State *L)
     lua_newtable(L);
     lua_Integer n = 0;
     struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    /* errno is reset before every readdir: the allocations between calls may leave it set, and
+     * readdir signals an error only through errno */
+    while ((errno = 0, e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         lua_pushstring(L, e->d_name);
