@@ -46,11 +46,14 @@ Transfer modes (stats.mode):
     "base64-paste" base64 lines `_w(_d(b'...'))`, many per exec, streamed through raw-paste windows.
     "base64-raw"   the same through the plain raw REPL (device without working raw-paste).
     "...+deflate"  put only: data that deflates by >= 10 % (source files) travels zlib-compressed
-                   into "<path>.mpctl~", which the device inflates into path (deflate module,
+                   into "<path>.mpctl~z", which the device inflates (deflate module,
                    MicroPython >= 1.21, 32 KB window) and removes; a device error there (no RAM)
                    turns compression off for the connection and the file is sent plain.
 Every transfer ends with sha256 computed on the device (hashlib) compared with the host's (a device
 without hashlib is read back instead); put first compares hashes and skips a file that matches.
+put writes "<path>.mpctl~" and renames it to path only once the device's hash matches the host's,
+so a transfer that fails, is cut short or arrives corrupted leaves path as it was (a stray
+".mpctl~" file at worst).
 
 WebAssembly MicroPython (banner "JS with Emscripten" / sys.platform 'webassembly'): its raw-paste
 answers R\x01 and then hangs, its stdin cannot be read by code, Ctrl-C cannot stop running code and
@@ -123,6 +126,10 @@ M.pyquote = pyquote
 -- it announces itself with \x06, then reads n bytes from stdin in c-byte chunks, acking each chunk
 -- with \x06 as soon as it is read (before writing it, so the next chunk already flows while the
 -- file write runs). kbd_intr(-1) lets \x03 through as data. p=None discards (capability probe).
+-- _mpctl_fin ends every put: the data went into a temporary file t (inflated from z first when
+-- compressed), which replaces p only when its hash is the host's w, so a transfer cut short or
+-- corrupted never leaves a file at p that looks complete; a mismatching t is removed, and without
+-- hashlib ('-') t stays for the host to read back.
 local HELPERS = [[
 def _mpctl_h(p):
  try:
@@ -187,6 +194,23 @@ def _mpctl_inflate(s,d):
      break
     o.write(m[:n])
  os.remove(s)
+def _mpctl_mv(t,p):
+ import os
+ try:
+  os.rename(t,p)
+ except OSError:
+  os.remove(p)
+  os.rename(t,p)
+def _mpctl_fin(t,p,w,z):
+ import os
+ if z:
+  _mpctl_inflate(z,t)
+ h=_mpctl_h(t)
+ if h==w:
+  _mpctl_mv(t,p)
+ elif h!='-':
+  os.remove(t)
+ return h
 def _mpctl_ls(d):
  import os
  for e in os.ilistdir(d):
@@ -945,27 +969,34 @@ function R:put(data, path, opts)
         self.binary_reason or "WebAssembly port"))
     end
   end
-  -- Compressible data (source files) goes deflated into a temporary file that the device inflates
-  -- (deflate module, MicroPython >= 1.21); the hash is always of the final file.
-  local payload, target, zsuffix = data, path, ""
-  local finish = "print(_mpctl_h(" .. pyquote(path) .. "))"
+  -- The data lands in a temporary file that replaces path only once its device hash matches
+  -- (_mpctl_fin). Compressible data (source files) travels deflated into a second temporary file
+  -- that the device inflates (deflate module, MicroPython >= 1.21); the hash is of the final file.
+  local tmp = path .. ".mpctl~"
+  local payload, target, zarg, zsuffix = data, tmp, "None", ""
   if opts.compress ~= false and #data >= 256 and self:_has_deflate() then
     local z = require("mpctl.zlib").compress(data, 9)
     if #z <= #data * 0.9 then
-      payload, target, zsuffix = z, path .. ".mpctl~", "+deflate"
-      finish = "_mpctl_inflate(" .. pyquote(target) .. "," .. pyquote(path) .. ")\n" .. finish
+      payload, target, zsuffix = z, path .. ".mpctl~z", "+deflate"
+      zarg = pyquote(target)
     end
   end
+  local finish = "print(_mpctl_fin(" .. pyquote(tmp) .. "," .. pyquote(path) .. "," .. pyquote(want) .. ","
+    .. zarg .. "))"
   local ok, res = pcall(self._put_payload, self, mode, payload, target, timeout, finish)
   if not ok then
-    if zsuffix ~= "" and M.is_error(res, "device") then
-      -- inflating failed on the device (too little RAM for the 32 KB window?): plain from now on
-      self.deflate = false
-      pcall(self.rm, self, target)
-      local o = {}
-      for k, v in pairs(opts) do o[k] = v end
-      o.compress, o.force = false, true
-      return self:put(data, path, o)
+    if M.is_error(res, "device") then
+      -- the device is back at the prompt: leave no temporary files behind
+      pcall(self.exec, self, "import os\nfor _p in (" .. pyquote(tmp) .. "," .. pyquote(target) .. "):\n"
+        .. " try:\n  os.remove(_p)\n except OSError:\n  pass")
+      if zsuffix ~= "" then
+        -- inflating failed on the device (too little RAM for the 32 KB window?): plain from now on
+        self.deflate = false
+        local o = {}
+        for k, v in pairs(opts) do o[k] = v end
+        o.compress, o.force = false, true
+        return self:put(data, path, o)
+      end
     end
     error(res, 0)
   end
@@ -973,13 +1004,18 @@ function R:put(data, path, opts)
   local got = res.hash
   local s = stats_for(self, mode, #data, tx0, rx0, t0, "put")
   if got == "-" then
-    -- no hashlib on the device: verify by reading the file back
-    local back = self:get(path, {verify = false})
-    got = hash.hex(hash.sha256(back))
+    -- no hashlib on the device: read the temporary file back, and move it into place if it matches
+    got = hash.hex(hash.sha256(self:get(tmp, {verify = false})))
+    if got == want then
+      self:exec("_mpctl_mv(" .. pyquote(tmp) .. "," .. pyquote(path) .. ")")
+    else
+      self:rm(tmp)
+    end
   end
   if got ~= want then
-    raise("protocol", string.format("repl %s: %s: sha256 mismatch after writing %d bytes: device %s, host %s",
-      self.name, path, #data, tostring(got), want), {device_sha256 = got, sha256 = want})
+    raise("protocol", string.format("repl %s: %s: sha256 mismatch after writing %d bytes: device %s, host %s "
+      .. "(the device file was left as it was)", self.name, path, #data, tostring(got), want),
+      {device_sha256 = got, sha256 = want})
   end
   s.sha256, s.status = want, "written"
   return s

@@ -92,6 +92,38 @@ test("put skips a file whose device hash matches, and rewrites a changed one", f
   r:close()
 end)
 
+-- A port that refuses every write larger than 1000 bytes once `allow` of them have passed,
+-- as a USB adapter pulled mid-transfer would: the device never sees the refused piece.
+local function cut_port(port)
+  local p = {name = "cut " .. port.name}
+  function p.write(_, data)
+    if p.allow and #data > 1000 then
+      if p.allow == 0 then error("serial cut: write: Broken pipe", 0) end
+      p.allow = p.allow - 1
+    end
+    return port:write(data)
+  end
+  for _, m in ipairs({"read", "is_eof", "baud"}) do
+    p[m] = function(_, ...) return port[m](port, ...) end
+  end
+  return p
+end
+
+test("an upload cut short leaves the device file as it was", function()
+  local r, port = connect()
+  r:put("old", "/tmp/cut.bin")
+  local cut = cut_port(port)
+  local r1 = repl.attach(cut, {timeout = 10, batch = 4096})
+  test.eq(r1:sha256("/tmp/cut.bin"), hash.hex(hash.sha256("old")))   -- helpers sent before the cut
+  cut.allow = 1                    -- the first base64 exec of the file passes, the second is lost
+  local ok, e = pcall(r1.put, r1, random_bytes(20000, 4), "/tmp/cut.bin", {compress = false})
+  test.ok(not ok and repl.is_error(e, "reset"), "put failed with the port: " .. tostring(e))
+  local r2 = repl.attach(port, {timeout = 10})
+  test.eq(r2:get("/tmp/cut.bin"), "old", "the half-sent file did not replace the old one")
+  r2:close()
+  r:close()
+end)
+
 test("binary upload is refused cleanly where stdin cannot be read", function()
   local r = connect()
   test.raises(function() r:put("abc", "/tmp/b.bin", {mode = "binary"}) end, "does not take binary")
@@ -203,6 +235,7 @@ test("compressible files go deflated and are inflated on the device", function()
   test.ok(s.wire_per_byte < 0.5, "deflate cuts the wire bytes: " .. s.wire_per_byte)
   test.eq(r:get("/tmp/src.py"), text)
   test.eq(r:stat("/tmp/src.py.mpctl~"), nil, "temporary file removed")
+  test.eq(r:stat("/tmp/src.py.mpctl~z"), nil, "compressed temporary file removed")
   local p = r:put(text .. "#", "/tmp/src.py", {compress = false})
   test.eq(p.mode, "base64-raw")
   test.eq(r:get("/tmp/src.py"), text .. "#")
