@@ -53,7 +53,7 @@ Every transfer ends with sha256 computed on the device (hashlib) compared with t
 without hashlib is read back instead); put first compares hashes and skips a file that matches.
 put writes "<path>.mpctl~" and renames it to path only once the device's hash matches the host's,
 so a transfer that fails, is cut short or arrives corrupted leaves path as it was (a stray
-".mpctl~" file at worst).
+".mpctl~" file at worst); get_file writes the local file the same way (mpctl.fs.write).
 
 WebAssembly MicroPython (banner "JS with Emscripten" / sys.platform 'webassembly'): its raw-paste
 answers R\x01 and then hangs, its stdin cannot be read by code, Ctrl-C cannot stop running code and
@@ -1069,7 +1069,9 @@ function R:get(path, opts)
     raise("protocol", string.format("repl %s: %s: expected %d bytes, got %d", self.name, path, n, #data))
   end
   if opts.verify ~= false then
+    -- only a device without hashlib goes unverified; any other failure of the check is an error
     local ok, dev = pcall(self.sha256, self, path)
+    if not ok and not M.is_error(dev, "unsupported") then error(dev, 0) end
     local host = hash.hex(hash.sha256(data))
     if ok and dev ~= host then
       raise("protocol", string.format("repl %s: %s: sha256 mismatch after reading %d bytes: device %s, host %s",
@@ -1082,9 +1084,7 @@ end
 
 function R:get_file(path, localpath, opts)
   local data, s = self:get(path, opts)
-  local f = assert(io.open(localpath, "wb"))
-  f:write(data)
-  f:close()
+  require("mpctl.fs").write(localpath, data)   -- temp file + rename: never a half-written file
   return s
 end
 
