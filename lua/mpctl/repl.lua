@@ -240,13 +240,20 @@ function R:_write(data)
   if self.trace then self.trace("tx", data) end
 end
 
--- Reads what arrives within `left` seconds (at least one byte, or "" on timeout).
-function R:_recv(left)
-  local s = self.port:read(65536, left > 0 and left or 0)
+-- Every read from the port goes through here, so rx and the trace see every byte.
+function R:_read_port(max, timeout)
+  local s = self.port:read(max, timeout)
   if s ~= "" then
     self.rx = self.rx + #s
     if self.trace then self.trace("rx", s) end
-  elseif self.port.is_eof and self.port:is_eof() then
+  end
+  return s
+end
+
+-- Reads what arrives within `left` seconds (at least one byte, or "" on timeout).
+function R:_recv(left)
+  local s = self:_read_port(65536, left > 0 and left or 0)
+  if s == "" and self.port.is_eof and self.port:is_eof() then
     raise("reset", string.format("repl %s: device hung up (end of file) while waiting", self.name),
       {eof = true})
   end
@@ -336,9 +343,8 @@ end
 -- True when a byte is ready now (used while streaming, to pick up flow-control bytes early).
 function R:_ready()
   if self.rbuf ~= "" then return true end
-  local s = self.port:read(65536, 0)
+  local s = self:_read_port(65536, 0)
   if s ~= "" then
-    self.rx = self.rx + #s
     self.rbuf = s
     return true
   end
@@ -351,9 +357,8 @@ function R:_drain(quiet, limit)
   self.rbuf = ""
   local deadline = now() + limit
   while now() < deadline do
-    local s = self.port:read(65536, quiet)
+    local s = self:_read_port(65536, quiet)
     if s == "" then break end
-    self.rx = self.rx + #s
     parts[#parts + 1] = s
   end
   return table.concat(parts)
@@ -543,8 +548,7 @@ function R:_send_paste(code, timeout)
     self.rbuf = g .. self.rbuf
     local t = now() + 0.03
     while now() < t and #self.rbuf < 2 do
-      local s = self.port:read(16, t - now())
-      if s ~= "" then self.rx = self.rx + #s; self.rbuf = self.rbuf .. s end
+      self.rbuf = self.rbuf .. self:_read_port(16, t - now())
     end
     if self.rbuf:sub(2, 2) == "\x04" then
       self.paste, self.paste_broken = false, true
