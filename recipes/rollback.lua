@@ -63,9 +63,10 @@ end
 local image
 local function find_image(fwrec)
   if type(fwrec) ~= "table" or type(fwrec.sha256) ~= "string" then return nil end
-  for _, m in ipairs(firmware.cached()) do
-    if m.sha256 == fwrec.sha256 then return m.path end
-  end
+  -- cached_by_sha256 hashes the cached file again: a damaged copy would pass the MD5 check
+  -- after writing (the chip is compared with the bytes read, not with the recorded hash).
+  local cached = firmware.cached_by_sha256(fwrec.sha256)
+  if cached then return cached end
   for _, p in ipairs({ fwrec.path, fwrec.file }) do
     if type(p) == "string" and fs.exists(p) and hash.file(p, "sha256") == fwrec.sha256 then return p end
   end

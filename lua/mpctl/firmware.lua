@@ -487,6 +487,16 @@ local function cache_hit(opts, sha, ftype)
   return p
 end
 
+-- The cached file whose bytes hash to sha (checked now, as cache_hit does), or nil; its sidecar second.
+function M.cached_by_sha256(sha, opts)
+  for _, meta in ipairs(M.cached(opts)) do
+    if meta.sha256 == sha then
+      local path = cache_hit(opts or {}, sha, meta.type)
+      if path then return path, meta end
+    end
+  end
+end
+
 local function cache_find(opts, board, variant, version, ftype, file)
   for _, meta in ipairs(M.cached(opts)) do
     if meta.board == board and (meta.variant or "") == (variant or "") and meta.type == ftype and

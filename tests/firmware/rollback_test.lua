@@ -97,6 +97,30 @@ test("version= flashes go through the firmware cache, and rollback takes the pre
   test.contains(err, "first one recorded")
 end)
 
+test("a damaged cached copy of the previous firmware is not written back", function()
+  local board = fs.join(top, "board4.bin")
+  local port = sim(board)
+  local mirror = fs.join(top, "mirror4")
+  fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241025-v1.24.0.bin"), A)
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241129-v1.24.1.bin"), B)
+  ENV.MPCTL_MIRROR = mirror
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "version=1.24.0", "repl=no" })
+  test.eq(code, 0, err)
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "--board", "ESP32_GENERIC", "version=1.24.1", "repl=no" })
+  ENV.MPCTL_MIRROR = false
+  test.eq(code, 0, err)
+  fs.remove(mirror, { recursive = true })
+  -- the cached A rots on disk: same name and size, other bytes
+  local a_obj = fs.join(cache, "objects", hash.hex(hash.sha256(A)) .. ".bin")
+  fs.write(a_obj, string.rep("\0", #A))
+  code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 1)
+  test.contains(err, "not in the cache")
+  test.eq(flash_at(board, OFFSET, #B), B, "the board still runs B")
+  test.ok(not fs.exists(a_obj), "the damaged copy was removed")
+end)
+
 test("rollback refuses a different board, and says so when nothing was recorded", function()
   local board = fs.join(top, "board3.bin")
   local port = sim(board)
