@@ -127,3 +127,17 @@ test("a damaged frame (CRC error reply) is sent again; a flash error is not", fu
   test.raises(function() conn:command(OP.FLASH_DATA, "x") end, "flash write error")
   test.eq(conn.retries, 1, "not retried")
 end)
+
+-- ESP32 ROM CHANGE_BAUDRATE carries baud * rom_xtal // valid_xtal, all integer maths in esptool
+-- (targets/esp32.py change_baud); a float product can round differently, as it does here.
+test("ESP32 ROM baud correction uses esptool's integer arithmetic", function()
+  local esp = require("mpctl.esp")
+  local regs = { [0x3FF5F06C] = 700 << 7, [0x3FF5A000 + 16] = 117 }
+  local chip = setmetatable({ chip = esp.chips.by_key.esp32, stub = false,
+    read_reg = function(_, addr) return regs[addr] or 0 end }, esp.Chip)
+  -- 700 * 15625 * 117 // 40 = 31992187 Hz, read as a 26 MHz crystal
+  test.eq(chip:rom_baud_value(921600), 921600 * 31992187 // 26000000)
+  test.eq(chip:rom_baud_value(921600), 1133999)
+  chip.stub = true
+  test.eq(chip:rom_baud_value(921600), 921600, "the stub takes the plain rate")
+end)

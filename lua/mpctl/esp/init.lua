@@ -131,10 +131,11 @@ function Chip:rom_baud_value(baud)
   local ok, cali = pcall(self.read_reg, self, q.reg)
   local ok2, ck8m = pcall(self.read_reg, self, self.chip.efuse_base + 16)
   if not (ok and ok2) then return baud end
-  local freq = ((cali >> q.shift) & q.mask) * 15625 * (ck8m & 0xFF) / 40
-  if freq < 20e6 or freq > 50e6 then return baud end
-  local valid = freq > 33e6 and 40e6 or 26e6
-  return math.floor(baud * freq / valid)
+  -- integer arithmetic throughout, as esptool's `//`, so the value sent is the same to the baud
+  local freq = ((cali >> q.shift) & q.mask) * 15625 * (ck8m & 0xFF) // 40
+  if freq < 20000000 or freq > 50000000 then return baud end
+  local valid = freq > 33000000 and 40000000 or 26000000
+  return baud * freq // valid
 end
 
 -- Returns true on success, false if we stayed at the old baud with the link intact, or raises
