@@ -274,16 +274,20 @@ return function(M, Chip)
         local failure = self:write_run(offset + r[1], data:sub(r[1] + 1, r[1] + r[2]), st)
         if failure then
           local reached = failure.reached or (offset + r[1])
+          -- Only a loader with MD5 can skip what is already on flash; the ESP8266 ROM starts over.
+          local resume = can_md5 and string.format("sectors already on flash are compared by MD5 and "
+            .. "skipped, so the write resumes near 0x%X", reached)
+            or "without MD5 (this ROM loader) the whole image is written again"
           if failure.io or not self:alive() then
             finish("failed")
             self:fail("device stopped answering while writing at 0x%X (%s); %d of %d bytes were written "
-              .. "before that. Reconnect the board and run the same command again: sectors already on "
-              .. "flash are compared by MD5 and skipped, so the write resumes near 0x%X.",
-              reached, failure.msg, math.max(0, reached - offset), #data, reached)
+              .. "before that. Reconnect the board and run the same command again: %s.",
+              reached, failure.msg, math.max(0, reached - offset), #data, resume)
           end
           if st.rounds >= MAX_ROUNDS or not can_md5 then
             finish("failed")
-            self:fail("write failed at 0x%X: %s (after %d retries)", reached, failure.msg, st.retries)
+            self:fail("write failed at 0x%X: %s (after %d retries). Run the same command again: %s.",
+              reached, failure.msg, st.retries, resume)
           end
           self:log("warn", "write at 0x%X failed (%s); comparing flash with the image to resume", reached, failure.msg)
           failed = true
@@ -370,9 +374,17 @@ return function(M, Chip)
         conn:write_raw(string.pack("<I4", got))
         update(got)
       end
-      local digest = conn:read_frame(10)
+      local digest, _, dmsg = conn:read_frame(10)
       local data = table.concat(parts)
-      if #data ~= size then self:fail("read_flash: got %d bytes, asked for %d", #data, size) end
+      if #data ~= size then
+        finish("failed")
+        self:fail("read_flash 0x%X+%d: got %d bytes, asked for %d", offset, size, #data, size)
+      end
+      if not digest then
+        finish("failed")
+        self:fail("read_flash 0x%X+%d: all data received but no MD5 frame from the stub: %s", offset, size,
+          dmsg or "timeout")
+      end
       if digest ~= hash.md5(data) then
         finish("failed")
         self:fail("read_flash 0x%X+%d: MD5 from the stub does not match the data received", offset, size)
