@@ -61,7 +61,7 @@ M.list = {
     rom = { defl = true, md5 = true, change_baud = true, spi_attach = true, encrypted_flag = true },
     spi = { base = 0x60002000, usr = 0x18, usr1 = 0x1C, usr2 = 0x20, w0 = 0x58, mosi_dlen = 0x24, miso_dlen = 0x28 },
     mac = "word_pair", mac_reg = 0x60008844,
-    uart_clkdiv = 0x3FF40014, xtal_divider = 1,
+    uart_clkdiv = 0x60000014, xtal_divider = 1, -- esptool UART_CLKDIV_REG (esptool-js 0.7.0 has the ESP32 address)
   },
   chip {
     key = "esp32c6", name = "ESP32-C6", image_id = 13, magic = { 0x2CE0806F },
@@ -69,7 +69,7 @@ M.list = {
     rom = { defl = true, md5 = true, change_baud = true, spi_attach = true, encrypted_flag = true },
     spi = { base = 0x60003000, usr = 0x18, usr1 = 0x1C, usr2 = 0x20, w0 = 0x58, mosi_dlen = 0x24, miso_dlen = 0x28 },
     mac = "word_pair", mac_reg = 0x600B0844,
-    uart_clkdiv = 0x3FF40014, xtal_divider = 1,
+    uart_clkdiv = 0x60000014, xtal_divider = 1, -- esptool UART_CLKDIV_REG (esptool-js 0.7.0 has the ESP32 address)
   },
 }
 
