@@ -58,7 +58,9 @@ function M.hard(port, usb)
 end
 
 -- The strategies tried, in order, across connection attempts for one reset mode. esptool
--- alternates tight/classic and short/long delay (`_construct_reset_strategy_sequence`).
+-- (`_construct_reset_strategy_sequence`) tries tight 50 ms, tight 550 ms, classic 50 ms, classic
+-- 550 ms; mpctl tries both wirings at the short delay first, as most boards that fail one
+-- wiring need the other rather than a longer wait.
 function M.sequence(mode)
   if mode == "none" or mode == "no" then
     return { { name = "no reset", fn = function() end } }
