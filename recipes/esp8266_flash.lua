@@ -2,7 +2,7 @@
 -- @option firmware: image file to write (default: the latest release for the board; "demo" = a generated test image)
 -- @option version: release to download when firmware= is not given (default latest)
 -- @option erase: yes = erase the whole flash first (a fresh install)
--- @option backup: save the whole flash to this file before writing
+-- @option backup: keep what was there: FILE = the whole flash as one raw file; flash, files or all = a backup folder (files need MicroPython running)
 -- @option verify: no = skip the MD5 check of what was written (default yes)
 -- @option repl: no = stop after the verified write and reset (default: reach the REPL)
 -- @option reset: classic, usb-jtag or none (default: from the board file)
