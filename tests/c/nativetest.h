@@ -5,6 +5,7 @@
 
 #include "mpctl.h"
 
+#include <dirent.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,22 @@ static int nt_failures;
         }                                                                                          \
     } while (0)
 
+/* nfds() -> descriptors this process has open (entries of /proc/self/fd, less opendir's own):
+ * for checks that an error path closed what it opened. */
+static inline int nt_nfds(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    lua_Integer n = 0;
+    if (d) {
+        while (readdir(d))
+            n++;
+        closedir(d);
+    }
+    lua_pushinteger(L, n - 3); /* ".", ".." and the directory's own fd */
+    return 1;
+}
+
+/* A Lua state with every mpctl.* module preloaded and the global nfds(). */
 static inline lua_State *nt_state(void)
 {
     static const luaL_Reg mods[] = {
@@ -36,6 +53,7 @@ static inline lua_State *nt_state(void)
         lua_setfield(L, -2, m->name);
     }
     lua_pop(L, 2);
+    lua_register(L, "nfds", nt_nfds);
     return L;
 }
 

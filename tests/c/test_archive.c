@@ -5,7 +5,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,20 +14,6 @@ typedef struct {
     int type; /* AE_IFREG, AE_IFDIR, AE_IFLNK, AE_IFCHR; 'h' = hardlink */
     const char *data_or_target;
 } item;
-
-/* Descriptors this process has open (entries of /proc/self/fd, less the one opendir uses). */
-static int l_nfds(lua_State *L)
-{
-    DIR *d = opendir("/proc/self/fd");
-    lua_Integer n = 0;
-    if (d) {
-        while (readdir(d))
-            n++;
-        closedir(d);
-    }
-    lua_pushinteger(L, n - 3); /* ".", ".." and the directory's own fd */
-    return 1;
-}
 
 static int write_archive(const char *path, int zip, const item *items, size_t n)
 {
@@ -136,7 +121,6 @@ int main(void)
     };
 
     lua_State *L = nt_state();
-    lua_register(L, "nfds", l_nfds);
     lua_pushstring(L, dir);
     lua_setglobal(L, "DIR");
 

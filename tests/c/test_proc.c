@@ -3,7 +3,6 @@
  * small C helpers so it does not depend on mpctl.serial. */
 #include "nativetest.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -48,20 +47,6 @@ static int l_writefd(lua_State *L)
 static int l_closefd(lua_State *L)
 {
     lua_pushinteger(L, close((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-/* Descriptors this process has open (entries of /proc/self/fd, less the one opendir uses). */
-static int l_nfds(lua_State *L)
-{
-    DIR *d = opendir("/proc/self/fd");
-    lua_Integer n = 0;
-    if (d) {
-        while (readdir(d))
-            n++;
-        closedir(d);
-    }
-    lua_pushinteger(L, n - 3); /* ".", ".." and the directory's own fd */
     return 1;
 }
 
@@ -168,7 +153,6 @@ int main(void)
     lua_register(L, "writefd", l_writefd);
     lua_register(L, "closefd", l_closefd);
     lua_register(L, "fdvalid", l_fdvalid);
-    lua_register(L, "nfds", l_nfds);
     nt_lua(L, "pipes", pipes);
     nt_lua(L, "errors", errors);
     nt_lua(L, "pty", pty);
