@@ -623,7 +623,7 @@ local function newest_cached(opts, board, variant, ftype_order, version)
   return best
 end
 
-local function offline_fetch(board, version, opts, lock, why, detail)
+local function offline_fetch(board, version, opts, lock, expect_sha, why, detail)
   local order = opts.type and { opts.type } or M.type_order(board)
   local meta = newest_cached(opts, board, opts.variant, order, version)
   if not meta then
@@ -642,7 +642,27 @@ local function offline_fetch(board, version, opts, lock, why, detail)
     end
     img.pinned = pin ~= nil
   end
+  if expect_sha and expect_sha ~= img.sha256 then
+    fail("cached %s does not match sha256=:\n  expected: %s\n  cached:   %s", img.file, expect_sha, img.sha256)
+  end
   ui.log("info", "%s: using cached %s (%s)", why, img.file, img.version)
+  return img
+end
+
+-- What every fetch ends with, from the source or from the cache: the lock record and the to= copy.
+local function finish(img, opts, lock, pinned)
+  if lock and (pinned or opts.pin or fs.exists(lock.path)) then
+    local _, added = lock_record(lock.path, img, opts.lock_wait)
+    img.pinned = true
+    img.newly_pinned = added
+    img.lock = lock.path
+  end
+  if opts.to then
+    fs.mkdir(opts.to, { parents = true })
+    local dest = fs.join(opts.to, img.file)
+    if not fs.exists(dest) or hash.file(dest, "sha256") ~= img.sha256 then fs.write(dest, fs.read(img.path)) end
+    img.copy = dest
+  end
   return img
 end
 
@@ -659,13 +679,15 @@ function M.fetch(board, version, opts)
   end
 
   if opts.offline or env("MPCTL_OFFLINE") then
-    return offline_fetch(board, version, opts, lock, "offline")
+    local img = offline_fetch(board, version, opts, lock, expect_sha, "offline")
+    return finish(img, opts, lock, img.pinned)
   end
   local ok, entries, info = pcall(M.catalog, board, opts)
   if not ok then
     if is_network_error(entries) then
       ui.log("warn", "cannot reach the firmware source: %s", tostring(entries))
-      return offline_fetch(board, version, opts, lock, "source unreachable", tostring(entries))
+      local img = offline_fetch(board, version, opts, lock, expect_sha, "source unreachable", tostring(entries))
+      return finish(img, opts, lock, img.pinned)
     end
     error(entries, 0)
   end
@@ -703,19 +725,7 @@ function M.fetch(board, version, opts)
     img.cached = false
   end
   img.url = img.url or entry.url
-  if lock and (pin or opts.pin or fs.exists(lock.path)) then
-    local _, added = lock_record(lock.path, img, opts.lock_wait)
-    img.pinned = true
-    img.newly_pinned = added
-    img.lock = lock.path
-  end
-  if opts.to then
-    fs.mkdir(opts.to, { parents = true })
-    local dest = fs.join(opts.to, img.file)
-    if not fs.exists(dest) or hash.file(dest, "sha256") ~= img.sha256 then fs.write(dest, fs.read(img.path)) end
-    img.copy = dest
-  end
-  return img
+  return finish(img, opts, lock, pin)
 end
 
 function M.pin(board, version, opts)

@@ -260,6 +260,23 @@ test("offline: served from the cache, and a clear message when nothing is cached
   test.contains(msg, "no cached firmware for PYBV11")
 end)
 
+test("offline: sha256= is checked against the cached file, and to= gets its copy", function()
+  local o = opts()
+  local want = mirror.files["RPI_PICO-20241129-v1.24.1.uf2"]
+  firmware.fetch("RPI_PICO", "1.24.1", o)
+  local off = opts({ cache_dir = o.cache_dir, offline = true, source = "http://127.0.0.1:1" })
+  local wrong = string.rep("cd", 32)
+  off.sha256 = wrong
+  local msg = test.raises(function() firmware.fetch("RPI_PICO", "1.24.1", off) end, "does not match sha256=")
+  test.contains(msg, wrong)
+  test.contains(msg, want.sha256)
+  off.sha256 = want.sha256
+  off.to = fs.join(top, "offline-to")
+  local img = firmware.fetch("RPI_PICO", "1.24.1", off)
+  test.eq(img.copy, fs.join(off.to, "RPI_PICO-20241129-v1.24.1.uf2"))
+  test.eq(fs.read(img.copy), want.data)
+end)
+
 test("the board page cached earlier lets the catalog work when the source is down", function()
   local s2 = S.start_server(mirror.dir, { logdir = fs.tmpdir() })
   local o = opts({ source = s2.url, retries = 0 })
