@@ -299,7 +299,14 @@ return function(M, Chip)
       st.write_s = (st.write_s or 0) + time.now() - tw
       -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
       if self.stub and st.wrote_any then
-        self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END, string.pack("<I4", 1), { timeout = 10 })
+        local ok, _, msg = self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END,
+          string.pack("<I4", 1), { timeout = 10 })
+        -- with verify the MD5 below is the judge; without it this answer is all there is
+        if not ok and not want_md5 then
+          finish("failed")
+          self:fail("writing 0x%X+%d: the loader did not confirm the last blocks are on flash (%s). " ..
+            "Run the same command again, with verify=yes to check what is there.", offset, #data, msg)
+        end
       end
       if failed then
         dirty = self:diff(offset, data) -- resume: only what is not on flash yet
