@@ -388,7 +388,7 @@ static int wait_for(struct proc *p, double timeout)
             return 0;
         if (p->pidfd >= 0) {
             struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-            int ms = (int)(left * 1000) + 1;
+            int ms = left > 86400 ? 86400000 : (int)(left * 1000) + 1; /* wait(math.huge) */
             poll(&pfd, 1, ms);
         } else {
             double step = left < 0.005 ? left : 0.005;

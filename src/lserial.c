@@ -891,8 +891,7 @@ static int serial_poll(lua_State *L)
             any_now |= ready_now(L, -1);
             lua_pop(L, 1);
         }
-        double left = any_now ? 0 : deadline - mpctl_now();
-        int r = poll(pfds, (nfds_t)n, left > 0 ? (int)(left * 1000) + 1 : 0);
+        int r = poll(pfds, (nfds_t)n, any_now ? 0 : port_ms_left(deadline));
         if (r < 0 && errno != EINTR)
             return luaL_error(L, "serial.poll: %s", strerror(errno));
         lua_newtable(L);

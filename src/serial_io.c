@@ -103,9 +103,7 @@ void port_buf_free(struct port_buf *b)
 
 /* ---- waiting ----------------------------------------------------------------------------- */
 
-/* Milliseconds left until deadline, for poll(): never negative, rounded up so that a wait for
- * 0.0005 s still polls once rather than spinning. */
-static int ms_left(double deadline)
+int port_ms_left(double deadline)
 {
     double left = deadline - mpctl_now();
     if (left <= 0)
@@ -120,7 +118,7 @@ static int wait_fd(int fd, short events, double deadline)
 {
     for (;;) {
         struct pollfd pfd = {fd, events, 0};
-        int r = poll(&pfd, 1, ms_left(deadline));
+        int r = poll(&pfd, 1, port_ms_left(deadline));
         if (r > 0)
             return pfd.revents;
         if (r == 0)

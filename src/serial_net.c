@@ -66,8 +66,7 @@ static int connect_one(const struct addrinfo *ai, double deadline, int *err)
         struct pollfd pfd = {fd, POLLOUT, 0};
         int r;
         do { /* a signal (SIGCHLD of a simulator) must not end the connect early */
-            double left = deadline - mpctl_now();
-            r = poll(&pfd, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+            r = poll(&pfd, 1, port_ms_left(deadline));
         } while (r < 0 && errno == EINTR);
         socklen_t len = sizeof *err;
         if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) == 0 && *err == 0)
@@ -145,11 +144,10 @@ int net_accept(lua_State *L, int lfd, const char *url, double timeout)
         }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             luaL_error(L, "serial %s: accept: %s", url, strerror(errno));
-        double left = deadline - mpctl_now();
-        if (left <= 0)
+        if (mpctl_now() >= deadline)
             return -1;
         struct pollfd pfd = {lfd, POLLIN, 0};
-        if (poll(&pfd, 1, (int)(left * 1000) + 1) == 0 && mpctl_now() >= deadline)
+        if (poll(&pfd, 1, port_ms_left(deadline)) == 0 && mpctl_now() >= deadline)
             return -1;
     }
 }

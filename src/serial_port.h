@@ -86,6 +86,10 @@ void port_push_eof_reason(lua_State *L, struct port *p);
  * call twice, never raises. */
 void port_release(struct port *p);
 int port_set_nonblock(int fd);
+/* Milliseconds left until deadline, for poll(): never negative, rounded up so that a wait for
+ * 0.0005 s still polls once rather than spinning, and capped at a day so that an infinite
+ * timeout (math.huge) is a long wait rather than an overflowing conversion. */
+int port_ms_left(double deadline);
 
 /* serial_rfc.c: RFC 2217 on top of a port */
 void rfc_client_start(lua_State *L, struct port *p, double timeout);
