@@ -187,16 +187,22 @@ function M.restore_files(repl, dir)
   local mpath = fs.join(dir, "files.json")
   if not fs.exists(mpath) then fail("%s has no files.json: not a files backup", dir) end
   local manifest = ui.json_decode(fs.read(mpath))
-  for _, d in ipairs(manifest.dirs or {}) do repl:mkdir(d, { exist_ok = true }) end
-  local n = 0
+  -- Every file is checked before the first write: a damaged backup must leave the device as it is.
+  local files = {}
   for _, f in ipairs(manifest.files or {}) do
     local src = fs.join(dir, "files", f.path:sub(2))
     local data = fs.read(src)
-    if sha(data) ~= f.sha256 then fail("files backup %s is damaged (sha256 differs from files.json)", src) end
-    repl:put(data, f.path) -- put compares the device's SHA-256 with ours after every transfer
-    n = n + 1
+    local got = sha(data)
+    if got ~= f.sha256 then
+      fail("files backup %s is damaged: sha256 %s, files.json says %s; nothing written", src, got, f.sha256)
+    end
+    files[#files + 1] = { path = f.path, data = data }
   end
-  return n
+  for _, d in ipairs(manifest.dirs or {}) do repl:mkdir(d, { exist_ok = true }) end
+  for _, f in ipairs(files) do
+    repl:put(f.data, f.path) -- put compares the device's SHA-256 with ours after every transfer
+  end
+  return #files
 end
 
 return M
