@@ -224,15 +224,19 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return call_progress(r, r->offset + dlnow, dltotal > 0 ? r->offset + dltotal : 0);
 }
 
-static double opt_number(lua_State *L, int t, const char *k, double def)
+/* A number option in 0..max: bounded so that the conversions to libcurl's milliseconds, an
+ * attempt count and a byte cap cannot overflow (math.huge included). */
+static double opt_number(lua_State *L, int t, const char *k, double def, double max)
 {
     lua_getfield(L, t, k);
     double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
     lua_pop(L, 1);
-    if (!(v >= 0))
-        luaL_error(L, "http.get: %s must be a number >= 0", k);
+    if (!(v >= 0 && v <= max))
+        luaL_error(L, "http.get: %s must be a number from 0 to %I", k, (lua_Integer)max);
     return v;
 }
+
+#define MAX_SECONDS 1e6 /* about 11 days */
 
 static const char *opt_string(lua_State *L, int t, const char *k)
 {
@@ -379,9 +383,9 @@ static void open_output(lua_State *L, request *r, const char *url, const char *t
 static void configure(lua_State *L, request *r, int opts, double *stall)
 {
     CURL *c = r->curl;
-    double connect = opt_number(L, opts, "connect_timeout", 15);
-    *stall = opt_number(L, opts, "stall_timeout", 30);
-    double total = opt_number(L, opts, "timeout", 0);
+    double connect = opt_number(L, opts, "connect_timeout", 15, MAX_SECONDS);
+    *stall = opt_number(L, opts, "stall_timeout", 30, MAX_SECONDS);
+    double total = opt_number(L, opts, "timeout", 0, MAX_SECONDS);
     const char *ca = opt_string(L, opts, "ca_file");
     int top = lua_gettop(L);
     const char *version = "dev";
@@ -508,7 +512,7 @@ static request *new_request(lua_State *L, const char *url, int opts)
     r->curl = curl_easy_init();
     if (r->curl == NULL)
         luaL_error(L, "http GET %s: cannot initialise libcurl", url);
-    r->body_max = (size_t)opt_number(L, opts, "max_size", DEFAULT_MAX_BODY);
+    r->body_max = (size_t)opt_number(L, opts, "max_size", DEFAULT_MAX_BODY, 1099511627776.0);
     configure(L, r, opts, &r->stall);
     add_headers(L, r, opts);
     curl_easy_setopt(r->curl, CURLOPT_URL, url);
@@ -594,8 +598,8 @@ static int h_get(lua_State *L)
     request *r = new_request(L, c.url, 2);
     c.to = opt_string(L, 2, "to");
     c.if_range = opt_string(L, 2, "if_range");
-    c.retries = (int)opt_number(L, 2, "retries", 3);
-    c.backoff = opt_number(L, 2, "backoff", 1);
+    c.retries = (int)opt_number(L, 2, "retries", 3, 1000);
+    c.backoff = opt_number(L, 2, "backoff", 1, 3600);
     if (c.to)
         open_output(L, r, c.url, c.to, opt_bool(L, 2, "resume"));
     c.resumed_from = r->offset;
