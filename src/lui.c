@@ -312,11 +312,21 @@ static void progress_json(lua_State *L, const struct progress *p, int label_idx,
     lua_pop(L, 1);
 }
 
+/* A byte count argument: finite and exact as a double, so that the JSON events' integer
+ * conversion is defined (NaN or math.huge would be undefined behaviour there). */
+static double check_count(lua_State *L, int idx)
+{
+    double v = luaL_checknumber(L, idx);
+    luaL_argcheck(L, v == v && v > -9007199254740992.0 && v < 9007199254740992.0, idx,
+                  "byte count must be a finite number below 2^53");
+    return v;
+}
+
 /* ui.progress(label[, total]) -> p; total may be nil or 0 when unknown (sizes in bytes) */
 static int u_progress(lua_State *L)
 {
     luaL_checkstring(L, 1);
-    lua_Number total = luaL_optnumber(L, 2, 0);
+    lua_Number total = lua_isnoneornil(L, 2) ? 0 : check_count(L, 2);
     struct conf *c = get_conf(L);
     struct progress *p = lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
@@ -363,9 +373,9 @@ static void progress_tick(lua_State *L, struct progress *p, int force)
 static int pm_update(lua_State *L)
 {
     struct progress *p = check_progress(L);
-    p->done = luaL_checknumber(L, 2);
+    p->done = check_count(L, 2);
     if (!lua_isnoneornil(L, 3))
-        p->total = luaL_checknumber(L, 3);
+        p->total = check_count(L, 3);
     progress_tick(L, p, 0);
     lua_settop(L, 1);
     return 1;
@@ -375,7 +385,7 @@ static int pm_update(lua_State *L)
 static int pm_add(lua_State *L)
 {
     struct progress *p = check_progress(L);
-    p->done += luaL_checknumber(L, 2);
+    p->done += check_count(L, 2);
     progress_tick(L, p, 0);
     lua_settop(L, 1);
     return 1;
@@ -438,7 +448,7 @@ static int pm_tostring(lua_State *L)
 {
     struct progress *p = check_progress(L);
     lua_getiuservalue(L, 1, 1);
-    lua_pushfstring(L, "mpctl.progress %s (%d/%d%s)", lua_tostring(L, -1), (int)p->done, (int)p->total,
+    lua_pushfstring(L, "mpctl.progress %s (%I/%I%s)", lua_tostring(L, -1), (lua_Integer)p->done, (lua_Integer)p->total,
                     p->finished ? ", finished" : "");
     return 1;
 }

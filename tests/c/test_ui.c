@@ -174,7 +174,15 @@ static const char *const logs =
     "ui.configure{json = false}\n"
     /* not a terminal: no bar, one summary line at the end */
     "out, err = capture(function() local p = ui.progress('read', 2048); p:update(1024); p:add(1024); p:finish() end)\n"
-    "assert(out == '' and err:match('^read: 2%.0 KiB in %d+%.%d s'), err)\n";
+    "assert(out == '' and err:match('^read: 2%.0 KiB in %d+%.%d s'), err)\n"
+    /* counts that JSON cannot carry as integers are refused where they come in */
+    "local p = ui.progress('n', 10)\n"
+    "for _, bad in ipairs{0/0, math.huge, -math.huge, 2^60} do\n"
+    "  local ok, e = pcall(p.update, p, bad)\n"
+    "  assert(not ok and e:find('byte count must be a finite number', 1, true), e)\n"
+    "end\n"
+    "assert(not pcall(p.add, p, 0/0) and not pcall(ui.progress, 'n', math.huge))\n"
+    "capture(function() p:finish('-') end)\n";
 
 static const char *const tty =
     "local ui = require('mpctl.ui')\n"
