@@ -690,7 +690,9 @@ function R:soft_reset(timeout)
   local ok, err = pcall(function()
     self:_read_until("OK", timeout, '"OK" after the soft reset request')
     local deadline = now() + timeout
-    local seen = ""
+    -- "MPY: soft reboot" often comes in the same read as the "OK" before it
+    local seen = self.rbuf
+    self.rbuf = ""
     while true do
       if seen:find("soft reboot", 1, true) or seen:find(RAW_BANNER, 1, true) then how = "soft reboot" break end
       if seen:find("MicroPython v", 1, true) then how = "banner" break end

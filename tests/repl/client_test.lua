@@ -100,3 +100,26 @@ test("garbage during raw-paste flow control is a protocol error that shows it", 
   local r = repl.attach(p, {timeout = 1})
   test.raises(function() r:exec(("print(1)\n"):rep(20)) end, 'unexpected byte during raw-paste')
 end)
+
+test("soft reset seen when OK and the reboot line arrive in one read", function()
+  -- a board sends "OK\r\nMPY: soft reboot\r\n" back to back; one read then carries both
+  local pending = ""
+  local p = fake(function(p, s)
+    if s:find("\1", 1, true) then
+      pending = ""
+      p:send("\r\nraw REPL; CTRL-B to exit\r\n>")
+    elseif s:sub(-1) == "\4" then
+      local code = pending .. s:sub(1, -2)
+      pending = ""
+      if code == "" then
+        p:send("OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>")
+      else
+        p:send("OKmpctl-fake\r\nfake machine\r\n\4\4>")
+      end
+    else
+      pending = pending .. s
+    end
+  end)
+  local r = repl.attach(p, {timeout = 1, raw_paste = false})
+  test.eq(r:soft_reset(), "soft reboot")
+end)
