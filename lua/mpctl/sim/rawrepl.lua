@@ -13,10 +13,10 @@ What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md Â
     line + Ctrl-D is a soft reset: "OK\r\n", "MPY: soft reboot\r\n", raw banner again.
   * raw-paste (\x05A\x01 on an empty line): "R\x01", window as u16 LE, then one \x01 at once (so
     the host starts with two windows of credit), one \x01 per `window` bytes consumed; Ctrl-D ends
-    (the device answers \x04), Ctrl-C ends with \x04 and a KeyboardInterrupt. Credit overruns are
-    counted (a real device would drop the bytes) and reported on stderr. raw_paste=R0 answers
-    "R\x00" (understood, unsupported); raw_paste=false is old firmware (\x05A stays in the line, the
-    \x01 reprints the raw banner); raw_paste=broken copies the WebAssembly port's bug (R\x01, window,
+    (the device answers \x04), Ctrl-C ends with \x04 and a KeyboardInterrupt. Bytes beyond the
+    credit granted are dropped, as a full stdin buffer would lose them, and reported on stderr.
+    raw_paste=R0 answers "R\x00" (understood, unsupported); raw_paste=false is old firmware (\x05A
+    stays in the line, the \x01 reprints the raw banner); raw_paste=broken copies the WebAssembly port's bug (R\x01, window,
     \x01, \x04, then it reads nothing more). abort_after=N: after N pasted bytes the device sends
     \x04 (as pyexec does when compilation fails early), waits for the host's \x04 and reports a
     MemoryError. corrupt_at=N flips one bit of byte N of every binary upload (fault injection).
@@ -327,6 +327,14 @@ function Dev:paste()
     local stop = s:find("[\3\4]")
     local data = stop and s:sub(1, stop - 1) or s
     if stop then self.ipos = self.ipos - (#s - stop + 1) end
+    -- everything taken here was sent before the grants this loop is about to send, so it must fit
+    -- the credit granted so far; a device's stdin buffer loses what does not fit
+    if #data > credit then
+      self.overruns = self.overruns + (#data - credit)
+      io.stderr:write(string.format("sim rawrepl: host overran the raw-paste window by %d bytes (dropped)\n",
+        #data - credit))
+      data = data:sub(1, credit)
+    end
     local i = 1
     while i <= #data do
       if self.abort_after and total >= self.abort_after then
@@ -339,11 +347,6 @@ function Dev:paste()
       end
       local n = math.min(#data - i + 1, w - since)
       if self.abort_after then n = math.min(n, self.abort_after - total) end
-      if n > credit then
-        self.overruns = self.overruns + (n - credit)
-        io.stderr:write(string.format("sim rawrepl: host overran the raw-paste window by %d bytes\n", n - credit))
-        credit = n
-      end
       parts[#parts + 1] = data:sub(i, i + n - 1)
       i, credit, since, total = i + n, credit - n, since + n, total + n
       if since == w then
