@@ -134,6 +134,48 @@ test("fs cp/ls/cat/sha256/rm across mpctl runs on one simulated board", function
   if not ok then error(err, 0) end
 end, {timeout = 180})
 
+test("fs cp destinations follow mpremote: into an existing folder, else that name", function()
+  local sim, pty = start_sim()
+  local ok, err = pcall(function()
+    local dir = fs.tmpdir()
+    fs.write(dir .. "/main.py", "print('main')\n")
+    fs.mkdir(dir .. "/lib")
+    fs.write(dir .. "/lib/a.py", "A = 1\n")
+    local function run(...)
+      local code, out = mpctl({"fs", "--port", pty, ...}, 30)
+      test.eq(code, 0, table.concat({...}, " ") .. ": " .. out)
+      return out
+    end
+    local function device_sha(p)
+      return run("sha256", p):match("^(%x+)")
+    end
+    local want_main = require("mpctl.hash").file(dir .. "/main.py", "sha256")
+    run("cp", dir .. "/main.py", ":")                    -- ':' is the device's root
+    test.eq(device_sha(":/main.py"), want_main)
+    run("mkdir", ":d")
+    run("cp", dir .. "/main.py", ":d")                   -- an existing folder: copied into it
+    test.eq(device_sha(":d/main.py"), want_main)
+    run("cp", dir .. "/main.py", ":d/renamed.py")        -- otherwise the name given
+    test.eq(device_sha(":d/renamed.py"), want_main)
+    run("cp", "-r", dir .. "/lib", ":lib")               -- a folder that does not exist yet: becomes it
+    test.contains(run("ls", ":lib"), "a.py")
+    run("cp", "-r", dir .. "/lib", ":lib")               -- exists now: copied into it, as cp -r does
+    test.contains(run("ls", ":lib/lib"), "a.py")
+    local back = fs.tmpdir()
+    run("cp", ":main.py", back)                          -- a local folder: copied into it
+    test.eq(fs.read(back .. "/main.py"), "print('main')\n")
+    run("cp", ":d/renamed.py", back .. "/other.py")
+    test.eq(fs.read(back .. "/other.py"), "print('main')\n")
+    run("cp", "-r", ":lib", back .. "/tree")             -- a local folder that does not exist: becomes it
+    test.eq(fs.read(back .. "/tree/a.py"), "A = 1\n")
+    test.eq(fs.read(back .. "/tree/lib/a.py"), "A = 1\n")
+    test.eq(fs.list(back), {"main.py", "other.py", "tree"}, "no temporary files left behind")
+  end)
+  sim:kill()
+  sim:wait(5)
+  if not ok then error(err, 0) end
+end, {timeout = 180})
+
 test("repl with piped input sends the lines and ends when the board goes quiet", function()
   local code, out = mpctl({"repl", "--port", "sim://micropython"}, 30, "print(6*7)\n")
   test.eq(code, 0, out)
