@@ -72,6 +72,9 @@ R.__index = R
 local RAW_BANNER = "raw REPL; CTRL-B to exit\r\n"
 local now = time.now
 
+-- Seconds left until deadline, never zero: a wait whose time is up still looks at what arrived.
+local function time_left(deadline) return math.max(deadline - now(), 0.001) end
+
 ---------------------------------------------------------------------------------------------
 -- errors
 
@@ -439,9 +442,7 @@ function R:enter_raw(timeout)
   if not ok then
     -- show what the line carried since Ctrl-C too: garbage from a wrong baud rate comes early
     if M.is_error(before, "timeout") then
-      local seen = (early .. before.seen):sub(-64)
-      raise("timeout", string.format('repl %s: timeout after %.1f s waiting for the raw REPL prompt; last bytes seen: "%s"',
-        self.name, timeout, escape(seen)), {what = "the raw REPL prompt", seen = seen})
+      self:_timeout("the raw REPL prompt", timeout, (early .. before.seen):sub(-64))
     end
     error(before, 0)
   end
@@ -603,8 +604,8 @@ end
 function R:_follow(timeout, sink)
   local deadline = now() + timeout
   local out = self:_read_until("\x04", timeout, "the end of the output", sink)
-  local err = self:_read_until("\x04", math.max(deadline - now(), 0.001), "the end of the error output")
-  self:_read_exact(1, math.max(deadline - now(), 0.001), "the raw REPL prompt")
+  local err = self:_read_until("\x04", time_left(deadline), "the end of the error output")
+  self:_read_exact(1, time_left(deadline), "the raw REPL prompt")
   return out, err
 end
 
@@ -614,13 +615,18 @@ function R:_device_error(out, err)
     {traceback = err, exception = exc, stdout = out})
 end
 
+-- The result of code already sent: its stdout, or its traceback raised as a device error.
+function R:_result(timeout, sink)
+  local out, err = self:_follow(timeout, sink)
+  if err ~= "" then self:_device_error(out, err) end
+  return out
+end
+
 -- exec with the plain raw REPL only (used to probe before raw-paste is known to be safe)
 function R:_exec_raw(code, timeout)
   if not self.raw then self:enter_raw(timeout) end
   self:_send_raw(code, timeout)
-  local out, err = self:_follow(timeout)
-  if err ~= "" then self:_device_error(out, err) end
-  return out
+  return self:_result(timeout)
 end
 
 --- Runs code; returns its stdout. opts.timeout (s), opts.on_output(piece) streams stdout.
@@ -895,11 +901,10 @@ function R:_put_binary(data, path, timeout, finish)
   self:_send("_mpctl_rx(" .. pyquote(path) .. "," .. len .. "," .. chunk .. ")\n" .. finish, timeout)
   local deadline = now() + timeout
   local function byte(what)
-    local c = self:_read_exact(1, math.max(deadline - now(), 0.001), what)
+    local c = self:_read_exact(1, time_left(deadline), what)
     if c == "\x04" then
       self.rbuf = c .. self.rbuf
-      local out, err = self:_follow(math.max(deadline - now(), 0.001))
-      if err ~= "" then self:_device_error(out, err) end
+      self:_result(time_left(deadline))
       raise("protocol", "repl " .. self.name .. ": binary receiver ended early")
     elseif c ~= "\x06" then
       raise("protocol", string.format('repl %s: binary receiver sent "%s" instead of an ack', self.name,
@@ -917,9 +922,7 @@ function R:_put_binary(data, path, timeout, finish)
     byte(string.format("the ack of chunk %d/%d", acked + 1, nchunks))
     acked = acked + 1
   end
-  local out, err = self:_follow(math.max(deadline - now(), 0.001))
-  if err ~= "" then self:_device_error(out, err) end
-  return out:match("^(%S+)")
+  return self:_result(time_left(deadline)):match("^(%S+)")
 end
 
 -- One transfer of payload into target, ending with `finish` (code that prints the hash line).
@@ -1063,12 +1066,10 @@ function R:get(path, opts)
   local data
   if enc == 0 then
     data = self:_read_exact(n, timeout, string.format("%d bytes of %s", n, path))
-    local out, err = self:_follow(math.max(deadline - now(), 0.001))
+    local out, err = self:_follow(time_left(deadline))
     if err ~= "" then self:_device_error(data .. out, err) end
   else
-    local out, err = self:_follow(timeout)
-    if err ~= "" then self:_device_error(out, err) end
-    data = b64.decode(out)
+    data = b64.decode(self:_result(timeout))
   end
   local s = stats_for(self, mode, #data, tx0, rx0, t0, "get")
   if #data ~= n then
