@@ -117,6 +117,18 @@ if undo.device and chip.mac and undo.device:lower() ~= chip.mac:lower() and not 
     arg.port, chip.mac, undo.device))
 end
 
+-- From here on the board is being written: a failure goes into the history too, so that
+-- `mpctl history` shows the attempt (a failed rollback pops nothing from the stack).
+local record = { kind = "rollback", board = board.id, chip = chip.name, device = chip.mac, port = arg.port,
+  result = "ok", rollback_of = undo.time, source = flash_backup and "flash backup" or "firmware cache" }
+local _ <close> = setmetatable({}, { __close = function(_, err)
+  if err then
+    record.result, record.error = "failed", tostring(type(err) == "table" and err.msg or err)
+    record.duration = time.now() - t0
+    pcall(history.record, record, { path = arg.history })
+  end
+end })
+
 local restored
 if flash_backup then
   mpctl.log("restoring the flash backup %s taken before the flash of %s", flash_backup, undo.time or "?")
@@ -153,10 +165,7 @@ if files_dir then
 end
 
 local secs = time.now() - t0
-history.record({
-  kind = "rollback", board = board.id, chip = chip.name, device = chip.mac, port = arg.port, result = "ok",
-  firmware = restored, rollback_of = undo.time, source = flash_backup and "flash backup" or "firmware cache",
-  files_restored = nfiles, duration = secs,
-}, { path = arg.history })
+record.firmware, record.files_restored, record.duration = restored, nfiles, secs
+history.record(record, { path = arg.history })
 mpctl.log("rolled back %s on %s to %s in %.1f s", board.id, arg.port,
   (restored and restored.version) or (flash_backup and "the flash backup") or "?", secs)

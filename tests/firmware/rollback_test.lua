@@ -121,6 +121,31 @@ test("a damaged cached copy of the previous firmware is not written back", funct
   test.ok(not fs.exists(a_obj), "the damaged copy was removed")
 end)
 
+test("a rollback that fails after connecting is recorded as failed, and pops nothing", function()
+  local board = fs.join(top, "board5.bin")
+  local port = sim(board)
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. a_path, "repl=no" })
+  test.eq(code, 0, err)
+  local bk = fs.join(top, "before-B5.bin")
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no", "backup=" .. bk })
+  test.eq(code, 0, err)
+  -- the flash of B claims a files backup too; the simulated chip runs no MicroPython to restore it to
+  local recs = history.read({ path = hist, port = port })
+  local last = recs[#recs]
+  last.line = nil
+  last.backup.files = top
+  local f = assert(io.open(hist, "ab"))
+  f:write(require("mpctl.ui").json_encode(last), "\n")
+  f:close()
+  code, _, err = mpctl({ "rollback", "--port", port, "timeout=1" })
+  test.eq(code, 1, err)
+  recs = history.read({ path = hist, port = port })
+  test.eq(#recs, 4)
+  test.eq({ recs[4].kind, recs[4].result }, { "rollback", "failed" })
+  test.ok(type(recs[4].error) == "string" and recs[4].error ~= "", "the error is recorded")
+  test.eq(recs[4].rollback_of, last.time)
+end)
+
 test("rollback refuses a different board, and says so when nothing was recorded", function()
   local board = fs.join(top, "board3.bin")
   local port = sim(board)
