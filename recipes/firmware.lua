@@ -34,15 +34,20 @@ local opts = {
   stall_timeout = tonumber(arg.stall), retries = tonumber(arg.retries),
 }
 
+-- What the MicroPython on --port says it is (the port is closed on any error too).
+local function identify_port()
+  local port <close> = mpctl.open_port(arg)
+  local r = mpctl.repl.attach(port)
+  local id = fw.identify(r)
+  r:close()
+  return id
+end
+
 -- The board: board= (or --board), else ask the device on --port.
 local function board_id(required)
   if arg.board then return arg.board end
   if arg.port then
-    local port = mpctl.open_port(arg)
-    local r = mpctl.repl.attach(port)
-    local id = fw.identify(r)
-    r:close()
-    port:close()
+    local id = identify_port()
     if not id.board then
       mpctl.fail(string.format("the device on %s runs MicroPython %s on \"%s\", which mpctl cannot map to a board id; " ..
         "give board=ID", arg.port, id.version or "?", id.machine or "?"))
@@ -168,11 +173,7 @@ end
 
 local function cmd_identify()
   if not arg.port then mpctl.usage_error("identify needs --port PORT") end
-  local port = mpctl.open_port(arg)
-  local r = mpctl.repl.attach(port)
-  local id = fw.identify(r)
-  r:close()
-  port:close()
+  local id = identify_port()
   if json then
     ui.event({ event = "identify", port = arg.port, board = id.board, variant = id.variant, version = id.version,
       machine = id.machine, build = id.build, how = id.how })

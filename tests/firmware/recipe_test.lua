@@ -115,6 +115,17 @@ test("offline=yes serves the cache, and says how to fetch when it has nothing", 
   test.contains(err, "mpctl firmware fetch board=RPI_PICO version=1.23.0")
 end)
 
+test("identify and fetch --port ask the device (real MicroPython behind sim://micropython)", function()
+  local code, out, err = mpctl({ "firmware", "identify", "--port", "sim://micropython" })
+  test.eq(code, 1, err) -- the WebAssembly port has no board id
+  test.contains(out, "sim://micropython: unknown board  MicroPython ")
+  test.contains(out, "Emscripten")
+  code, out, err = mpctl({ "firmware", "fetch", "--port", "sim://micropython" })
+  test.eq(code, 1)
+  test.eq(out, "")
+  test.contains(err, "cannot map to a board id; give board=ID")
+end)
+
 test("usage errors exit 2", function()
   local code, _, err = mpctl({ "firmware", "fetch" })
   test.eq(code, 2)
