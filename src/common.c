@@ -1,6 +1,7 @@
 /* Small helpers shared by the native modules. */
 #include "mpctl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -46,6 +47,25 @@ void mpctl_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const
         }
     }
     lua_pop(L, 1);
+}
+
+int mpctl_sleep(double seconds)
+{
+    if (!(seconds > 0))
+        return 0; /* also NaN */
+    if (seconds > 1e9)
+        seconds = 1e9;
+    struct timespec req, rem;
+    req.tv_sec = (time_t)seconds;
+    req.tv_nsec = (long)((seconds - (double)req.tv_sec) * 1e9);
+    if (req.tv_nsec >= 1000000000L)
+        req.tv_nsec = 999999999L;
+    while (nanosleep(&req, &rem) != 0) {
+        if (errno != EINTR)
+            return errno;
+        req = rem;
+    }
+    return 0;
 }
 
 double mpctl_now(void)

@@ -364,13 +364,6 @@ static void set_header_field(lua_State *L, CURL *curl, const char *name, const c
     }
 }
 
-static void sleep_seconds(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static void open_output(lua_State *L, request *r, const char *url, const char *to, int append)
 {
     r->out = fopen(to, append ? "ab+" : "wb+");
@@ -583,7 +576,7 @@ static void transfer(lua_State *L, request *r, call *c)
         }
         if (r->out)
             keep_partial(r);
-        sleep_seconds(fmin(c->backoff * pow(2, c->attempts - 1), 30));
+        mpctl_sleep(fmin(c->backoff * pow(2, c->attempts - 1), 30));
     }
 }
 

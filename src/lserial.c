@@ -434,9 +434,7 @@ static int port_send_break(lua_State *L)
     } else if (p->kind == PORT_RFC_CLIENT) {
         uint8_t on = RFC_CTL_BREAK_ON, off = RFC_CTL_BREAK_OFF;
         rfc_set_control(L, p, &on, 1);
-        struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        mpctl_sleep(seconds);
         rfc_set_control(L, p, &off, 1);
     }
     return 0;

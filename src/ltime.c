@@ -21,16 +21,9 @@ static int t_sleep(lua_State *L)
     if (s <= 0)
         return 0;
     luaL_argcheck(L, s < 1e9, 1, "sleep: too long");
-    struct timespec req, rem;
-    req.tv_sec = (time_t)s;
-    req.tv_nsec = (long)((s - (lua_Number)req.tv_sec) * 1e9);
-    if (req.tv_nsec >= 1000000000L)
-        req.tv_nsec = 999999999L;
-    while (nanosleep(&req, &rem) != 0) {
-        if (errno != EINTR)
-            return luaL_error(L, "time.sleep(%f): %s", (double)s, strerror(errno));
-        req = rem;
-    }
+    int err = mpctl_sleep((double)s);
+    if (err != 0)
+        return luaL_error(L, "time.sleep(%f): %s", (double)s, strerror(err));
     return 0;
 }
 

@@ -19,6 +19,10 @@ void mpctl_push_escaped(lua_State *L, const char *data, size_t len, size_t max);
  * __close, __tostring, ...) and, when `methods` is not NULL, a method table as __index. */
 void mpctl_new_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
+/* Sleeps `seconds` (clamped to 0..1e9), resuming after signals. Returns 0, or errno when
+ * nanosleep fails for another reason. */
+int mpctl_sleep(double seconds);
+
 /* Monotonic clock in seconds. */
 double mpctl_now(void);
 

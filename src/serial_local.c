@@ -249,9 +249,7 @@ void local_send_break(lua_State *L, struct port *p, double seconds)
     (void)L;
     if (ioctl(p->fd, TIOCSBRK) != 0)
         return; /* a pty cannot hold a break; nothing to send it to */
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    mpctl_sleep(seconds);
     ioctl(p->fd, TIOCCBRK);
 }
 
