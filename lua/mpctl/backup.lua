@@ -32,13 +32,18 @@ end
 function M.dir(tag)
   local stamp = time.iso(time.wall()):gsub("[:%-]", "")
   local base = fs.join(M.root(), ((tag or "board"):gsub("[^%w%.%-]+", "_")) .. "-" .. stamp)
+  fs.mkdir(M.root(), { parents = true })
+  -- The folder is claimed by mkdir itself, which fails when it exists: boards of one type flashed
+  -- in parallel in the same second would otherwise share a folder and overwrite each other's
+  -- backups (an exists() check before mkdir leaves that window open).
   local dir, n = base, 1
-  while fs.exists(dir) do
+  while true do
+    local ok, err = pcall(fs.mkdir, dir)
+    if ok then return dir end
+    if not fs.exists(dir) then error(err, 0) end
     n = n + 1
     dir = base .. "-" .. n
   end
-  fs.mkdir(dir, { parents = true })
-  return dir
 end
 
 local function sha(data) return hash.hex(hash.sha256(data)) end

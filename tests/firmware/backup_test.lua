@@ -60,6 +60,31 @@ test("take(path) saves the whole flash as one raw image, restorable as is", func
   test.eq(mem.data, string.rep("Z", 0x2000))
 end)
 
+test("backup folders made at the same moment by several processes are all distinct", function()
+  local proc = require("mpctl.proc")
+  local exe = test.exe()
+  local work = fs.join(dir, "race")
+  fs.mkdir(work, { parents = true })
+  local recipe = fs.join(work, "newdir.lua")
+  fs.write(recipe, 'io.stdout:write(require("mpctl.backup").dir("race"), "\\n")\n')
+  local running = {}
+  for i = 1, 8 do
+    local out = fs.join(work, "out" .. i)
+    running[i] = { out = out, p = proc.spawn({ argv = { "/bin/sh", "-c", "exec \"$0\" \"$1\" > \"$2\"", exe, recipe, out },
+      pty = false, stderr = "null", env = { MPCTL_BACKUP_DIR = fs.join(work, "root") } }) }
+  end
+  local seen = {}
+  for _, r in ipairs(running) do
+    local code = r.p:wait(60)
+    r.p:close()
+    test.eq(code, 0)
+    local got = fs.read(r.out):match("^(.-)\n$")
+    test.ok(got and fs.stat(got) and fs.stat(got).type == "dir", "a folder: " .. tostring(got))
+    test.ok(not seen[got], "folder " .. tostring(got) .. " given to two processes")
+    seen[got] = true
+  end
+end)
+
 local connect_error
 local function connect()
   if connect_error then error(connect_error, 0) end
