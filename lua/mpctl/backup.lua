@@ -151,6 +151,15 @@ function M.take(what, ctx)
   return out
 end
 
+-- A backup's manifest; a garbled one is an error naming the file, not a bare JSON offset.
+local function read_manifest(path)
+  local ok, m = pcall(ui.json_decode, fs.read(path))
+  if not ok or type(m) ~= "table" then
+    fail("backup manifest %s is damaged: %s; nothing written", path, ok and "not a JSON object" or tostring(m))
+  end
+  return m
+end
+
 -- Regions to write back: from a backup folder's flash.json, or a raw image starting at 0.
 function M.load_flash(path)
   local st = fs.stat(path)
@@ -160,7 +169,7 @@ function M.load_flash(path)
   end
   local mpath = fs.join(path, "flash.json")
   if not fs.exists(mpath) then fail("%s has no flash.json: not a flash backup", path) end
-  local manifest = ui.json_decode(fs.read(mpath))
+  local manifest = read_manifest(mpath)
   local out = {}
   for _, r in ipairs(manifest.regions or {}) do
     local data = fs.read(fs.join(path, r.file))
@@ -191,7 +200,7 @@ end
 function M.restore_files(repl, dir)
   local mpath = fs.join(dir, "files.json")
   if not fs.exists(mpath) then fail("%s has no files.json: not a files backup", dir) end
-  local manifest = ui.json_decode(fs.read(mpath))
+  local manifest = read_manifest(mpath)
   -- Every file is checked before the first write: a damaged backup must leave the device as it is.
   local files = {}
   for _, f in ipairs(manifest.files or {}) do

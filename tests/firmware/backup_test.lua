@@ -48,6 +48,9 @@ test("flash regions are saved with a manifest and written back; damage and anoth
   local w = #chip.writes
   test.raises(function() backup.restore_flash(chip, bdir) end, "damaged")
   test.eq(#chip.writes, w, "nothing written from a damaged backup")
+  fs.write(fs.join(bdir, "flash.json"), '{"regions": [')
+  test.raises(function() backup.restore_flash(chip, bdir) end, fs.join(bdir, "flash.json") .. " is damaged")
+  test.eq(#chip.writes, w, "nothing written from a garbled manifest")
 end)
 
 test("take(path) saves the whole flash as one raw image, restorable as is", function()
