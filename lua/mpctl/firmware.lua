@@ -605,16 +605,20 @@ local function img_from_meta(meta, path)
   }
 end
 
+-- The newest cached build that fits; among files of one version the port's preferred type wins
+-- (as select() does online), not whichever sidecar the listing, sorted by hash, gave first.
 local function newest_cached(opts, board, variant, ftype_order, version)
+  local rank = {}
+  for i, t in ipairs(ftype_order) do rank[t] = i end
   local best
   for _, meta in ipairs(M.cached(opts)) do
     local v = M.parse_version(meta.version or "")
-    if meta.board == board and (meta.variant or "") == (variant or "") and v then
-      local type_ok = false
-      for _, t in ipairs(ftype_order) do if t == meta.type then type_ok = true end end
+    if meta.board == board and (meta.variant or "") == (variant or "") and v and rank[meta.type] then
       local version_ok = (version == "latest" or version == "stable") and not v.preview
         or version == "preview" or meta.version == version
-      if type_ok and version_ok and (not best or M.version_less(best.v, v)) then
+      local better = not best or M.version_less(best.v, v)
+        or (not M.version_less(v, best.v) and rank[meta.type] < rank[best.type])
+      if version_ok and better then
         best = meta
         best.v = v
       end

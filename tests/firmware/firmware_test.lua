@@ -277,6 +277,20 @@ test("offline: sha256= is checked against the cached file, and to= gets its copy
   test.eq(fs.read(img.copy), want.data)
 end)
 
+test("offline: among cached files of one version the port's file type wins", function()
+  local o = opts()
+  firmware.fetch("ESP32_GENERIC", "1.24.1", opts({ cache_dir = o.cache_dir, type = "app-bin" }))
+  firmware.fetch("ESP32_GENERIC", "1.24.1", opts({ cache_dir = o.cache_dir }))
+  firmware.fetch("ESP32_GENERIC", "1.24.0", opts({ cache_dir = o.cache_dir, type = "app-bin" }))
+  local off = opts({ cache_dir = o.cache_dir, offline = true })
+  for _, version in ipairs({ "1.24.1", "latest" }) do
+    local img = firmware.fetch("ESP32_GENERIC", version, off)
+    test.eq({ img.version, img.type }, { "1.24.1", "bin" }, "offline " .. version)
+  end
+  off.type = "app-bin"
+  test.eq(firmware.fetch("ESP32_GENERIC", "latest", off).file, "ESP32_GENERIC-20241129-v1.24.1.app-bin")
+end)
+
 test("the board page cached earlier lets the catalog work when the source is down", function()
   local s2 = S.start_server(mirror.dir, { logdir = fs.tmpdir() })
   local o = opts({ source = s2.url, retries = 0 })
