@@ -8,13 +8,15 @@ pin it in a lock file, and tell which board a device is.
     firmware.get(board_or_id, version, opts)   same as fetch, for recipes (board table or id)
     firmware.pin(board, version, opts)         fetch, then record it in the lock file
     firmware.cached(opts) -> { sidecars }      what the cache holds
+    firmware.cached_by_sha256(sha, opts) -> path, sidecar | nil   a cached file, its bytes checked now
     firmware.identify(repl) -> {board=, variant=, version=, machine=, build=, how=}
     firmware.bundle(path) -> {parts={ {offset=, name=, data=} }, chip=, settings=}
     firmware.parts(img_or_path, board) -> { {offset=, name=, data=} }  bundle parts or one image
 
 Options common to these: source (mirror URL or folder; else $MPCTL_MIRROR, else micropython.org),
 type (bin|uf2|dfu|app-bin|hex|zip), variant, sha256 (expected), lock (lock file path), offline,
-cache_dir, ca_file, connect_timeout, stall_timeout, retries, progress (false = no bar).
+cache_dir, ca_file, connect_timeout, stall_timeout, retries, progress (false = no bar), lock_wait
+(seconds to wait for another process's change of the lock file, default 10).
 
 Layout (facts from micropython's tools/autobuild, see anchors §4): a board page at
 /download/BOARD/ links files /resources/firmware/BOARD[-VARIANT]-YYYYMMDD-vX.Y.Z[-preview.N.gHASH].ext.
