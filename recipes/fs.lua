@@ -104,16 +104,24 @@ elseif sub == "cp" then
     if is_dev(src) == is_dev(dst) then
       mpctl.usage_error("fs cp: exactly one of " .. src .. " and " .. dst .. " must be a device path (':name')")
     end
-    if is_dev(dst) then
-      local d = dev(dst)
-      if dst:sub(-1) == "/" or dst == ":" or (#words > 1) or device_is_dir(d) then d = join(d, basename(src)) end
-      put_tree(src, d)
-    else
-      local d = dst
-      local st = lfs.stat(d)
-      if (st and st.type == "dir") or d:sub(-1) == "/" then d = join(d, basename(dev(src))) end
-      get_tree(dev(src), d)
-    end
+  end
+  -- as mpremote: an existing folder receives the sources under their own names; a trailing '/'
+  -- or several sources need one, instead of each source overwriting the same file
+  local into
+  if is_dev(dst) then
+    into = dst == ":" or device_is_dir((dev(dst):gsub("(.)/+$", "%1")))
+  else
+    local st = lfs.stat(dst)
+    into = st ~= nil and st.type == "dir"
+  end
+  if not into and (dst:sub(-1) == "/" or #words > 1) then
+    mpctl.fail("fs cp: destination " .. dst .. " is not an existing folder"
+      .. (is_dev(dst) and " on the device" or ""))
+  end
+  for _, src in ipairs(words) do
+    local d = is_dev(dst) and dev(dst) or dst
+    if into then d = join(d, basename(dev(src))) end
+    if is_dev(dst) then put_tree(src, d) else get_tree(dev(src), d) end
   end
 else
   mpctl.usage_error("fs: unknown command '" .. sub .. "'; " .. usage)

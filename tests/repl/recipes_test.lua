@@ -170,6 +170,18 @@ test("fs cp destinations follow mpremote: into an existing folder, else that nam
     test.eq(fs.read(back .. "/tree/a.py"), "A = 1\n")
     test.eq(fs.read(back .. "/tree/lib/a.py"), "A = 1\n")
     test.eq(fs.list(back), {"main.py", "other.py", "tree"}, "no temporary files left behind")
+    -- several sources, or a trailing '/', need a folder that exists: no source overwrites another
+    local code, out = mpctl({"fs", "--port", pty, "cp", dir .. "/main.py", dir .. "/lib/a.py", ":nodir"}, 30)
+    test.eq(code, 1, out)
+    test.contains(out, "destination :nodir is not an existing folder on the device")
+    code, out = mpctl({"fs", "--port", pty, "cp", ":main.py", ":d/renamed.py", back .. "/one.py"}, 30)
+    test.eq(code, 1, out)
+    test.contains(out, "is not an existing folder")
+    test.eq(fs.stat(back .. "/one.py"), nil, "nothing written")
+    code, out = mpctl({"fs", "--port", pty, "cp", dir .. "/main.py", ":nodir/"}, 30)
+    test.eq(code, 1, out)
+    run("cp", dir .. "/main.py", dir .. "/lib/a.py", ":d/")   -- an existing folder with a '/'
+    test.contains(run("ls", ":d"), "a.py")
   end)
   sim:kill()
   sim:wait(5)
