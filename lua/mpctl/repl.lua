@@ -1046,7 +1046,6 @@ function R:get(path, opts)
   local t0, tx0, rx0 = now(), self.tx, self.rx
   local enc = mode == "binary" and 0 or 1
   self:_send("_mpctl_tx(" .. pyquote(path) .. ",1024," .. enc .. ")", self.timeout)
-  local deadline = now() + self.timeout
   local head = self:_read_until("\n", self.timeout, "the file length")
   local n = tonumber(head:match("#(%d+)\r?$"))
   if not n then
@@ -1062,7 +1061,7 @@ function R:get(path, opts)
     raise("protocol", string.format('repl %s: bad reply to a file read: "%s"', self.name, escape(out)))
   end
   local timeout = opts.timeout or self:_transfer_timeout(n)
-  deadline = now() + timeout
+  local deadline = now() + timeout
   local data
   if enc == 0 then
     data = self:_read_exact(n, timeout, string.format("%d bytes of %s", n, path))
