@@ -56,17 +56,17 @@ local cases = {
 for _, size in ipairs(sizes) do
   local data = random_bytes(size)
   for _, c in ipairs(cases) do
-    local dir, label, paste, mode = c[1], c[2], c[3], c[4]
+    local dir, paste, mode = c[1], c[3], c[4]
     local r = connect(paste)
     local path = "/bench.bin"
     if dir == "put" then
       local s = r:put(data, path, {mode = mode, force = true, timeout = 10 + 4 * size / wire})
-      row(dir, label, size, s)
+      row(dir, s.mode, size, s)   -- the mode the transfer really used, not the one asked for
     else
       r:put(data, path, {mode = "binary", force = true, timeout = 10 + 4 * size / wire})
       local back, s = r:get(path, {mode = mode, timeout = 10 + 4 * size / wire})
-      mpctl.check(back == data, string.format("get %s %d bytes round trip", label, size))
-      row(dir, label, size, s)
+      mpctl.check(back == data, string.format("get %s %d bytes round trip", s.mode, size))
+      row(dir, s.mode, size, s)
     end
     r:close()
   end
