@@ -17,10 +17,7 @@ local esp = mpctl.esp
 local fs, time = mpctl.fs, mpctl.time
 local t0 = time.now()
 
-local function yes(v, default)
-  if v == nil or v == "" then return default end
-  return v == "yes" or v == "1" or v == "true" or v == "on"
-end
+local yes = mpctl.yes
 
 -- 1. Which board, which image.
 local board = mpctl.board(arg.board or "ESP32_GENERIC")

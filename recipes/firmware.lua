@@ -24,7 +24,7 @@ local fw, ui, fs = mpctl.firmware, mpctl.ui, mpctl.fs
 local json = ui.config().json
 local sub = arg[1] or "list"
 
-local function yes(v) return v == true or v == "yes" or v == "1" or v == "true" or v == "on" end
+local yes = mpctl.yes
 
 local function out(line) io.stdout:write(line, "\n") end
 

@@ -48,6 +48,13 @@ function M.check(cond, what, detail)
   M.fail("check failed: " .. what .. (detail and (": " .. tostring(detail)) or ""))
 end
 
+-- A yes/no setting from the command line: yes, 1, true, on (or a Lua true) mean yes; absent
+-- or empty means `default`; anything else means no.
+function M.yes(v, default)
+  if v == nil or v == "" then return default or false end
+  return v == true or v == "yes" or v == "1" or v == "true" or v == "on"
+end
+
 function M.log(fmt, ...) require("mpctl.ui").log("info", fmt, ...) end
 function M.warn(fmt, ...) require("mpctl.ui").log("warn", fmt, ...) end
 function M.verbose(fmt, ...) require("mpctl.ui").log("verbose", fmt, ...) end
