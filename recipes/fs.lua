@@ -100,6 +100,8 @@ elseif sub == "mkdir" then
 elseif sub == "cp" then
   if #words < 2 then mpctl.usage_error("fs cp needs SRC... DST, one side with ':' (cp main.py :main.py)") end
   local dst = table.remove(words)
+  -- cp -r ignores a trailing '/' on the destination, as mpremote and Unix cp do
+  if arg.r then dst = dst:gsub("(.)/+$", "%1") end
   for _, src in ipairs(words) do
     if is_dev(src) == is_dev(dst) then
       mpctl.usage_error("fs cp: exactly one of " .. src .. " and " .. dst .. " must be a device path (':name')")

@@ -182,6 +182,8 @@ test("fs cp destinations follow mpremote: into an existing folder, else that nam
     test.eq(code, 1, out)
     run("cp", dir .. "/main.py", dir .. "/lib/a.py", ":d/")   -- an existing folder with a '/'
     test.contains(run("ls", ":d"), "a.py")
+    run("cp", "-r", dir .. "/lib", ":newdir/")           -- cp -r ignores the '/': :newdir is the copy
+    test.contains(run("ls", ":newdir"), "a.py")
   end)
   sim:kill()
   sim:wait(5)
