@@ -7,18 +7,5 @@
 
 local code = table.concat(arg, " ")
 if code == "" then mpctl.usage_error("exec needs Python code, e.g. mpctl exec --port P 'print(1+1)'") end
-local port = mpctl.open_port(arg)
-local r = mpctl.repl.attach(port)
-local ok, err = pcall(r.exec, r, code, {
-  timeout = tonumber(arg.timeout) or 60,
-  on_output = function(s) io.stdout:write(s) io.stdout:flush() end,
-})
-if not ok then
-  if mpctl.repl.is_error(err, "device") then
-    io.stderr:write((err.traceback:gsub("\r\n", "\n")))
-    r:close()
-    return 1
-  end
-  error(err, 0)
-end
-r:close()
+local port <close> = mpctl.open_port(arg)
+return mpctl.repl.run_streaming(port, code, tonumber(arg.timeout) or 60)

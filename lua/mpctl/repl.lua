@@ -1099,6 +1099,23 @@ function R:close()
   if self.owns_port then pcall(self.port.close, self.port) end
 end
 
+-- What `mpctl exec` and `mpctl run` do: run code on the board behind `port`, streaming its output
+-- to stdout; a device traceback goes to stderr and makes the result false (exit code 1).
+function M.run_streaming(port, code, timeout)
+  local r = M.attach(port)
+  local ok, err = pcall(r.exec, r, code, {
+    timeout = timeout,
+    on_output = function(s) io.stdout:write(s) io.stdout:flush() end,
+  })
+  pcall(r.close, r)
+  if ok then return true end
+  if M.is_error(err, "device") then
+    io.stderr:write((err.traceback:gsub("\r\n", "\n")))
+    return false
+  end
+  error(err, 0)
+end
+
 -- The post-flash proof, shared by verify_repl and the flashing recipes: reach the REPL on an
 -- open port, run print('hello'), report what firmware answers. Raises a failed check.
 function M.verify(port, opts)
