@@ -195,11 +195,12 @@ static int port_read_until(lua_State *L)
 
 /* Search the buffer: plain with memmem, else with string.find so recipes get Lua patterns.
  * Leaves nothing on the stack when not found; else pushes before, match, captures. */
-static int expect_search(lua_State *L, struct port *p, const char *pat, size_t pl, int plain)
+static int expect_search(lua_State *L, struct port *p, const char *pat, size_t pl, int plain, size_t from)
 {
     const char *buf = port_buf_ptr(&p->in);
     if (plain) {
-        const char *hit = pl == 0 ? buf : memmem(buf, p->in.len, pat, pl);
+        /* bytes before `from` were searched already: a plain match cannot start there */
+        const char *hit = pl == 0 ? buf : memmem(buf + from, p->in.len - from, pat, pl);
         if (hit == NULL)
             return 0;
         size_t at = (size_t)(hit - buf);
@@ -240,10 +241,12 @@ static int port_expect(lua_State *L)
     int plain = lua_toboolean(L, 4);
     lua_settop(L, 4);
     double deadline = mpctl_now() + timeout;
+    size_t from = 0;
     for (;;) {
-        int n = expect_search(L, p, pat, pl, plain);
+        int n = expect_search(L, p, pat, pl, plain, from);
         if (n > 0)
             return n;
+        from = p->in.len >= pl ? p->in.len - pl + 1 : 0;
         int r = port_fill(L, p, deadline);
         if (r <= 0) {
             lua_pushliteral(L, " waiting for \"");
