@@ -1,17 +1,9 @@
 -- The command line as a person meets it: exit codes, messages, recipe lookup, the sandbox.
 local test = require("mpctl.test")
 
-local exe = test.exe()
 local probe = "tests/fixtures/recipes/sandbox_probe.lua"
+local run = require("support").mpctl
 
--- Runs mpctl with the given shell-quoted argument string; returns exit code, combined output.
-local function run(args)
-  local p = assert(io.popen(string.format("%q %s 2>&1; echo \"rc=$?\"", exe, args)))
-  local out = p:read("a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc, out:gsub("rc=%d+%s*$", "")
-end
 
 test("--version prints the version and exits 0", function()
   local rc, out = run("--version")

@@ -4,13 +4,8 @@ local test = require("mpctl.test")
 local fs = require("mpctl.fs")
 
 local exe = test.exe()
+local sh = require("support").sh
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = p:read("a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out:gsub("rc=%d+%s*$", "")
-end
 
 test("MPCTL_PATH adds recipes and Lua modules", function()
   local dir = fs.tmpdir()
