@@ -22,15 +22,7 @@ local sizes = {}
 for s in tostring(arg.sizes or "64,256"):gmatch("%d+") do sizes[#sizes + 1] = tonumber(s) * 1024 end
 local window = tonumber(arg.window) or 128
 
-local function random_bytes(n)
-  local t = {}
-  local seed = 12345
-  for i = 1, n do
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff
-    t[i] = string.char((seed >> 16) & 255)
-  end
-  return table.concat(t)
-end
+local function random_bytes(n) return require("mpctl.test").random_bytes(n, 12345) end
 
 local function connect(raw_paste)
   local url = string.format("sim://rawrepl?throttle=true&baud=%d&window=%d&raw_paste=%s", baud, window,

@@ -6,15 +6,7 @@ local serial = require("mpctl.serial")
 local repl = require("mpctl.repl")
 local hash = require("mpctl.hash")
 
-local function random_bytes(n, seed)
-  local t = {}
-  seed = seed or 1
-  for i = 1, n do
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff
-    t[i] = string.char((seed >> 16) & 255)
-  end
-  return table.concat(t)
-end
+local random_bytes = test.random_bytes
 
 local function connect(query, opts)
   local port = serial.open("sim://rawrepl" .. (query and ("?" .. query) or ""))

@@ -12,14 +12,7 @@ local function pair()
   return l, a, m
 end
 
-local function random_bytes(n, seed)
-  local t, x = {}, seed
-  for i = 1, n do
-    x = (x * 1103515245 + 12345) % 2147483648
-    t[i] = string.char(x % 256)
-  end
-  return table.concat(t)
-end
+local random_bytes = test.random_bytes
 
 test("encode escapes C0 and DB, decode reverses it", function()
   test.eq(slip.encode("\192"), "\192\219\220\192")
