@@ -37,6 +37,22 @@ local function flash_at(file, offset, n)
   return fs.read(file):sub(offset + 1, offset + n)
 end
 
+-- A team mirror (a folder) holding A as 1.24.0 and B as 1.24.1; flashes 1.24.0 then `second`
+-- through it (version= goes through the firmware cache). Returns the mirror's folder.
+local function flash_two_versions(port, name, second)
+  local mirror = fs.join(top, name)
+  fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241025-v1.24.0.bin"), A)
+  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241129-v1.24.1.bin"), B)
+  ENV.MPCTL_MIRROR = mirror
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "version=1.24.0", "repl=no" })
+  test.eq(code, 0, err)
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "--board", "ESP32_GENERIC", "version=" .. second, "repl=no" })
+  ENV.MPCTL_MIRROR = false
+  test.eq(code, 0, err)
+  return mirror
+end
+
 test("flash A, flash B with a flash backup, roll back: A is on the board again", function()
   local board = fs.join(top, "board1.bin")
   local port = sim(board)
@@ -67,24 +83,14 @@ end)
 test("version= flashes go through the firmware cache, and rollback takes the previous one from it", function()
   local board = fs.join(top, "board2.bin")
   local port = sim(board)
-  -- a team mirror (a folder) holding A as 1.24.0 and B as 1.24.1
-  local mirror = fs.join(top, "mirror")
-  fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
-  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241025-v1.24.0.bin"), A)
-  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241129-v1.24.1.bin"), B)
-  ENV.MPCTL_MIRROR = mirror
-  local code, _, err = mpctl({ "esp32_flash", "--port", port, "version=1.24.0", "repl=no" })
-  test.eq(code, 0, err)
-  code, _, err = mpctl({ "esp32_flash", "--port", port, "--board", "ESP32_GENERIC", "version=latest", "repl=no" })
-  ENV.MPCTL_MIRROR = false
-  test.eq(code, 0, err)
+  local mirror = flash_two_versions(port, "mirror", "latest")
   test.eq(flash_at(board, OFFSET, #B), B)
   local recs = history.read({ path = hist, port = port })
   test.eq({ recs[1].firmware.version, recs[2].firmware.version }, { "1.24.0", "1.24.1" })
   test.eq(recs[2].firmware.sha256, hash.hex(hash.sha256(B)))
   -- the mirror goes away; the cache still has 1.24.0 under its hash
   fs.remove(mirror, { recursive = true })
-  code, _, err = mpctl({ "rollback", "--port", port })
+  local code, _, err = mpctl({ "rollback", "--port", port })
   test.eq(code, 0, err)
   test.contains(err, fs.join(cache, "objects", hash.hex(hash.sha256(A)) .. ".bin"))
   test.eq(flash_at(board, OFFSET, #A), A)
@@ -100,21 +106,12 @@ end)
 test("a damaged cached copy of the previous firmware is not written back", function()
   local board = fs.join(top, "board4.bin")
   local port = sim(board)
-  local mirror = fs.join(top, "mirror4")
-  fs.mkdir(fs.join(mirror, "resources", "firmware"), { parents = true })
-  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241025-v1.24.0.bin"), A)
-  fs.write(fs.join(mirror, "resources", "firmware", "ESP32_GENERIC-20241129-v1.24.1.bin"), B)
-  ENV.MPCTL_MIRROR = mirror
-  local code, _, err = mpctl({ "esp32_flash", "--port", port, "version=1.24.0", "repl=no" })
-  test.eq(code, 0, err)
-  code, _, err = mpctl({ "esp32_flash", "--port", port, "--board", "ESP32_GENERIC", "version=1.24.1", "repl=no" })
-  ENV.MPCTL_MIRROR = false
-  test.eq(code, 0, err)
+  local mirror = flash_two_versions(port, "mirror4", "1.24.1")
   fs.remove(mirror, { recursive = true })
   -- the cached A rots on disk: same name and size, other bytes
   local a_obj = fs.join(cache, "objects", hash.hex(hash.sha256(A)) .. ".bin")
   fs.write(a_obj, string.rep("\0", #A))
-  code, _, err = mpctl({ "rollback", "--port", port })
+  local code, _, err = mpctl({ "rollback", "--port", port })
   test.eq(code, 1)
   test.contains(err, "not in the cache")
   test.eq(flash_at(board, OFFSET, #B), B, "the board still runs B")
