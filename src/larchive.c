@@ -591,17 +591,13 @@ int luaopen_mpctl_archive(lua_State *L)
         {"close", lar_close},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, ARCHIVE_MT)) {
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, lar_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, lar_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, lar_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {
+        {"__gc", lar_close},
+        {"__close", lar_close},
+        {"__tostring", lar_tostring},
+        {NULL, NULL},
+    };
+    mpctl_new_class(L, ARCHIVE_MT, meta, methods);
     luaL_newlib(L, fns);
     return 1;
 }

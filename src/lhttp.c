@@ -623,13 +623,8 @@ int luaopen_mpctl_http(lua_State *L)
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (luaL_newmetatable(L, REQ_MT)) {
-        lua_pushcfunction(L, req_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, req_gc);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", req_gc}, {"__close", req_gc}, {NULL, NULL}};
+    mpctl_new_class(L, REQ_MT, meta, NULL);
     luaL_newlib(L, fns);
     return 1;
 }
