@@ -1,7 +1,7 @@
 --[[ mpctl.sim.rawrepl: a MicroPython device model for the raw REPL and raw-paste protocols.
 
     mpctl sim rawrepl --listen pty [window=128] [raw_paste=true|false|R0|broken] [binary_stdin=true|false]
-                                   [baud=115200] [throttle=true] [abort_after=N] [corrupt_at=N]
+                                   [baud=115200] [throttle=true] [abort_after=N] [corrupt_at=N] [corrupt_times=K]
     --port "sim://rawrepl?window=32&throttle=true"
 
 What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md §3.2):
@@ -19,7 +19,8 @@ What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md �
     stays in the line, the \x01 reprints the raw banner); raw_paste=broken copies the WebAssembly port's bug (R\x01, window,
     \x01, \x04, then it reads nothing more). abort_after=N: after N pasted bytes the device sends
     \x04 (as pyexec does when compilation fails early), waits for the host's \x04 and reports a
-    MemoryError. corrupt_at=N flips one bit of byte N of every binary upload (fault injection).
+    MemoryError. corrupt_at=N flips one bit of byte N of every binary upload (fault injection);
+    corrupt_times=K only of the first K uploads.
   * execution: the code is run by the real MicroPython (WebAssembly, through its plain raw REPL,
     which works), so stdout, tracebacks, files and hashes are real. Only sys.platform and
     sys.implementation._machine are replaced (through sys.modules) so that clients treat this as an
@@ -29,7 +30,8 @@ What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md �
     board's flash filesystem would.
   * binary stdin (binary_stdin=true, the default): the WebAssembly build cannot read stdin from
     code (OSError 29), so this fixture performs the one stdin-reading program mpctl sends — the
-    receiver `_mpctl_rx(path, n, chunk)` of mpctl.repl — itself: it sends the ready byte \x06, reads
+    receiver `_mpctl_rx(path, n, chunk[, silence_ms])` of mpctl.repl — itself (giving up with
+    OSError 110 after silence_ms without a byte, as the real one does): it sends the ready byte \x06, reads
     n raw bytes from the wire in `chunk`-byte pieces with Ctrl-C/Ctrl-D taken as data (as
     micropython.kbd_intr(-1) makes a board do), acks each piece with \x06 as soon as it is read, and
     then writes the bytes into the real MicroPython's filesystem (base64 over its internal raw REPL,
@@ -255,11 +257,19 @@ function Dev:run(code, sent_ok)
   if not sent_ok then self:put("OK") end
   local recv_call, rest
   if self.binary_stdin then
-    local path, n, c, tail = code:match("^_mpctl_rx%((.-),(%d+),(%d+)%)\r?\n?(.*)$")
-    if path then recv_call = {path = path, n = tonumber(n), chunk = tonumber(c)}; rest = tail end
+    local path, n, c, t, tail = code:match("^_mpctl_rx%((.-),(%d+),(%d+),?(%d*)%)\r?\n?(.*)$")
+    if path then
+      recv_call = {path = path, n = tonumber(n), chunk = tonumber(c), silence = (tonumber(t) or 2000) / 1000}
+      rest = tail
+    end
   end
   if recv_call then
-    self:receive(recv_call)
+    if not self:receive(recv_call) then
+      -- the receiver gave up after a silence (OSError ETIMEDOUT), as the real one does
+      self:put("\x04Traceback (most recent call last):\r\n  File \"<stdin>\", line 1, in <module>\r\n"
+        .. "OSError: 110\r\n\x04>")
+      return
+    end
     code = rest
   end
   if code == "" then
@@ -277,7 +287,8 @@ function Dev:run(code, sent_ok)
   self:put(out .. "\x04" .. err .. "\x04>")
 end
 
--- The binary receiver, performed by the fixture (see the header comment).
+-- The binary receiver, performed by the fixture (see the header comment). Like mpctl's real one
+-- it gives up when no byte comes for call.silence seconds: returns false then.
 function Dev:receive(call)
   self:put("\6")
   local parts, left = {}, call.n
@@ -286,6 +297,11 @@ function Dev:receive(call)
     local got = {}
     local have = 0
     while have < want do
+      local until_t = time.now() + call.silence
+      while self.ipos > #self.ibuf do
+        if time.now() >= until_t then return false end
+        self:_fill(math.max(until_t - time.now(), 0.001))
+      end
       local s = self:take(want - have)
       got[#got + 1] = s
       have = have + #s
@@ -296,7 +312,8 @@ function Dev:receive(call)
   end
   if call.path ~= "None" then
     local data = table.concat(parts)
-    if self.corrupt_at and self.corrupt_at < #data then
+    if self.corrupt_at and self.corrupt_at < #data and self.corrupt_times ~= 0 then
+      self.corrupt_times = self.corrupt_times and self.corrupt_times - 1
       -- fault injection: one flipped bit, as a noisy line without a checksum would deliver
       local i = self.corrupt_at + 1
       data = data:sub(1, i - 1) .. string.char(data:byte(i) ~ 1) .. data:sub(i + 1)
@@ -304,6 +321,7 @@ function Dev:receive(call)
     local _, err = self.backend:write_file(call.path, data)
     if err and err ~= "" then io.stderr:write("sim rawrepl: receiver write failed: ", err, "\n") end
   end
+  return true
 end
 
 function Dev:soft_reset(raw)
@@ -470,7 +488,7 @@ function M.session(client, opts)
     window = tonumber(opts.window) or 128,
     binary_stdin = truthy(opts.binary_stdin, true),
     abort_after = tonumber(opts.abort_after),
-    corrupt_at = tonumber(opts.corrupt_at),
+    corrupt_at = tonumber(opts.corrupt_at), corrupt_times = tonumber(opts.corrupt_times),
     rate = truthy(opts.throttle, false) and baud / 10 or nil,
     rx_clock = 0, tx_clock = 0, overruns = 0,
   }, Dev)
