@@ -46,10 +46,13 @@ end
 --     ask again at once;
 --   * a silent line: ask again after a back-off that starts at BACKOFF[1] and doubles;
 --   * a line that keeps talking (boot messages, a program printing): ask again every BUSY_RETRY.
+-- If that has not worked within PAUSE_AFTER, the line is left quiet once for rx_silence (+ a bit):
+-- a binary receiver of a client that died mid-chunk (device.py's _mpctl_rx, Ctrl-C off) takes our
+-- requests as data and gives up only after that much silence.
 -- Every extra request may be answered by one more raw banner, so self.stray counts them for the
 -- next reply read (_reply), which skips them; the device answers in order, so they all come before
 -- the reply to whatever is sent next.
-local PROMPT_QUIET, BACKOFF, BACKOFF_MAX, BUSY_RETRY = 0.03, 0.02, 0.2, 0.5
+local PROMPT_QUIET, BACKOFF, BACKOFF_MAX, BUSY_RETRY, PAUSE_AFTER = 0.03, 0.02, 0.2, 0.5, 1.0
 
 function P:enter_raw(timeout)
   if self.raw then return end
@@ -58,7 +61,8 @@ function P:enter_raw(timeout)
   local want = RAW_BANNER .. ">"
   self:_write("\r\x03\x03")
   self:_write("\r\x01")
-  local requests, last_send, last_rx, fresh = 1, now(), now(), false
+  local start = now()
+  local requests, last_send, last_rx, fresh, paused = 1, start, start, false, false
   local backoff = BACKOFF
   local seen, earlier = self.rbuf, ""
   self.rbuf = ""
@@ -73,6 +77,14 @@ function P:enter_raw(timeout)
     if t >= deadline then
       -- show what the line carried since Ctrl-C: garbage from a wrong baud rate comes early
       self:_timeout("the raw REPL prompt", timeout, (earlier .. seen):sub(-64))
+    end
+    if not paused and t - start >= PAUSE_AFTER then
+      paused = true
+      local s = self:_drain(math.min((self.rx_silence or 2) + 0.3, math.max(deadline - t, 0.001)),
+        (self.rx_silence or 2) + 0.3)
+      if s ~= "" then seen, last_rx, fresh = seen .. s, now(), true end
+      last_send = 0   -- ask again at once
+      goto continue
     end
     local quiet = t - last_rx
     local at_prompt = fresh and quiet >= PROMPT_QUIET
@@ -93,6 +105,7 @@ function P:enter_raw(timeout)
     if s ~= "" then
       seen, last_rx, fresh = seen .. s, now(), true
     end
+    ::continue::
   end
   self.stray = (self.stray or 0) + requests - 1
   self.raw, self.helpers = true, false

@@ -267,7 +267,7 @@ function Dev:run(code, sent_ok)
     if not self:receive(recv_call) then
       -- the receiver gave up after a silence (OSError ETIMEDOUT), as the real one does
       self:put("\x04Traceback (most recent call last):\r\n  File \"<stdin>\", line 1, in <module>\r\n"
-        .. "OSError: 110\r\n\x04>")
+        .. "OSError: [Errno 110] ETIMEDOUT\r\n\x04>")
       return
     end
     code = rest
