@@ -147,6 +147,9 @@ function M.read(path, opts)
       refuse(path, "declares %s at 0x%x but does not contain it", p.name, p.offset)
     end
     local size = names[p.name].size
+    if opts.max and size and p.offset + size > opts.max then
+      refuse(path, "%s (0x%x + %d bytes) ends past the end of the %d-byte flash", p.name, p.offset, size, opts.max)
+    end
     if opts.max and size and total + size > opts.max then
       refuse(path, "its parts hold more than %d bytes, the size of the flash", opts.max)
     end
