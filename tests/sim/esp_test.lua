@@ -476,7 +476,7 @@ local function fault_run(seed)
   local out, hit = {}, 0
   for i = 1, 64 do
     local f = string.rep(string.char(i), 24)
-    local g = dev:fault_frame(f, i % 2 == 0 and "in" or "out")
+    local g = dev.faults:frame(f, i % 2 == 0 and "rx" or "tx")
     if g ~= f then hit = hit + 1 end
     out[i] = g
   end
