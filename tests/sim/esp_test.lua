@@ -625,3 +625,71 @@ test("a valid image boots into the real MicroPython REPL after a hard reset", fu
   p:expect("42", 10, true)
   p:close()
 end)
+
+-- A flash file holding a one-segment ESP32 image header at 0x1000, so the board boots the app.
+local function app_flash(dir)
+  local path = fs.join(dir, "flash.bin")
+  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
+  fs.write(path, string.rep("\255", 0x1000) .. hdr .. string.rep("\255", 0x100000 - 0x1000 - #hdr))
+  return path
+end
+
+local function trace_lines(path, pattern)
+  local out = {}
+  for line in fs.read(path):gmatch("[^\n]+") do
+    local a, b = line:match(pattern)
+    if a then out[#out + 1] = { tonumber(a), tonumber(b) } end
+  end
+  return out
+end
+
+test("application mode: bytes sent to the board take at least size*10/baud to be taken, by the simulator's clock", function()
+  local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)
+  if not ok then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?flash_size=1MB&boot_delay=0&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  local n = 2000
+  -- one line typed at the prompt, not ended: the REPL keeps reading (and echoing) it
+  p:write("#" .. string.rep("x", n - 1))
+  p:expect(string.rep("x", 64), 10, true)
+  local deadline = require("mpctl.time").now() + 10
+  local taken = 0
+  local sent, got
+  while taken < n and require("mpctl.time").now() < deadline do
+    p:read(65536, 0.2)
+    sent = trace_lines(trace, "^([%d%.]+) host sent (%d+) at")
+    got = trace_lines(trace, "^[%d%.]+ app rx (%d+) at ([%d%.]+)")
+    taken = 0
+    for _, g in ipairs(got) do taken = taken + g[1] end
+  end
+  p:close()
+  test.eq(taken, n, "every byte reached MicroPython")
+  local first_sent, last_taken = sent[1][1], got[#got][2]
+  local need = n * 10 / 115200
+  test.ok(last_taken - first_sent >= need * 0.999,
+    string.format("%d bytes taken in %.3f s by the simulator's clock; the line needs %.3f s", n,
+      last_taken - first_sent, need))
+  fs.remove(dir, { recursive = true })
+end)
+
+test("application mode: bytes sent while MicroPython runs code fill its 260-byte buffer, the rest is lost", function()
+  local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)
+  if not ok then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?timing=off&flash_size=1MB&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  -- the line ends with Enter, so the REPL is busy running it when the 1000 bytes behind land
+  p:write("x = sum(range(20000))\r" .. string.rep("y", 1000))
+  p:expect(">>> " .. string.rep("y", 260), 30, true)
+  test.eq(p:read(4096, 0.5), "", "no 261st byte")
+  p:close()
+  local lost = 0
+  for _, l in ipairs(trace_lines(trace, "app rx overrun: (%d+) bytes lost (%d*)")) do lost = lost + l[1] end
+  test.eq(lost, 1000 - 260)
+  fs.remove(dir, { recursive = true })
+end)

@@ -348,6 +348,7 @@ function Dev:on_data(data, now)
     self.decoder:reset()
     return
   end
+  if self.mode == "app" then self:log("host sent %d at %.6f", #data, now) end
   self.wire:arrive(data, now)
 end
 
