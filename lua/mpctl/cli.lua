@@ -3,11 +3,11 @@
 -- lua/mpctl/commands/, in the recipe format; every other word names a workflow recipe, so teams
 -- add workflows by dropping a .lua file into recipes/.
 --
--- Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+-- Exit codes: 0 success, 1 recipe or test failure, 2 usage error, 130 interrupted.
 
 local M = {}
 
-local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 local USAGE = [[
 usage: mpctl [options] COMMAND|RECIPE [options] [key=value ...] [words ...]
@@ -39,7 +39,7 @@ Options:
   -h, --help        this text
   --                everything after it is a plain word for the recipe
 
-Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+Exit codes: 0 success, 1 recipe or test failure, 2 usage error, 130 interrupted.
 ]]
 
 -- Options mpctl itself knows. Value options take the next word (`--port P`) or `--port=P`;
@@ -365,16 +365,11 @@ end
 
 local function cmd_recipes(parsed, info)
   local found, order = M.all_recipes(info)
-  local ui = require("mpctl.ui")
-  if parsed.opts.json then
-    for _, name in ipairs(order) do
-      io.stdout:write(ui.json_encode({ name = name, path = found[name],
-        description = M.recipe_meta(found[name]).description or "" }) .. "\n")
-    end
-    return EXIT_OK
-  end
+  local output = require("mpctl.output")
   for _, name in ipairs(order) do
-    io.stdout:write(string.format("%-18s %s\n", name, M.recipe_meta(found[name]).description or ""))
+    local description = M.recipe_meta(found[name]).description or ""
+    output.result({ event = "recipe", name = name, path = found[name], description = description },
+      string.format("%-18s %s\n", name, description))
   end
   return EXIT_OK
 end
@@ -442,11 +437,12 @@ local function cmd_ports(parsed)
     end
   end
   if parsed.opts.json then
-    for _, r in ipairs(rows) do io.stdout:write(ui.json_encode(r) .. "\n") end
+    for _, r in ipairs(rows) do ui.event(r) end
     return EXIT_OK
   end
+  local output = require("mpctl.output")
   if #rows == 0 then
-    io.stdout:write("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
+    output.out("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
     return EXIT_OK
   end
   for _, r in ipairs(rows) do
@@ -456,7 +452,7 @@ local function cmd_ports(parsed)
       runs = "runs MicroPython " .. (r.firmware.version or "?") ..
         (r.firmware.board and (" (" .. r.firmware.board .. (r.firmware.variant and ("-" .. r.firmware.variant) or "") .. ")") or "")
     end
-    io.stdout:write(string.format("%-20s %-10s %-14s %-30s %s %s\n", r.path, r.usb or "-", r.serial or "-",
+    output.out(string.format("%-20s %-10s %-14s %-30s %s %s\n", r.path, r.usb or "-", r.serial or "-",
       what, #r.families > 0 and ("looks like: " .. table.concat(r.families, "/")) or "", runs))
   end
   return EXIT_OK
@@ -468,7 +464,19 @@ local function cmd_test(parsed, info)
   if #paths == 0 then usage_error("mpctl test needs at least one file or folder") end
   local sandbox = require("mpctl.sandbox")
   local test = require("mpctl.test")
-  local _, failed = test.run({
+  -- -q: only the failures, on stderr (they are the errors); --json: the runner's lines arrive as
+  -- output events (mpctl.output) and a summary event ends the run.
+  local out
+  if parsed.opts.quiet and not parsed.opts.json then
+    local in_failure = false
+    out = function(s)
+      if s:match("^FAIL ") or s:match("^not ok ") then in_failure = true
+      elseif not (s:match("^      ") or s:match("^  # ")) then in_failure = false end
+      if in_failure then io.stderr:write(s) end
+    end
+  end
+  local passed, failed, skipped = test.run({
+    out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
     port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
     exe = info.exe,
@@ -476,6 +484,7 @@ local function cmd_test(parsed, info)
       return sandbox.env(file, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
     end,
   })
+  require("mpctl.ui").event({ event = "test_summary", passed = passed, failed = failed, skipped = skipped })
   return failed > 0 and EXIT_FAIL or EXIT_OK
 end
 
@@ -518,6 +527,7 @@ local function configure_ui(opts)
   elseif opts.verbose >= 2 then level = "debug"
   elseif opts.verbose == 1 then level = "verbose" end
   ui.configure({ level = level, json = opts.json and true or false })
+  require("mpctl.output").install({ json = opts.json, quiet = opts.quiet })
 end
 
 local function report_error(e, opts)
@@ -545,14 +555,9 @@ local BUILTIN_OPTIONS = {
   sim = { listen = true, words = true },
 }
 
--- Text for a person: on stdout normally; under --json one {"event":"text"} line instead, so
--- stdout carries JSON lines only.
-local function say(opts, text)
-  if opts.json then
-    require("mpctl.ui").event({ event = "text", text = text })
-  else
-    io.stdout:write(text)
-  end
+-- Text a person asked for (help): stdout, or an output event under --json (mpctl.output).
+local function say(_, text)
+  require("mpctl.output").out(text)
 end
 
 local function dispatch(argv, parsed, info)
@@ -560,11 +565,7 @@ local function dispatch(argv, parsed, info)
   local cmd = parsed.command
   if opts.version and not cmd then
     check_builtin_options(parsed, "--version", { version = true })
-    if opts.json then
-      require("mpctl.ui").event({ event = "version", version = info.version })
-    else
-      io.stdout:write("mpctl " .. info.version .. "\n")
-    end
+    require("mpctl.output").result({ event = "version", version = info.version }, "mpctl " .. info.version .. "\n")
     return EXIT_OK
   end
   if opts.version then usage_error("--version takes no command (mpctl --version)") end
@@ -619,7 +620,8 @@ function M.main(argv, info)
   if rok then return rv end
   local mpctl = require("mpctl")
   report_error(rv, opts)
-  if type(rv) == "table" and (rv.usage or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
+  if type(rv) == "table" and (rv.usage or rv.kind == "usage" or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
+  if type(rv) == "table" and rv.kind == "interrupted" then return EXIT_INTERRUPTED end
   return EXIT_FAIL
 end
 
