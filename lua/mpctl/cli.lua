@@ -34,7 +34,10 @@ Options:
   -v, --verbose     more output (twice: debug)
   -q, --quiet       errors only
   --json            events as JSON lines on stdout, for other programs
+  --allow-fs        let the recipe read and write files outside the current folder, its own
+                    folder, MPCTL_PATH, mpctl's config/cache/state folders and the temp folder
   --allow-exec      let the recipe run programs (os.execute, io.popen) and load native code
+                    (implies --allow-fs)
   --version         print the version
   -h, --help        this text
   --                everything after it is a plain word for the recipe
@@ -309,6 +312,22 @@ local function check_recipe_options(parsed, meta, name)
   end
 end
 
+-- Holds this run to the recipe sandbox's file policy unless --allow-fs or --allow-exec was
+-- given (mpctl.sandbox). `script`: the recipe file, whose folder is allowed (none for the tool
+-- commands shipped with mpctl). Paths named on the command line are allowed: they are the
+-- person's choice, not the recipe's.
+function M.confine(parsed, info, script)
+  if parsed.opts["allow-exec"] or parsed.opts["allow-fs"] then return end
+  local named = {}
+  for k, v in pairs(parsed.arg) do
+    if type(v) == "string" and k ~= "port" then named[#named + 1] = v end
+  end
+  if parsed.opts.junit then named[#named + 1] = parsed.opts.junit end
+  local sandbox = require("mpctl.sandbox")
+  sandbox.confine(sandbox.policy({ script = script, named = named, datadir = info.datadir,
+    realpath = require("mpctl.fs").realpath }))
+end
+
 -- A recipe declaring `-- @raw-args` takes key=value-looking words (Python code like `x=1`)
 -- as plain words, in the order given.
 local function unparse_keys(parsed)
@@ -340,6 +359,8 @@ local function run_recipe(parsed, info, say)
   check_recipe_options(parsed, meta, name)
   require("mpctl.options").apply(meta, parsed.arg, name)
   local sandbox = require("mpctl.sandbox")
+  local is_command = path == M.find_command(parsed.command)
+  M.confine(parsed, info, is_command and nil or path)
   local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg,
     recipe_dirs = M.installed_recipe_dirs(info) })
   local chunk, err = loadfile(path, "t", env)
@@ -463,6 +484,7 @@ local function cmd_test(parsed, info)
   for i = 1, #parsed.arg do paths[i] = parsed.arg[i] end
   if #paths == 0 then usage_error("mpctl test needs at least one file or folder") end
   local sandbox = require("mpctl.sandbox")
+  M.confine(parsed, info, nil)
   local test = require("mpctl.test")
   -- -q: only the failures, on stderr (they are the errors); --json: the runner's lines arrive as
   -- output events (mpctl.output) and a summary event ends the run.
