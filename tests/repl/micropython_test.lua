@@ -90,7 +90,9 @@ local function cut_port(port)
   local p = {name = "cut " .. port.name}
   function p.write(_, data)
     if p.allow and #data > 1000 then
-      if p.allow == 0 then error("serial cut: write: Broken pipe", 0) end
+      if p.allow == 0 then
+        error(require("mpctl.errors").new{kind = "eof", where = p.name, detail = "write: Broken pipe"}, 0)
+      end
       p.allow = p.allow - 1
     end
     return port:write(data)

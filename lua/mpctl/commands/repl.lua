@@ -1,23 +1,24 @@
---- Interactive MicroPython REPL on the board (Ctrl-] quits; Ctrl-C and Ctrl-D go to the board).
+--- Interactive MicroPython REPL on the board (Ctrl-] or Ctrl-X quits; Ctrl-C and Ctrl-D go to the board).
 -- @option raw: yes|no = no; do not leave a raw REPL or show the banner on connect
 --
 -- mpctl repl --port /dev/ttyACM0
 -- With stdin not a terminal, lines are sent as typed (\n becomes \r) and the session ends once the
--- input is used up and the board has gone quiet: echo "print(1+1)" | mpctl repl --port P
+-- input is used up and the board has answered and gone quiet (or said nothing for 10 s):
+-- echo "print(1+1)" | mpctl repl --port P
 
 local ui, serial, time = mpctl.ui, mpctl.serial, mpctl.time
 local port = mpctl.open_port(arg)
 local tty = ui.isatty(0)
 local input = serial.wrap_fd(0, "stdin")
 
-io.stderr:write(string.format("Connected to %s. Ctrl-] quits.\r\n", tostring(arg.port)))
+io.stderr:write(string.format("Connected to %s. Ctrl-] or Ctrl-X quits.\r\n", tostring(arg.port)))
 if tty then ui.raw_mode(0, true) end
 
 local ok, err = pcall(function()
   -- Ctrl-B: a board left in the raw REPL (by a tool that died) goes back to the friendly one;
   -- at the friendly prompt it reprints the banner, which shows what answered.
   if not arg.raw then port:write("\2") end
-  local input_done, quiet_since = false, nil
+  local input_done, quiet_since, done_at, answered = false, nil, nil, false
   while true do
     local ready = serial.poll(input_done and {port} or {input, port}, 0.1)
     for _, o in ipairs(ready) do
@@ -27,12 +28,13 @@ local ok, err = pcall(function()
         io.stdout:write(s)
         io.stdout:flush()
         quiet_since = nil
+        if input_done then answered = true end
       else
         local s = input:read(4096, 0)
         if s == "" and input:is_eof() then
-          input_done = true
+          input_done, done_at = true, time.now()
         else
-          local q = s:find("\29", 1, true)         -- Ctrl-]
+          local q = s:find("[\29\24]")              -- Ctrl-] (miniterm, mpctl) or Ctrl-X (mpremote)
           if q then
             if q > 1 then port:write(s:sub(1, q - 1)) end
             return
@@ -42,9 +44,11 @@ local ok, err = pcall(function()
         end
       end
     end
+    -- piped input: the board (which may still be starting) must answer the last line first
     if input_done and #ready == 0 then
       quiet_since = quiet_since or time.now()
-      if time.now() - quiet_since > 0.5 then return end
+      if answered and time.now() - quiet_since > 0.5 then return end
+      if not answered and time.now() - done_at > 10 then return end
     end
   end
 end)

@@ -1,8 +1,11 @@
 -- mpctl.repl.errors: the REPL client's error values and the text helpers its messages use.
 --
--- Every error is a table with a __tostring and a .message (so handlers that print tostring(e) or
--- e.message work) and a .kind (device, timeout, reset, protocol, unsupported, io); is_error(e[, kind])
--- tests for one. The kinds are described in mpctl/repl/init.lua.
+-- Every error is an mpctl.errors object (kind, where, detail, msg; PLAN contract 1) that also
+-- carries .message (the same text, for older handlers). Kinds: device, timeout, eof (the device
+-- hung up; the REPL's older name "reset" is still accepted by is_error), protocol, unsupported,
+-- not_found, io. The kinds are described in mpctl/repl/init.lua.
+local errs = require("mpctl.errors")
+
 local M = {}
 
 -- Printable form of bytes seen on the wire (the last `max`, control bytes escaped).
@@ -15,18 +18,25 @@ function M.escape(s, max)
   end):gsub('"', '\\"'))
 end
 
-local ErrMT = {}
-ErrMT.__index = ErrMT
-ErrMT.__tostring = function(e) return e.message end
+local ALIAS = {reset = "eof"}
 
+-- raise(kind, message[, fields]): message is the whole text ("repl <port>: ..."); fields may
+-- carry where/detail/seen and anything else (traceback, exception, sha256, ...).
 function M.raise(kind, message, fields)
-  local e = fields or {}
-  e.kind, e.message = kind, message
-  error(setmetatable(e, ErrMT), 0)
+  local t = fields or {}
+  t.kind = ALIAS[kind] or kind
+  t.detail = t.detail or message
+  t.msg, t.message = message, message
+  if type(t.seen) ~= "string" then t.seen = nil end
+  local seen = t.seen
+  t.seen = nil               -- our message already shows the bytes seen, escaped
+  local e = errs.new(t)
+  e.seen = seen
+  error(e, 0)
 end
 
 function M.is_error(v, kind)
-  return getmetatable(v) == ErrMT and (kind == nil or v.kind == kind)
+  return errs.is_error(v) and (kind == nil or v.kind == (ALIAS[kind] or kind))
 end
 
 -- The exception line of a MicroPython traceback: the last non-blank line.

@@ -41,13 +41,14 @@ Where things live (lua/mpctl/repl/):
              seconds=, rate= (file bytes/s), sha256=, status="written"|"up to date", skipped=,
              attempts= (put: transfers made), cleaned= (put: stale temporaries removed)}
 
-Errors: every error value is a table with a __tostring and a .message (so handlers that print
-tostring(e) or e.message work) and a .kind; repl.is_error(e[, kind]) tests for one:
+Errors: every error value is an mpctl.errors object (kind, where, detail, msg) that also has
+.message (the same text); repl.is_error(e[, kind]) tests for one:
     kind="device"   the code raised on the device: .traceback (device stderr, as sent), .exception
                     (its last line, e.g. "ZeroDivisionError: divide by zero"), .stdout;
                     tostring(e) starts with the exception line, then the traceback.
     kind="timeout"  nothing expected came within the time: .what, .seen (last bytes; escaped in the text)
-    kind="reset"    the device hung up (end of file, broken pipe) when it was not asked to
+    kind="eof"      the device hung up (end of file, broken pipe) when it was not asked to
+                    (is_error(e, "reset") still matches it)
     kind="protocol" unexpected bytes (garbage where flow control was expected, hash mismatch:
                     .sha256 / .device_sha256)
     kind="unsupported" a mode the device lacks (raw-paste broken, stdin not binary-readable)

@@ -8,6 +8,7 @@
 -- streaming read_until (the `core` work of issue 9).
 local time = require("mpctl.time")
 local errors = require("mpctl.repl.errors")
+local errs = require("mpctl.errors")
 
 local raise, escape = errors.raise, errors.escape
 local now = time.now
@@ -17,12 +18,13 @@ local L = {}
 function L:_write(data)
   local ok, err = pcall(self.port.write, self.port, data)
   if not ok then
-    local eof = self.port.is_eof and select(2, pcall(self.port.is_eof, self.port)) == true
-    local msg = tostring(err)
-    if eof or msg:find("closed", 1, true) or msg:find("Broken pipe", 1, true) then
-      raise("reset", string.format("repl %s: device hung up (%s)", self.name, msg), {eof = true})
+    local k = errs.kind(err)
+    if k == "interrupted" then error(err, 0) end
+    local eof = k == "eof" or (self.port.is_eof and select(2, pcall(self.port.is_eof, self.port)) == true)
+    if eof then
+      raise("reset", string.format("repl %s: device hung up (%s)", self.name, tostring(err)), {eof = true})
     end
-    raise("io", string.format("repl %s: %s", self.name, msg))
+    raise("io", string.format("repl %s: %s", self.name, tostring(err)))
   end
   self.tx = self.tx + #data
   if self.trace then self.trace("tx", data) end

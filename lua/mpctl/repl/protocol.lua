@@ -5,6 +5,7 @@
 -- mpctl.repl.attach returns; the byte I/O they use is mpctl.repl.link.
 local time = require("mpctl.time")
 local errors = require("mpctl.repl.errors")
+local errs = require("mpctl.errors")
 
 local raise, escape, is_error, exception_line = errors.raise, errors.escape, errors.is_error, errors.exception_line
 local now = time.now
@@ -341,10 +342,17 @@ function P:exec(code, opts)
     return out
   end)
   if ok then return res end
+  if errs.kind(res) == "interrupted" then
+    -- Ctrl-C on our side: stop the device's code too, so the board is free for the next command
+    pcall(errs.shield, function() self.port:write("\r\x03\x03") end)
+    self.raw = false
+    error(res, 0)
+  end
   if is_error(res, "timeout") and not opts.no_interrupt then
     local iok, ierr = pcall(self.interrupt, self, {timeout = opts.interrupt_timeout or 2})
     res.message = res.message .. (iok and "; interrupted with Ctrl-C, device back at the prompt"
       or ("; " .. tostring(ierr)))
+    res.msg = res.message
     res.recovered = iok
   end
   error(res, 0)

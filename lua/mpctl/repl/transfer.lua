@@ -185,6 +185,7 @@ function T:put(data, path, opts)
   last.attempts = attempts
   last.message = last.message:gsub("%(the device file was left as it was%)",
     string.format("after %d attempts (the device file was left as it was)", attempts))
+  last.msg = last.message
   error(last, 0)
 end
 
