@@ -7,36 +7,9 @@ local proc = require("mpctl.proc")
 local fs = require("mpctl.fs")
 local time = require("mpctl.time")
 
-local function exe() return (assert(test.exe(), "test runner did not give the mpctl executable")) end
+local support = require("support")
+local exe, mpctl, start_sim = support.exe, support.mpctl, support.start_sim
 
--- Runs mpctl with args; returns exit code and combined output. stdin is the given text (or empty).
-local function mpctl(args, timeout, stdin)
-  local argv = {exe()}
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = proc.spawn{argv = argv, pty = false, stderr = "stdout"}
-  local inp = serial.wrap_fd(p:stdin_fd(), "child stdin")
-  if stdin then inp:write(stdin) end
-  inp:close()
-  local out = serial.wrap_fd(p:stdout_fd(), "child stdout")
-  local parts = {}
-  local deadline = time.now() + (timeout or 30)
-  while time.now() < deadline do
-    local s = out:read(65536, 0.2)
-    if s ~= "" then parts[#parts + 1] = s elseif out:is_eof() then break end
-  end
-  local code = p:wait(math.max(deadline - time.now(), 0.1))
-  if code == nil then p:kill() p:wait(2) end
-  out:close()
-  return code, table.concat(parts)
-end
-
--- One shared MicroPython on a pty for the file tests.
-local function start_sim()
-  local p = proc.spawn{argv = {exe(), "sim", "micropython", "--listen", "pty"}, pty = false, stderr = "null"}
-  local out = serial.wrap_fd(p:stdout_fd(), "sim stdout")
-  local line = out:read_until("\n", 15)
-  return p, line:match("^(%S+)"), out
-end
 
 test("verify_repl passes on real MicroPython and reports the firmware", function()
   local code, out = mpctl({"verify_repl", "--port", "sim://micropython"}, 60)

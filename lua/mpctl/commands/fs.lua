@@ -29,6 +29,11 @@ local function join(a, b) return (a:gsub("/+$", "")) .. "/" .. b end
 
 local port = mpctl.open_port(arg)
 local r = mpctl.repl.attach(port)
+-- a put that arrived damaged is sent again: say so as it happens
+r.on_retry = function(path, attempt, e)
+  mpctl.ui.log(string.format("cp :%s: attempt %d arrived damaged (%s); sending it again", path, attempt,
+    e.device_sha256 and "sha256 mismatch" or tostring(e)))
+end
 local force = arg.f or arg.force
 local copy_opts = {force = force, mode = arg.mode,
   compress = not (arg.compress == "no" or arg.compress == "false" or arg.compress == false)}
@@ -36,11 +41,14 @@ local copy_opts = {force = force, mode = arg.mode,
 local function kb(s) return string.format("%.1f KB/s", s.rate / 1024) end
 
 local function report(src, dst, s)
+  local ev = {event = "copy", src = src, dst = dst, bytes = s.bytes, seconds = s.seconds, mode = s.mode,
+    wire_bytes = s.wire_bytes, status = s.status, attempts = s.attempts, sha256 = s.sha256}
   if s.skipped then
-    print(string.format("up to date: %s", dst))
+    ui.result(ev, string.format("up to date: %s\n", dst))
   else
-    print(string.format("%s -> %s  %d bytes  %.2f s  %s  %s  %.2f wire B/B", src, dst, s.bytes, s.seconds,
-      kb(s), s.mode, s.wire_per_byte))
+    ui.result(ev, string.format("%s -> %s  %d bytes  %.2f s  %s  %s  %.2f wire B/B%s\n", src, dst, s.bytes,
+      s.seconds, kb(s), s.mode, s.wire_per_byte,
+      (s.attempts or 1) > 1 and string.format("  (%d attempts)", s.attempts) or ""))
   end
 end
 
@@ -75,6 +83,7 @@ local function get_tree(src, dst)
   end
 end
 
+local function run()
 if sub == "ls" then
   local p = dev(words[1] or ":")
   for _, e in ipairs(r:ls(p)) do
@@ -129,4 +138,15 @@ elseif sub == "cp" then
 else
   mpctl.usage_error("fs: unknown command '" .. sub .. "'; " .. usage)
 end
-r:close()
+end
+
+local ok, e = pcall(run)
+pcall(r.close, r)
+if not ok then
+  -- a device OSError in the words of the command: "cat: :nope.py: no such file"
+  if mpctl.repl.is_error(e) and e.reason and e.path then
+    require("mpctl.errors").raise(e.kind, nil, string.format("%s: :%s: %s", sub, e.path, e.reason),
+      {errno = e.errno, errno_name = e.errno_name, path = e.path})
+  end
+  error(e, 0)
+end

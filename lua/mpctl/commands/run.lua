@@ -6,9 +6,16 @@
 
 local file = arg[1]
 if not file then mpctl.usage_error("run needs a script: mpctl run --port P script.py") end
-local f = io.open(file, "rb")
-if not f then mpctl.usage_error("run: cannot open " .. file) end
-local code = f:read("a")
+local f, why = io.open(file, "rb")
+if not f then
+  -- io.open's reason: "No such file or directory", "Permission denied", "Is a directory" ...
+  require("mpctl.errors").raise("not_found", nil, string.format("run: cannot open %s: %s", file,
+    tostring(why):match(": ([^:]+)$") or tostring(why)), {path = file})
+end
+local code, rerr = f:read("a")
 f:close()
+if not code then require("mpctl.errors").raise("io", nil, string.format("run: cannot read %s: %s", file, tostring(rerr))) end
 local port <close> = mpctl.open_port(arg)
-return mpctl.repl.run_streaming(port, code, tonumber(arg.timeout) or 3600)
+-- a traceback names the script and its lines, not <stdin>
+return mpctl.repl.run_streaming(port, code, {timeout = tonumber(arg.timeout) or 3600,
+  filename = file:match("[^/]+$")})
