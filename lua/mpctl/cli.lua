@@ -501,6 +501,7 @@ local function cmd_test(parsed, info)
     out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
     port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
+    timeout = parsed.opts.timeout, verbose = (parsed.opts.verbose or 0) > 0,
     exe = info.exe,
     env_for = function(file)
       return sandbox.env(file, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
@@ -608,6 +609,22 @@ local function dispatch(argv, parsed, info)
   end
   if BUILTIN[cmd] then
     if opts.help then say(opts, USAGE) return EXIT_OK end
+    if cmd == "test" then
+      -- `mpctl test --timeout S`: seconds each device script may run (mpctl.test); parsed as a
+      -- declared option so `--timeout 30` takes its value
+      local spec = { timeout = { kind = "seconds", spec = "seconds" } }
+      parsed = M.parse(argv, spec)
+      parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+      local t = parsed.arg.timeout
+      if t ~= nil then
+        local v, why = require("mpctl.options").convert(spec.timeout, t)
+        if v == nil then usage_error("test: --timeout: " .. why) end
+        parsed.opts.timeout, parsed.arg.timeout = v, nil
+        local flags = {}
+        for _, f in ipairs(parsed.opts._recipe_flags or {}) do if f ~= "timeout" then flags[#flags + 1] = f end end
+        parsed.opts._recipe_flags = flags
+      end
+    end
     local accepted = BUILTIN_OPTIONS[cmd] or {}
     check_builtin_options(parsed, cmd, accepted)
     if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then

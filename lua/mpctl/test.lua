@@ -6,7 +6,9 @@
 --     local test = require("mpctl.test")
 --     test("name", function() test.eq(got, want) end)
 --
--- Device scripts (*.py) are run on the board through the REPL: a traceback fails the test.
+-- Device scripts (test_*.py, *_test.py) are run on the board behind --port through the REPL,
+-- one case each, the board soft-reset before each: a traceback fails the case (see
+-- run_device_script); without --port each is reported as skipped, never left out silently.
 
 local M = {}
 
@@ -208,12 +210,15 @@ local function write_junit(path, results, total_time)
       xml_escape(file), #cases, f, s, t)
     for _, r in ipairs(cases) do
       out[#out + 1] = string.format('    <testcase classname="%s" name="%s" time="%.3f">',
-        xml_escape(file), xml_escape(r.name), r.time)
+        xml_escape(file), xml_escape(r.name ~= "" and r.name or file:match("[^/]+$")), r.time)
       if r.status == "fail" then
         out[#out + 1] = string.format('      <failure message="%s">%s</failure>',
           xml_escape((r.message or ""):match("[^\n]*")), xml_escape(r.message or ""))
       elseif r.status == "skip" then
         out[#out + 1] = string.format('      <skipped message="%s"/>', xml_escape(r.message or ""))
+      end
+      if r.output and r.output ~= "" then
+        out[#out + 1] = "      <system-out>" .. xml_escape(r.output) .. "</system-out>"
       end
       out[#out + 1] = "    </testcase>"
     end
@@ -228,6 +233,7 @@ end
 -- running
 
 local DEFAULT_CASE_TIMEOUT = 240
+local DEFAULT_DEVICE_TIMEOUT = 60
 
 -- A hung Lua loop must fail the case, not the whole run: a count hook checks the deadline.
 -- Blocking C calls are bounded by their own timeouts.
@@ -291,31 +297,67 @@ local function run_lua_file(file, env_for, emit)
   end
 end
 
+-- A device script (test_*.py, *_test.py) runs on the board behind --port as one case named after
+-- its file, all on one connection. Before each script the board is soft-reset, so no state leaks
+-- from the one before; where a soft reset ends the MicroPython process (the WebAssembly build on a
+-- bare pty), the port is opened again, which starts a fresh one. What the script prints is kept: shown on failure,
+-- and as it comes with -v; in JUnit's system-out. A traceback fails the case with its exception
+-- line as the message, naming the script and its lines instead of <stdin>.
 local function run_device_script(file, ctx, emit)
   local time = require("mpctl.time")
   local t0 = time.now()
-  local r = { file = file, name = file:match("[^/]+$") }
+  local r = { file = file, name = "", device = true }
   if not ctx.port then
-    r.status, r.message, r.time = "skip", "device script: needs --port", 0
+    r.status, r.time = "skip", 0
+    r.message = "device script: no --port given (device scripts run on a board: mpctl test --port PORT ...)"
     emit(r)
     return
   end
+  local fs = require("mpctl.fs")
+  local serial = require("mpctl.serial")
+  local repl = require("mpctl.repl")
+  local errors = require("mpctl.errors")
+  local code = fs.read(file)
+  local output = {}
+  local conn = ctx.conn   -- one connection for the whole run, kept in M.run
+  local function close()
+    if conn.device then pcall(errors.shield, conn.device.close, conn.device) end
+    if conn.port then pcall(errors.shield, conn.port.close, conn.port) end
+    conn.port, conn.device = nil, nil
+  end
+  local function attach()
+    conn.port = serial.open(ctx.port, { baud = ctx.baud or 115200 })
+    conn.device = repl.attach(conn.port, { timeout = 10 })
+  end
   local ok, err = pcall(function()
-    local fs = require("mpctl.fs")
-    local code = fs.read(file)
-    local serial = require("mpctl.serial")
-    local repl = require("mpctl.repl")
-    local port <close> = serial.open(ctx.port, { baud = ctx.baud or 115200 })
-    local device = repl.attach(port)
-    local out = device:exec(code, { timeout = ctx.timeout or 60 })
-    device:close()
-    return out
+    if not conn.device then attach() end
+    if conn.device:soft_reset() == "eof" then
+      close()
+      attach()
+    end
+    return conn.device:exec(code, {
+      timeout = ctx.timeout or DEFAULT_DEVICE_TIMEOUT,
+      on_output = function(piece)
+        output[#output + 1] = piece
+        if ctx.verbose and ctx.write then ctx.write(piece) end
+      end,
+    })
   end)
+  -- a script that did not end cleanly (timeout, lost line) may have left the board busy: start
+  -- the next one from a new connection
+  if not ok and not repl.is_error(err, "device") then close() end
+  if errors.is(err, "interrupted") then close() end
   r.time = time.now() - t0
+  r.output = table.concat(output)
   if ok then
-    r.status, r.output = "pass", err
+    r.status = "pass"
+  elseif errors.is(err, "interrupted") then
+    error(err, 0)   -- Ctrl-C: no more cases; the CLI reports it and exits 130
+  elseif repl.is_error(err, "device") then
+    local tb = repl.name_traceback(err.traceback:gsub("\r\n", "\n"), file:match("[^/]+$"), code)
+    r.status, r.message = "fail", err.exception .. "\n" .. tb
   else
-    r.status, r.message = "fail", tostring(type(err) == "table" and (err.traceback or err.msg) or err)
+    r.status, r.message = "fail", tostring(err)
   end
   emit(r)
 end
@@ -326,7 +368,7 @@ function M.run(opts)
   local fs = require("mpctl.fs")
   local time = require("mpctl.time")
   local write = opts.out or function(s) io.stdout:write(s) io.stdout:flush() end
-  M.context = { port = opts.port, baud = opts.baud, exe = opts.exe }
+  M.context = { port = opts.port, baud = opts.baud, exe = opts.exe, timeout = opts.timeout }
 
   local files = {}
   local results = {}
@@ -336,7 +378,7 @@ function M.run(opts)
     n = n + 1
     results[#results + 1] = r
     counts[r.status] = counts[r.status] + 1
-    local label = r.file .. ": " .. r.name
+    local label = (r.name ~= "") and (r.file .. ": " .. r.name) or r.file
     if opts.tap then
       if r.status == "pass" then
         write(string.format("ok %d - %s\n", n, label))
@@ -345,6 +387,7 @@ function M.run(opts)
       else
         write(string.format("not ok %d - %s\n", n, label))
         for line in (r.message or ""):gmatch("[^\n]+") do write("  # " .. line .. "\n") end
+        for line in (r.output or ""):gmatch("[^\n]+") do write("  # | " .. line .. "\n") end
       end
     else
       if r.status == "pass" then
@@ -354,12 +397,17 @@ function M.run(opts)
       else
         write(string.format("FAIL  %s\n", label))
         for line in (r.message or ""):gmatch("[^\n]+") do write("      " .. line .. "\n") end
+        if r.output and r.output ~= "" and not opts.verbose then
+          write("      output:\n")
+          for line in r.output:gsub("\n$", ""):gmatch("[^\n]*") do write("      | " .. line .. "\n") end
+        end
       end
     end
   end
 
   for _, p in ipairs(opts.paths) do
-    local got, err = list_tests(p, fs, opts.port ~= nil, files)
+    -- device scripts are always listed: without --port each is reported as skipped, with the reason
+    local got, err = list_tests(p, fs, true, files)
     if not got then
       emit({ file = p, name = "(discover)", status = "fail", message = err, time = 0 })
     end
@@ -367,9 +415,16 @@ function M.run(opts)
   if opts.tap then write("TAP version 13\n") end
 
   local t0 = time.now()
+  local conn = {}   -- the board's connection, shared by the device scripts of this run
+  local errors = require("mpctl.errors")
+  local close_conn <close> = setmetatable({}, { __close = function()
+    if conn.device then pcall(errors.shield, conn.device.close, conn.device) end
+    if conn.port then pcall(errors.shield, conn.port.close, conn.port) end
+  end })
   for _, file in ipairs(files) do
     if file:match("%.py$") then
-      run_device_script(file, opts, emit)
+      if opts.verbose and opts.port and not opts.tap then write(string.format("run   %s\n", file)) end
+      run_device_script(file, setmetatable({ write = write, conn = conn }, { __index = opts }), emit)
     else
       run_lua_file(file, opts.env_for, emit)
     end
