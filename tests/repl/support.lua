@@ -71,4 +71,41 @@ function M.alive(pid)
   return not stat:match("^%d+ %b() Z")
 end
 
+-- pid's children, their children, ... (from /proc).
+function M.descendants(pid, out)
+  out = out or {}
+  for _, c in ipairs(M.children(pid)) do
+    out[#out + 1] = c
+    M.descendants(c, out)
+  end
+  return out
+end
+
+-- Starts mpctl with args (stdout and stderr together), waits until `ready(p)` is true (polled every
+-- 0.1 s, at most `wait` seconds), sends SIGINT to its process group as a terminal's Ctrl-C does,
+-- and returns exit code, output, and the pids of the processes it had started.
+function M.interrupt(args, ready, wait)
+  local argv = {M.exe()}
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = proc.spawn{argv = argv, pty = false, stderr = "stdout"}
+  local out = serial.wrap_fd(p:stdout_fd(), "child stdout")
+  local parts = {}
+  local deadline = time.now() + (wait or 30)
+  while time.now() < deadline and not ready(p, table.concat(parts)) do
+    local s = out:read(65536, 0.1)
+    if s ~= "" then parts[#parts + 1] = s end
+  end
+  local started = M.descendants(p:pid())
+  p:kill("INT")
+  deadline = time.now() + 30
+  while time.now() < deadline do
+    local s = out:read(65536, 0.2)
+    if s ~= "" then parts[#parts + 1] = s elseif out:is_eof() then break end
+  end
+  local code = p:wait(math.max(deadline - time.now(), 0.1))
+  if code == nil then p:kill("KILL") p:wait(2) end
+  out:close()
+  return code, table.concat(parts), started
+end
+
 return M
