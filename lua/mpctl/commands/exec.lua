@@ -4,8 +4,13 @@
 --
 -- mpctl exec --port /dev/ttyACM0 'import os; print(os.listdir())'
 -- Words are joined with spaces, so unquoted code works too: mpctl exec --port P x=1 -- print(x)
+-- `-` reads the code from stdin, as mpremote users do: mpctl exec --port P - < script.py
 
 local code = table.concat(arg, " ")
+if code == "-" then
+  code = io.stdin:read("a") or ""
+  if code == "" then mpctl.usage_error("exec -: nothing on stdin") end
+end
 if code == "" then mpctl.usage_error("exec needs Python code, e.g. mpctl exec --port P 'print(1+1)'") end
 local port <close> = mpctl.open_port(arg)
 return mpctl.repl.run_streaming(port, code, tonumber(arg.timeout) or 60)
