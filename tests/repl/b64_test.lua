@@ -1,5 +1,5 @@
 local test = require("mpctl.test")
-local b64 = require("mpctl.repl.b64")
+local b64 = require("mpctl.base64")
 
 test("base64 matches RFC 4648 vectors", function()
   local vectors = {[""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==", fooba = "Zm9vYmE=",

@@ -5,29 +5,8 @@
 -- data dir (and MPCTL_PATH dirs), then an esptool install on the system python path.
 local M = {}
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local DEC = {}
-for i = 1, #B64 do DEC[B64:byte(i)] = i - 1 end
-
-function M.base64_decode(s)
-  s = s:gsub("[^%w%+/]", "")
-  local out = {}
-  local n = #s
-  for i = 1, n - 3, 4 do
-    local a, b, c, d = DEC[s:byte(i)], DEC[s:byte(i + 1)], DEC[s:byte(i + 2)], DEC[s:byte(i + 3)]
-    local v = (a << 18) | (b << 12) | (c << 6) | d
-    out[#out + 1] = string.char(v >> 16, (v >> 8) & 0xFF, v & 0xFF)
-  end
-  local rest = n % 4
-  if rest == 2 then
-    local v = (DEC[s:byte(n - 1)] << 18) | (DEC[s:byte(n)] << 12)
-    out[#out + 1] = string.char(v >> 16)
-  elseif rest == 3 then
-    local v = (DEC[s:byte(n - 2)] << 18) | (DEC[s:byte(n - 1)] << 12) | (DEC[s:byte(n)] << 6)
-    out[#out + 1] = string.char(v >> 16, (v >> 8) & 0xFF)
-  end
-  return table.concat(out)
-end
+-- The stub JSON's text/data are base64: mpctl's one codec (it ignores line breaks).
+M.base64_decode = require("mpctl.base64").decode
 
 local function exists(fs, p)
   if fs then return fs.exists(p) end

@@ -3,7 +3,7 @@
 -- retries of a corrupted put. Methods of the object mpctl.repl.attach returns.
 local time = require("mpctl.time")
 local hash = require("mpctl.hash")
-local b64 = require("mpctl.repl.b64")
+local b64 = require("mpctl.base64")
 local errors = require("mpctl.repl.errors")
 local pysrc = require("mpctl.repl.pysrc")
 

@@ -1,4 +1,5 @@
--- Base64 (RFC 4648, standard alphabet, '=' padding) in plain Lua.
+-- mpctl.base64: Base64 (RFC 4648, standard alphabet, '=' padding) in plain Lua, the one codec of the
+-- client side (the REPL transfer, the flasher stub JSON).
 -- The REPL transfer encodes whole files with it, so it works on 3-byte groups through a
 -- 4096-entry table of 12-bit halves instead of building strings character by character.
 local M = {}
