@@ -5,22 +5,23 @@ local test = require("mpctl.test")
 local fs = require("mpctl.fs")
 local ui = require("mpctl.ui")
 local support = require("support")
-local mpctl, start_sim = support.mpctl, support.start_sim
+local mpctl = support.mpctl
 
+-- Checks that every stdout line is a JSON object; returns their count and the text of the output
+-- events joined (device output arrives in pieces).
 local function json_only(what, out)
-  local n = 0
+  local n, text = 0, {}
   for line in out:gmatch("[^\n]+") do
     local ok, v = pcall(ui.json_decode, line)
     test.ok(ok and type(v) == "table", what .. ": a stdout line that is not a JSON object: " .. line)
+    if v.event == "output" then text[#text + 1] = v.text end
     n = n + 1
   end
-  return n
+  return n, table.concat(text)
 end
 
 test("device errors name the operation, the path and the reason; ls of a file lists it", function()
-  local sim, pty = start_sim()
-  local dir = fs.tmpdir()
-  local ok, err = pcall(function()
+  support.with_sim(function(pty, dir)
     local code, out = mpctl({"fs", "--port", pty, "cat", ":nope.py"}, 60)
     test.eq(code, 1, out)
     test.contains(out, "cat: :nope.py: no such file")
@@ -38,10 +39,6 @@ test("device errors name the operation, the path and the reason; ls of a file li
     test.eq(code, 1, out)
     test.contains(out, "rm: :/tmp: is a folder")
   end)
-  sim:kill()
-  sim:wait(5)
-  fs.remove(dir, {recursive = true})
-  if not ok then error(err, 0) end
 end, {timeout = 240})
 
 test("run: a missing script says why; a traceback names the script, its line and source", function()
@@ -68,12 +65,10 @@ test("--json: fs cp/cat, run and repl write JSON lines only on stdout", function
   test.contains(out, '"event":"copy"')
   code, out, err = mpctl({"--json", "run", "--port", "sim://micropython", dir .. "/a.py"}, 60, nil, {split = true})
   test.eq(code, 0, out .. err)
-  json_only("run", out)
-  test.contains(out, "from a")
+  test.contains(select(2, json_only("run", out)), "from a\n")
   code, out, err = mpctl({"--json", "repl", "--port", "sim://micropython"}, 60, "print(6*7)\n", {split = true})
   test.eq(code, 0, out .. err)
-  json_only("repl", out)
-  test.contains(out, "42")
+  test.contains(select(2, json_only("repl", out)), "42")
   code, out, err = mpctl({"--json", "fs", "--port", "sim://micropython", "cat", ":nope.py"}, 60, nil, {split = true})
   test.eq(code, 1, out .. err)
   json_only("fs cat error", out)
@@ -96,9 +91,7 @@ test("mpremote habits: exec - reads stdin, soft-reset, reset says when it cannot
 end, {timeout = 240})
 
 test("sync sends only what changed, --delete removes extras, --dry-run changes nothing", function()
-  local sim, pty = start_sim()
-  local dir = fs.tmpdir()
-  local ok, err = pcall(function()
+  support.with_sim(function(pty, dir)
     fs.mkdir(dir .. "/src/lib", {parents = true})
     fs.write(dir .. "/src/main.py", "print('main')\n")
     fs.write(dir .. "/src/lib/util.py", "X = 1\n")
@@ -123,8 +116,4 @@ test("sync sends only what changed, --delete removes extras, --dry-run changes n
     code, out = mpctl({"sync", "--port", pty, dir .. "/src", ":app", "--delete"}, 60)
     test.contains(out, "0 sent (0 bytes), 1 up to date, 0 removed")
   end)
-  sim:kill()
-  sim:wait(5)
-  fs.remove(dir, {recursive = true})
-  if not ok then error(err, 0) end
 end, {timeout = 240})

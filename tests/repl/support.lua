@@ -50,6 +50,18 @@ function M.start_sim()
   return p, line:match("^(%S+)"), out
 end
 
+-- Runs fn(pty, dir) with a shared simulated board and a temporary folder, and removes both
+-- whatever fn does.
+function M.with_sim(fn)
+  local sim, pty = M.start_sim()
+  local dir = require("mpctl.fs").tmpdir()
+  local ok, err = pcall(fn, pty, dir)
+  sim:kill()
+  sim:wait(5)
+  require("mpctl.fs").remove(dir, {recursive = true})
+  if not ok then error(err, 0) end
+end
+
 -- The pids of the processes whose parent is pid (from /proc).
 function M.children(pid)
   local list = {}
