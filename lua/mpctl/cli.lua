@@ -22,11 +22,13 @@ Built-in commands:
   help [RECIPE]             this text, or a recipe's description and options
   ls|cat|cp|rm|mkdir|sha256|rmdir|touch|tree|df ...   the same as mpctl fs ... (mpremote's habits)
 
-Tool commands (mpctl help NAME): fs, exec, run, repl, firmware, history
+Tool commands (mpctl help NAME): %COMMANDS%
 
 Workflow recipes (mpctl recipes lists them all): esp32_flash, verify_repl, rollback, ...
   RECIPE is a path to a .lua file or a name looked up in ./recipes, $MPCTL_PATH,
-  ~/.config/mpctl/recipes, then the installed recipes.
+  ~/.config/mpctl/recipes, then the installed recipes. Its options (mpctl help RECIPE lists
+  them, with types and defaults): name=VALUE, --name=VALUE, --name VALUE, or --name alone for
+  a yes|no option.
 
 Options:
   -p, --port PORT   serial port: /dev/ttyUSB0, socket://HOST:PORT, rfc2217://HOST:PORT, sim://NAME,
@@ -34,7 +36,7 @@ Options:
   -b, --baud N      baud rate
   --board ID        board id (boards/ID.lua), e.g. ESP32_GENERIC
   -v, --verbose     more output (twice: debug)
-  -q, --quiet       errors only
+  -q, --quiet       errors only (what a command was asked for, e.g. ls, still prints)
   --json            events as JSON lines on stdout, for other programs
   --allow-fs        let the recipe read and write files outside the current folder, its own
                     folder, MPCTL_PATH, mpctl's config/cache/state folders and the temp folder
@@ -628,6 +630,12 @@ function M.default_port(parsed)
   if port ~= nil then parsed.arg.port, parsed.opts.port = port, port end
 end
 
+-- The usage text, with the tool commands this installation has.
+function M.usage()
+  local ok, names = pcall(M.command_names)
+  return (USAGE:gsub("%%COMMANDS%%", ok and table.concat(names, ", ") or "fs, exec, run, repl, firmware, history"))
+end
+
 local function dispatch(argv, parsed, info)
   local opts = parsed.opts
   local cmd = parsed.command
@@ -643,17 +651,17 @@ local function dispatch(argv, parsed, info)
       table.remove(parsed.arg, 1)
       cmd = parsed.command
     else
-      say(opts, USAGE)
+      say(opts, M.usage())
       return EXIT_OK
     end
   end
   if not cmd then
-    if opts.help then say(opts, USAGE) return EXIT_OK end
-    io.stderr:write(USAGE)
+    if opts.help then say(opts, M.usage()) return EXIT_OK end
+    io.stderr:write(M.usage())
     return EXIT_USAGE
   end
   if BUILTIN[cmd] then
-    if opts.help then say(opts, USAGE) return EXIT_OK end
+    if opts.help then say(opts, M.usage()) return EXIT_OK end
     local accepted = BUILTIN_OPTIONS[cmd] or {}
     check_builtin_options(parsed, cmd, accepted)
     if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then
