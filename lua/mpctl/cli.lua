@@ -121,7 +121,15 @@ local function run_recipe(parsed, info, say)
   local path = M.find_recipe(parsed.command, info)
   local name = path:match("([^/]+)%.lua$") or path
   if parsed.opts.help then
-    say(parsed.opts, recipe_help(path, name))
+    -- under --json the same as one structured event, for tools that build forms from it
+    local meta = M.recipe_meta(path)
+    local opts = {}
+    for _, o in ipairs(meta.options) do
+      opts[#opts + 1] = { name = o.name, type = o.spec, default = o.default, help = o.help,
+        values = o.words and #o.words > 0 and o.words or nil }
+    end
+    require("mpctl.output").result({ event = "help", name = name, path = path,
+      description = meta.description, options = require("mpctl.ui").array(opts) }, recipe_help(path, name))
     return EXIT_OK
   end
   local meta = M.recipe_meta(path)

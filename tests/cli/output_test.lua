@@ -39,7 +39,7 @@ test("--json: stdout is JSON lines only for every built-in, tool command and rec
     { "--json recipes", 0, '"name":"esp32_flash"' },
     { "--json ports", 0 },
     { "--json help", 0, '"event":"output"' },
-    { "--json help esp32_flash", 0, "verify" },
+    { "--json help esp32_flash", 0, '"event":"help"' },
     { "--json " .. probe .. " what=arg", 0, '"text":"port=nil' },
     { "--json test tests/fixtures/runner/sample_cases.lua", 1, '"event":"test_summary"' },
     { "--json history file=" .. hist .. "/none.jsonl", 0 },
