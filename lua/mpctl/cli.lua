@@ -393,6 +393,10 @@ end
 -- The port a command uses when none is given: $MPCTL_PORT; `auto` (there or in --port) picks
 -- the only attached board.
 function M.default_port(parsed)
+  if M.shared_port then -- a chain (a + b): every command uses the connection the CLI opened
+    parsed.arg.port, parsed.opts.port = M.shared_port, M.shared_port
+    return
+  end
   local port = parsed.arg.port
   if port == nil then
     local env = os.getenv("MPCTL_PORT")
@@ -463,8 +467,33 @@ local function dispatch(argv, parsed, info)
   return run_recipe(parsed, info, say)
 end
 
+-- Several commands on one connection: `mpctl -p P cp a.py :a.py + exec 'import a' + ls`
+-- (mpctl.cli.chain). Stops at the first command that does not succeed, with its exit code.
+local function run_chain(segs, first, info)
+  local chain = require("mpctl.cli.chain")
+  local idx = first.opts._command_index
+  if not idx then usage_error("a chain needs a command before each '+' (mpctl -p P ls + exec 'print(1)')") end
+  local prefix = table.move(segs[1], 1, idx - 1, 1, {})
+  M.default_port(first)
+  local url = first.arg.port
+  if url == nil then
+    usage_error("a chain (CMD + CMD) runs on one connection: give --port PORT or set MPCTL_PORT")
+  end
+  chain.install()
+  local port <close> = require("mpctl.serial").open(url, { baud = first.opts.baud or 115200 })
+  M.shared_port = chain.borrow(port)
+  for i, seg in ipairs(segs) do
+    local argv = i == 1 and seg or table.move(seg, 1, #seg, #prefix + 1, table.move(prefix, 1, #prefix, 1, {}))
+    local rc = dispatch(argv, M.parse(argv), info)
+    if rc ~= EXIT_OK then return rc end
+  end
+  return EXIT_OK
+end
+
 function M.main(argv, info)
-  local ok, parsed = pcall(M.parse, argv)
+  local segs, chain_err = require("mpctl.cli.chain").split(argv)
+  local ok, parsed = pcall(M.parse, segs and segs[1] or argv)
+  if ok and chain_err then ok, parsed = false, { usage = true, msg = chain_err } end
   if not ok then
     local json = false
     for _, w in ipairs(argv) do if w == "--json" then json = true end end
@@ -474,7 +503,12 @@ function M.main(argv, info)
   end
   local opts = parsed.opts
   configure_ui(opts)
-  local rok, rv = pcall(dispatch, argv, parsed, info)
+  local rok, rv
+  if segs then
+    rok, rv = pcall(run_chain, segs, parsed, info)
+  else
+    rok, rv = pcall(dispatch, argv, parsed, info)
+  end
   if rok then return rv end
   -- The exit code follows the error's kind (usage 2, interrupted 130, else 1). The report runs
   -- shielded: a pending Ctrl-C must not cut it short; then the interrupt is acknowledged.
