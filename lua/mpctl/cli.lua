@@ -21,7 +21,7 @@ Built-in commands:
   sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
   help [RECIPE]             this text, or a recipe's description and options
   ls|cat|cp|rm|mkdir|sha256|rmdir|touch|tree|df ...   the same as mpctl fs ... (mpremote's habits)
-  CMD ... + CMD ...          several commands on one connection:
+  CMD ... + CMD ...         several commands on one connection:
                             mpctl -p P cp a.py :a.py + exec 'import a' + ls
 
 Tool commands (mpctl help NAME): %COMMANDS%
