@@ -282,6 +282,7 @@ local function cmd_test(parsed, info)
     out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
     port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
+    timeout = parsed.opts.timeout, verbose = (parsed.opts.verbose or 0) > 0,
     exe = info.exe,
     env_for = function(file)
       return sandbox.env(file, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
@@ -357,6 +358,31 @@ local BUILTIN_OPTIONS = {
   test = { port = true, baud = true, board = true, device = true, tap = true, junit = true, words = true },
   sim = { listen = true, words = true },
 }
+
+-- Typed options of the built-in commands (mpctl.options specs), e.g. `mpctl test --timeout 30`:
+-- parsed as declared options (so `--timeout 30` takes its value), converted into opts.
+local BUILTIN_TYPED = {
+  test = { timeout = { name = "timeout", kind = "seconds", spec = "seconds" } },
+}
+
+local function builtin_typed_options(argv, parsed, cmd)
+  local decl = BUILTIN_TYPED[cmd]
+  if not decl then return parsed end
+  local again = M.parse(argv, decl)
+  again.opts.json, again.opts.quiet = parsed.opts.json, parsed.opts.quiet
+  local flags = {}
+  for _, f in ipairs(again.opts._recipe_flags or {}) do
+    if decl[f] then
+      local v, why = require("mpctl.options").convert(decl[f], again.arg[f])
+      if v == nil then usage_error(string.format("%s: bad value for --%s: '%s' (%s)", cmd, f, tostring(again.arg[f]), why)) end
+      again.opts[f], again.arg[f] = v, nil
+    else
+      flags[#flags + 1] = f
+    end
+  end
+  again.opts._recipe_flags = flags
+  return again
+end
 
 -- Text a person asked for (help): stdout, or an output event under --json (mpctl.output).
 local function say(_, text)
@@ -442,6 +468,7 @@ local function dispatch(argv, parsed, info)
   end
   if BUILTIN[cmd] then
     if opts.help then say(opts, M.usage()) return EXIT_OK end
+    parsed = builtin_typed_options(argv, parsed, cmd)
     local accepted = BUILTIN_OPTIONS[cmd] or {}
     check_builtin_options(parsed, cmd, accepted)
     if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then
