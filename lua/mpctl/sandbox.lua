@@ -272,8 +272,13 @@ function M.confine(policy)
   local http = require("mpctl.http")
   local http_get = http.get
   http.get = function(url, o, ...)
-    if type(url) == "string" and url:lower():sub(1, 7) == "file://" then
-      check((url:sub(8):gsub("^localhost/", "/")), "r", "http.get")
+    local scheme = type(url) == "string" and url:match("^%s*(%a[%w+.%-]*):")
+    if scheme and scheme:lower() == "file" then
+      -- the path as libcurl will open it: after the scheme and an optional host, percent-decoded
+      -- (file:///tmp/%2e%2e/x is /tmp/../x)
+      local p = url:gsub("^%s*%a[%w+.%-]*:", ""):gsub("^//[^/]*", ""):gsub("[?#].*$", "")
+      p = p:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+      check(p, "r", "http.get")
     end
     if type(o) == "table" and o.to then check(o.to, "w", "http.get to=") end
     return http_get(url, o, ...)

@@ -39,12 +39,12 @@ test("--json: stdout is JSON lines only for every built-in, tool command and rec
     { "--json recipes", 0, '"name":"esp32_flash"' },
     { "--json ports", 0 },
     { "--json help", 0, '"event":"output"' },
-    { "--json help esp32_flash", 0, "verify" },
+    { "--json help esp32_flash", 0, '"event":"help"' },
     { "--json " .. probe .. " what=arg", 0, '"text":"port=nil' },
     { "--json test tests/fixtures/runner/sample_cases.lua", 1, '"event":"test_summary"' },
     { "--json history file=" .. hist .. "/none.jsonl", 0 },
     { "--json firmware cache cache=" .. hist .. "/cache", 0 },
-    { "--json verify_repl --port sim://micropython", 0, "hello" },
+    { "--json verify_repl --port sim://micropython timeout=30", 0, "hello" },
     { "--json exec --port sim://micropython 'print(6*7)'", 0, "42" },
     { "--json fs --port sim://micropython ls :", 0, '"event":"file"' },
     { "--json nosuchrecipe", 2, '"kind":"usage"' },
@@ -60,7 +60,7 @@ test("--json: stdout is JSON lines only for every built-in, tool command and rec
 end)
 
 test("-q: nothing but errors", function()
-  local rc, out, err = run3("-q verify_repl --port sim://micropython")
+  local rc, out, err = run3("-q verify_repl --port sim://micropython timeout=30")
   test.eq(rc, 0, out .. err)
   test.eq(out, "")
   test.eq(err, "")

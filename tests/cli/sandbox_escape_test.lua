@@ -112,6 +112,9 @@ C.symlink_list = function() escaped(table.concat(mpctl.fs.list("link"), ",")) en
 C.http_file_url = function()
   escaped(mpctl.http.get("file://" .. out .. "/secret.txt").body)
 end
+C.http_file_encoded = function()
+  escaped(mpctl.http.get("FILE://localhost" .. os.getenv("TMPDIR") .. "/%2e%2e/outside/secret.txt").body)
+end
 C.http_to = function()
   mpctl.http.get("file://" .. os.getenv("PWD") .. "/recipes/escape.lua", { to = home .. "/.bashrc" })
   escaped("http to=")
@@ -157,6 +160,7 @@ local CASES = {
   { "symlink_write", "--allow-fs", "fs.write link/planted.txt: outside" },
   { "symlink_list", "--allow-fs", "fs.list link: outside" },
   { "http_file_url", "--allow-fs", "http.get %O/secret.txt: outside" },
+  { "http_file_encoded", "--allow-fs", "/../outside/secret.txt: outside" },
   { "http_to", "--allow-fs", "http.get to= %H/.bashrc: outside" },
   { "hash_file", "--allow-fs", "hash.file %O/secret.txt: outside" },
   { "sim_flash_file", "--allow-fs", "sim option flash_file= %H/.bashrc: outside" },

@@ -267,7 +267,7 @@ function T:get(path, opts)
   local t0, tx0, rx0 = now(), self.tx, self.rx
   local enc = mode == "binary" and 0 or 1
   self:_send("_mpctl_tx(" .. quote(path) .. ",1024," .. enc .. ")", self.timeout)
-  local head = self:_read_until("\n", self.timeout, "the file length")
+  local head = self:_read_until("\n", opts.timeout or self.timeout, "the file length")
   local n = tonumber(head:match("#(%d+)\r?$"))
   if not n and head:sub(1, 1) == "!" then
     -- the device could not open the file: the rest of the output and the prompt, then the reason
