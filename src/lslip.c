@@ -42,6 +42,7 @@ struct slip_dec {
     unsigned char bad; /* the byte that followed 0xDB in a bad escape */
     size_t bad_at;     /* its offset within the frame payload */
     size_t max;        /* decoder objects: longest payload accepted */
+    int discard;       /* decoder objects: inside a frame already dropped as too long */
 };
 
 static int dec_reserve(struct slip_dec *d, size_t extra)
@@ -77,6 +78,8 @@ static size_t dec_step(struct slip_dec *d, const unsigned char *s, size_t n, enu
             d->len = 0;
             continue;
         }
+        if (d->discard)
+            d->len = 0; /* a frame already dropped for its length: keep nothing, find its end */
         /* Reserve for the rest of the chunk once, so the inner loop has no bounds checks. */
         if (!dec_reserve(d, n - i)) {
             *oom = 1;
@@ -104,7 +107,7 @@ static size_t dec_step(struct slip_dec *d, const unsigned char *s, size_t n, enu
                 d->state = IN_FRAME;
             } else if (c == SLIP_END) {
                 d->len = (size_t)(out - d->buf);
-                if (d->len == 0)
+                if (d->len == 0 && !d->discard)
                     continue; /* empty frame: this C0 starts the next one */
                 d->state = OUTSIDE;
                 *ev = FRAME_DONE;
@@ -449,6 +452,17 @@ static int decoder_feed(lua_State *L)
         i += dec_step(d, s + i, n - i, &ev, &oom);
         if (oom)
             return luaL_error(L, "slip decoder: out of memory (frame of %d bytes)", (int)d->len);
+        if (d->discard) {
+            /* The rest of a frame already reported too long: its end (or a bad escape) closes
+             * it exactly where it would have closed had it come in one piece, so the frames
+             * after it are the same however the bytes were split (issue 8). */
+            if (ev != NEED_MORE) {
+                d->discard = 0;
+                d->len = 0;
+                d->state = OUTSIDE;
+            }
+            continue;
+        }
         /* The bound holds whether the frame ended in this feed or is still open. */
         int too_long = d->len > d->max && (ev == FRAME_DONE || d->state != OUTSIDE);
         if (ev == FRAME_DONE && !too_long) {
@@ -467,7 +481,10 @@ static int decoder_feed(lua_State *L)
                 lua_pushfstring(L, "frame longer than %d bytes; dropped", (int)d->max);
             lua_rawseti(L, errors, ++nerrors);
             d->len = 0;
-            d->state = OUTSIDE;
+            if (ev == NEED_MORE) /* still open: skip the rest of it, up to its own end */
+                d->discard = 1;
+            else
+                d->state = OUTSIDE;
         }
     }
     if (!errors)
@@ -488,6 +505,7 @@ static int decoder_reset(lua_State *L)
     struct slip_dec *d = luaL_checkudata(L, 1, DECODER_MT);
     d->state = OUTSIDE;
     d->len = 0;
+    d->discard = 0;
     return 0;
 }
 

@@ -60,6 +60,7 @@ function M.new(t)
     error("errors.new: unknown kind '" .. tostring(e.kind) .. "'", 2)
   end
   e.msg = e.msg or compose(e)
+  if e.kind == "usage" then e.usage = true end -- for code that still tests e.usage
   return setmetatable(e, Error)
 end
 
