@@ -105,9 +105,10 @@ function I:output(s)
   if self.phase == "banner" then
     local _, j = self.buf:find(">>> ", 1, true)
     if not j then return "" end
-    -- the client sees the banner at once (it may be waiting for it); the setup's output never
-    -- reaches it
-    shown = self:filter(self.buf:sub(1, j))
+    -- eager: the client sees the banner at once (its input queues behind the setup in the
+    -- process's own input); otherwise only once the setup is done, as a REPL that shows its
+    -- prompt reads at once. The setup's output never reaches the client.
+    if self.eager then shown = self:filter(self.buf:sub(1, j)) else self.banner = self.buf:sub(1, j) end
     self.buf = self.buf:sub(j + 1)
     self.phase = "raw"
     if not self.eager then self.send("\r\1") end
@@ -135,7 +136,7 @@ function I:output(s)
     local rest = self.buf:sub(j + 1)
     self.buf = ""
     self.phase = "ready"
-    return shown .. self:filter(rest)
+    return shown .. (self.banner and self:filter(self.banner) or "") .. self:filter(rest)
   end
   return shown
 end
