@@ -17,6 +17,7 @@
 -- Every byte handed to MicroPython is logged to the trace ("app rx N") with the time it was
 -- taken, so a test can check the line rate from the simulator's own clock.
 local time = require("mpctl.time")
+local inject = require("mpctl.sim.board.inject")
 
 local M = {}
 local A = {}
@@ -39,12 +40,41 @@ function M.start(dev, banner_board)
     return nil
   end
   dev:log("app started")
-  return setmetatable({
+  local self = setmetatable({
     dev = dev, mod = mp, proc = proc, banner_board = banner_board,
     banner_seen = false, buf = "", tail = "",
     fifo = {}, fifo_n = 0, cap = dev.o.rx_fifo,
     reading = false, repl = "friendly",
   }, A)
+  local mac = string.char(table.unpack(dev.mac))
+  local code = inject.setup_code({ led = dev.o.led, temp = dev.o.temp, i2c = 0x48, uid = { bytes = mac },
+    freq = dev.chip.cpu_mhz * 1000000 }, M.extra_modules(dev.chip))
+  self.inj = inject.new(code, function(s) pcall(proc.port.write, proc.port, s, 5) end,
+    function(ev) self:event(ev) end, function(...) dev:log(...) end)
+  return self
+end
+
+-- The chip's own module where MicroPython has one with a temperature reading: esp32
+-- (mcu_temperature() on S2/S3/C3/C6 in degrees C, raw_temperature() on the ESP32 in degrees F;
+-- micropython docs/library/esp32.rst).
+function M.extra_modules(chip)
+  if chip.key == "esp8266" then return {} end
+  if chip.key == "esp32" then
+    return { esp32 = "def raw_temperature():\n    return 128\n" }
+  end
+  return { esp32 = "def mcu_temperature():\n    return 38\n" }
+end
+
+-- An event from the virtual hardware (board/machine.py): traced; reset and bootloader act.
+function A:event(ev)
+  local dev = self.dev
+  dev:log("board: %s", ev)
+  dev.stats.board_events = (dev.stats.board_events or 0) + 1
+  if ev == "reset" then
+    dev:reboot_after_output("flash", "sw")
+  elseif ev == "bootloader" then
+    dev:reboot_after_output("download", "sw")
+  end
 end
 
 function A:stop()
@@ -61,7 +91,7 @@ function A:rx(data, now)
   local out, lost = {}, 0
   for i = 1, #data do
     local c = data:sub(i, i)
-    if c == "\3" then
+    if c == "\3" and self.inj:ready() then
       -- the UART interrupt raises KeyboardInterrupt at once (mp_sched_keyboard_interrupt)
       out[#out + 1] = c
     elseif self.reading and self.fifo_n == 0 then
@@ -137,6 +167,23 @@ end
 
 -- Bytes from the MicroPython process: its own banner is replaced by an ESP32-like one.
 function A:output(s)
+  local was_ready = self.inj:ready()
+  s = self.inj:output(s)
+  if not self.inj:ready() then
+    -- the banner is shown while the board modules are set up; the REPL takes no input yet
+    if s ~= "" then self:show(s) end
+    return
+  end
+  if not was_ready then
+    self.repl, self.reading = "friendly", true
+    self:drain(time.now())
+  end
+  if s == "" then return end
+  self:show(s)
+  self:note_output(s)
+end
+
+function A:show(s)
   if not self.banner_seen then
     self.buf = self.buf .. s
     local i = self.buf:find(">>> ", 1, true)
@@ -147,7 +194,6 @@ function A:output(s)
     s = "MicroPython " .. ver .. "; " .. self.banner_board .. "\r\n" ..
       "Type \"help()\" for more information.\r\n" .. rest
   end
-  self:note_output(s)
   self.dev:send_text(s)
 end
 

@@ -41,7 +41,7 @@ local function mac_words(mac)
 end
 
 M.esp32 = {
-  key = "esp32", name = "ESP32", magic = 0x00F01D83, image_chip_id = 0,
+  key = "esp32", led = 2, cpu_mhz = 160, name = "ESP32", magic = 0x00F01D83, image_chip_id = 0,
   security_info = false, rom_status_len = 4, boot_offset = 0x1000,
   xtal = 40, xtal_div = 1, uart_clkdiv = 0x3FF40014, spi = ESP32_SPI,
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
@@ -59,7 +59,7 @@ M.esp32 = {
 }
 
 M.esp32s3 = {
-  key = "esp32s3", name = "ESP32-S3", magic = 0x00000009, image_chip_id = 9,
+  key = "esp32s3", led = 48, cpu_mhz = 160, name = "ESP32-S3", magic = 0x00000009, image_chip_id = 9,
   security_info = true, rom_status_len = 4, boot_offset = 0x0,
   xtal = 40, xtal_div = 1, uart_clkdiv = 0x60000014, spi = S3C3_SPI,
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
@@ -73,7 +73,7 @@ M.esp32s3 = {
 }
 
 M.esp32s2 = {
-  key = "esp32s2", name = "ESP32-S2", magic = 0x000007C6, image_chip_id = 2,
+  key = "esp32s2", led = 15, cpu_mhz = 160, name = "ESP32-S2", magic = 0x000007C6, image_chip_id = 2,
   security_info = "short", rom_status_len = 4, boot_offset = 0x1000,
   xtal = 40, xtal_div = 1, uart_clkdiv = 0x3F400014, spi = S2_SPI,
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
@@ -87,7 +87,7 @@ M.esp32s2 = {
 }
 
 M.esp32c6 = {
-  key = "esp32c6", name = "ESP32-C6", magic = 0x2CE0806F, image_chip_id = 13,
+  key = "esp32c6", led = 8, cpu_mhz = 160, name = "ESP32-C6", magic = 0x2CE0806F, image_chip_id = 13,
   security_info = true, rom_status_len = 4, boot_offset = 0x0,
   xtal = 40, xtal_div = 1, uart_clkdiv = 0x60000014, spi = C6_SPI,
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
@@ -101,7 +101,7 @@ M.esp32c6 = {
 }
 
 M.esp32c3 = {
-  key = "esp32c3", name = "ESP32-C3", magic = 0x6921506F, image_chip_id = 5,
+  key = "esp32c3", led = 8, cpu_mhz = 160, name = "ESP32-C3", magic = 0x6921506F, image_chip_id = 5,
   security_info = true, rom_status_len = 4, boot_offset = 0x0,
   xtal = 40, xtal_div = 1, uart_clkdiv = 0x60000014, spi = S3C3_SPI,
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
@@ -115,7 +115,7 @@ M.esp32c3 = {
 }
 
 M.esp8266 = {
-  key = "esp8266", name = "ESP8266", magic = 0xFFF0C101, image_chip_id = nil,
+  key = "esp8266", led = 2, cpu_mhz = 80, name = "ESP8266", magic = 0xFFF0C101, image_chip_id = nil,
   security_info = false, rom_status_len = 2, boot_offset = 0x0,
   xtal = 26, xtal_div = 2, uart_clkdiv = 0x60000014, spi = ESP8266_SPI,
   -- 26 MHz crystal: the ROM prints its boot log at 74880 baud (serial-protocol.rst).

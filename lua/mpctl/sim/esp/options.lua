@@ -34,7 +34,7 @@ local KNOWN = {
   drop = 1, corrupt = 1, delay = 1, stall = 1, stall_ms = 1, reset = 1, fault_dir = 1,
   fault_skip = 1, reset_at = 1, max_baud = 1, baud = 1, boot = 1, strap_delay = 1, min_en_low = 1,
   mac = 1, app = 1, trace = 1, heapsize = 1, node = 1, boot_delay = 1, en_delay = 1, usb = 1,
-  rx_fifo = 1, fs_dir = 1,
+  rx_fifo = 1, fs_dir = 1, led = 1, temp = 1,
 }
 
 local USB_MODES = { none = "none", no = "none", jtag = "jtag", ["usb-jtag"] = "jtag",
@@ -95,6 +95,9 @@ function M.parse(o)
     -- (micropython ports/esp32/mphalport.c); what lands while it is full is lost.
     rx_fifo = math.floor(num(o.rx_fifo, "rx_fifo", 260)),
     mac = o.mac,
+    -- the virtual hardware MicroPython's `machine` sees (board/machine.py): the LED's pin (the
+    -- board files' led field), the I2C sensor's temperature in degrees C
+    led = math.floor(num(o.led, "led", 0)), temp = num(o.temp, "temp", 24.0),
     app = tostring(o.app or "micropython"),
     trace = o.trace,
     heapsize = o.heapsize, node = o.node, fs_dir = o.fs_dir,
@@ -110,6 +113,7 @@ function M.parse(o)
   if p.usb == "otg" and not p.chip.usb_otg then
     error("sim esp: " .. p.chip.name .. " has no ROM USB-OTG CDC (usb=otg: esp32s2, esp32s3)", 0)
   end
+  if p.led == 0 then p.led = p.chip.led end
   if p.rx_fifo < 1 then error("sim esp: rx_fifo= wants a positive number of bytes", 0) end
   return p
 end
