@@ -48,6 +48,21 @@ function M.run_streaming(port, code, timeout, opts)
   error(err, 0)
 end
 
+--- Calls machine.<name>() (reset, bootloader) on the board behind `port`: the board goes away at
+-- once, so the call is sent without waiting for its answer. A port without it is refused with
+-- kind "unsupported" (the plain WebAssembly build has no machine module).
+function M.machine_call(port, name)
+  local r = require("mpctl.repl").attach(port)
+  local has = r:exec("try:\n import machine\n print(hasattr(machine,'" .. name .. "'))\nexcept ImportError:\n print(False)")
+  if not has:find("True", 1, true) then
+    r:close()
+    require("mpctl.errors").raise("unsupported", r.name, "this MicroPython has no machine." .. name .. "()")
+  end
+  -- plain raw REPL input: the code and Ctrl-D; the answer never comes back complete
+  r:_write("import machine\nmachine." .. name .. "()\x04")
+  r.raw = false
+end
+
 -- The post-flash proof, shared by verify_repl and the flashing recipes: reach the REPL on an
 -- open port, run print('hello'), report what firmware answers. Raises a failed check.
 function M.verify(port, opts)

@@ -104,6 +104,7 @@ M.pyquote = pysrc.quote
 M.run_streaming = commands.run_streaming
 M.verify = commands.verify
 M.name_traceback = commands.name_traceback
+M.machine_call = commands.machine_call
 
 --- Attaches to the REPL on `port` (an mpctl port). opts: see the top of this file.
 -- pace: seconds to sleep after each 256 bytes of plain raw-REPL input, as mpremote does for boards
