@@ -80,10 +80,16 @@ function P:enter_raw(timeout)
       self:_timeout("the raw REPL prompt", timeout, (earlier .. seen):sub(-64))
     end
     if not paused and t - start >= PAUSE_AFTER then
+      -- quiet, but watching: a board that shows its prompt meanwhile is answered at once
       paused = true
-      local s = self:_drain(math.min((self.rx_silence or 2) + 0.3, math.max(deadline - t, 0.001)),
-        (self.rx_silence or 2) + 0.3)
-      if s ~= "" then seen, last_rx, fresh = seen .. s, now(), true end
+      local pause_end = math.min(t + (self.rx_silence or 2) + 0.3, deadline)
+      while now() < pause_end do
+        local s = self:_recv(math.min(0.05, math.max(pause_end - now(), 0.001)))
+        if s ~= "" then
+          seen, last_rx, fresh = seen .. s, now(), true
+          if seen:find(want, 1, true) or seen:sub(-4) == ">>> " then break end
+        end
+      end
       last_send = 0   -- ask again at once
       goto continue
     end
