@@ -79,6 +79,10 @@ test("mpremote habits: exec - reads stdin, soft-reset, reset and bootloader (or 
   local code, out = mpctl({"exec", "--port", "sim://micropython", "-"}, 60, "x = 6\nprint(x * 7)\n")
   test.eq(code, 0, out)
   test.contains(out, "42\n")
+  -- several snippets in order on one connection (the CLI's `+` chain): the state carries over
+  code, out = mpctl({"--port", "sim://micropython", "exec", "x = 41", "+", "exec", "print(x + 1)"}, 60)
+  test.eq(code, 0, out)
+  test.contains(out, "42\n")
   code, out = mpctl({"soft-reset", "--port", "sim://rawrepl"}, 60)
   test.eq(code, 0, out)
   test.contains(out, "soft reset done (soft reboot)")
