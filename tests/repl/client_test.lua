@@ -4,16 +4,47 @@
 local test = require("mpctl.test")
 local repl = require("mpctl.repl")
 
--- A port whose writes go to device(self, bytes), which queues replies with self:send(s).
+-- A port whose writes go to device(self, bytes), which queues replies with self:send(s). It offers
+-- the buffered-port methods mpctl.repl uses (read, read_exact, read_until with on_chunk, unread,
+-- pending, counters); everything the device will ever say is already queued, so a wait that is
+-- not satisfied at once is a timeout.
 local function fake(device)
-  local p = {name = "fake", inbuf = "", log = {}}
-  function p:send(s) self.inbuf = self.inbuf .. s end
-  function p:write(s) self.log[#self.log + 1] = s; device(self, s); return #s end
-  function p:read(n, _)
+  local errors = require("mpctl.errors")
+  local p = {name = "fake", inbuf = "", log = {}, rx = 0, tx = 0}
+  local function timeout(what)
+    error(errors.new{kind = "timeout", where = "fake", detail = what .. ": timeout"}, 0)
+  end
+  function p:send(s) self.inbuf = self.inbuf .. s; self.rx = self.rx + #s end
+  function p:write(s) self.log[#self.log + 1] = s; self.tx = self.tx + #s; device(self, s); return #s end
+  local function take(self, n)
     local s = self.inbuf:sub(1, n)
     self.inbuf = self.inbuf:sub(n + 1)
     return s
   end
+  p.read = take   -- a test may replace read (pieces of one byte); the others keep whole reads
+  function p:read_exact(n, _)
+    if #self.inbuf < n then timeout("read_exact") end
+    return take(self, n)
+  end
+  function p:read_until(delim, _, on_chunk)
+    local i = self.inbuf:find(delim, 1, true)
+    if not i then timeout("read_until") end
+    if on_chunk then
+      -- handed over as self:read delivers it (a test may make that one byte per read)
+      local left = i - 1
+      while left > 0 do
+        local piece = self:read(left)
+        left = left - #piece
+        on_chunk(piece)
+      end
+      take(self, #delim)
+      return delim
+    end
+    return take(self, i + #delim - 1)
+  end
+  function p:unread(s) self.inbuf = s .. self.inbuf end
+  function p:pending() return #self.inbuf end
+  function p:counters() return {rx = self.rx, tx = self.tx} end
   function p:is_eof() return false end
   return p
 end

@@ -97,7 +97,8 @@ local function cut_port(port)
     end
     return port:write(data)
   end
-  for _, m in ipairs({"read", "is_eof", "baud"}) do
+  for _, m in ipairs({"read", "read_exact", "read_until", "unread", "pending", "counters", "set_trace",
+                      "is_eof", "baud"}) do
     p[m] = function(_, ...) return port[m](port, ...) end
   end
   return p

@@ -3,7 +3,7 @@
 Where things live (lua/mpctl/repl/):
     init.lua      this API: attach() builds the client object from the modules below
     protocol.lua  raw REPL, raw-paste, exec, soft reset, interrupt, entering raw mode while booting
-    link.lua      byte I/O on the port (input buffer, tx/rx counters, trace)
+    link.lua      byte I/O on the port's own buffer, counters and trace hook; the REPL's errors
     transfer.lua  put/get in binary, base64 and deflate modes, verified by sha256, with retries
     files.lua     ls, stat, sha256, rm, mkdir, rmdir; device OSErrors in words (errno.lua)
     device.py     the Python the device runs (helpers sent once per session; tested on MicroPython)
@@ -36,7 +36,7 @@ Where things live (lua/mpctl/repl/):
     r:rm(path, {recursive=}); r:mkdir(path, {exist_ok=}); r:rmdir(path)
     r:sha256(path) -> hex | nil (absent), computed on the device
     r:close()                    -- leaves the raw REPL; closes the port if opts.owns_port
-    r.tx, r.rx                   -- bytes written / read on the port so far
+    r.tx, r.rx                   -- bytes the port sent / received since attach (port:counters())
     stats = {mode=, bytes=, wire_bytes= (payload direction), wire_out=, wire_in=, wire_per_byte=,
              seconds=, rate= (file bytes/s), sha256=, status="written"|"up to date", skipped=,
              attempts= (put: transfers made), cleaned= (put: stale temporaries removed)}
@@ -91,7 +91,13 @@ local M = {}
 
 -- The client object's methods come from the modules of each concern.
 local R = {}
-R.__index = R
+-- r.tx / r.rx: bytes the port sent / received since attach (the port's own counters)
+R.__index = function(self, k)
+  if k == "tx" or k == "rx" then
+    return self.port:counters()[k] - self.base[k]
+  end
+  return R[k]
+end
 for _, part in ipairs({"link", "protocol", "files", "transfer"}) do
   for k, v in pairs(require("mpctl.repl." .. part)) do
     if type(v) == "function" then R[k] = v end
@@ -113,17 +119,18 @@ function M.attach(port, opts)
   opts = opts or {}
   local self = setmetatable({
     port = port, name = opts.name or port.name or tostring(port),
-    rbuf = "", tx = 0, rx = 0, raw = false,
+    raw = false, base = port:counters(),
     timeout = opts.timeout or 10,
     paste = opts.raw_paste, binary = opts.binary, paste_checked = false,
     chunk = opts.chunk or 256, window = opts.window or 2,
     batch = opts.batch or 8192, line = opts.line or 1536,
-    trace = opts.trace, owns_port = opts.owns_port, pace = opts.pace,
+    owns_port = opts.owns_port, pace = opts.pace, traced = opts.trace ~= nil,
     attempts = opts.attempts or 3, rx_silence = opts.rx_silence or 2,
     cleaned = {},
   }, R)
   -- line must be a multiple of 3 so each base64 line decodes on its own without padding
   self.line = self.line - self.line % 3
+  if opts.trace then port:set_trace(opts.trace) end
   self:enter_raw()
   if opts.soft_reset then self:soft_reset() end
   self:_probe()
@@ -132,6 +139,7 @@ end
 
 function R:close()
   if self.raw and not self.gone then pcall(self.leave_raw, self, 1) end
+  if self.traced then pcall(self.port.set_trace, self.port, nil) end
   if self.owns_port then pcall(self.port.close, self.port) end
 end
 

@@ -65,13 +65,12 @@ function P:enter_raw(timeout)
   local start = now()
   local requests, last_send, last_rx, fresh, paused = 1, start, start, false, false
   local backoff = BACKOFF
-  local seen, earlier = self.rbuf, ""
-  self.rbuf = ""
+  local seen, earlier = self:_take_buffered(), ""
   while true do
     local i = seen:find(want, 1, true)
     if i then
       note_banner(self, seen:sub(1, i - 1))
-      self.rbuf = seen:sub(i + #want)
+      self:_unread(seen:sub(i + #want))
       break
     end
     local t = now()
@@ -134,7 +133,7 @@ function P:_reply(n, timeout, what, always)
       self.stray = 0
       return s
     end
-    self.rbuf = s .. self.rbuf
+    self:_unread(s)
     self:_read_until(RAW_BANNER .. ">", time_left(deadline), "the rest of a raw REPL banner")
     self.stray = math.max((self.stray or 0) - 1, 0)
     skipped = skipped + 1
@@ -157,7 +156,7 @@ function P:interrupt(opts)
   self:_write("\r\x03")
   local seen = self:_drain(0.05, math.min(timeout, 0.5))
   self:_write("\x03\x02")   -- Ctrl-B: the friendly REPL reprints its banner and prompt
-  self.rbuf = seen .. self.rbuf
+  self:_unread(seen)
   local ok, err = pcall(self._read_until, self, ">>> ", timeout, "the prompt after Ctrl-C")
   if not ok then
     if is_error(err, "timeout") then
@@ -219,13 +218,13 @@ function P:_send_paste(code, timeout)
   if r == "R\x00" then
     -- pyexec prints its raw prompt again after R\x00 (do_reader_stdin returns to the loop)
     local ok = pcall(self._read_until, self, ">", math.min(timeout, 1), "the raw prompt after R\\x00")
-    if not ok then self.rbuf = "" end
+    if not ok then self:_take_buffered() end
     self.paste = false
     return false
   elseif r ~= "R\x01" then
     -- old firmware: \x05A went into its line buffer and \x01 made it reprint the banner,
     -- which also clears the line
-    self.rbuf = r .. self.rbuf
+    self:_unread(r)
     self:_read_until(RAW_BANNER .. ">", timeout, "the raw REPL banner (no raw-paste)")
     self.paste = false
     return false
@@ -237,12 +236,13 @@ function P:_send_paste(code, timeout)
     -- a device that aborts right after the window (the WebAssembly port) is broken, not busy:
     -- look once per connection, before any code is sent.
     local g = self:_read_exact(1, timeout, "the first raw-paste grant")
-    self.rbuf = g .. self.rbuf
+    local ahead = g .. self:_take_buffered()
     local t = now() + 0.03
-    while now() < t and #self.rbuf < 2 do
-      self.rbuf = self.rbuf .. self:_read_port(16, t - now())
+    while now() < t and #ahead < 2 do
+      ahead = ahead .. self:_read_port(16, t - now())
     end
-    if self.rbuf:sub(2, 2) == "\x04" then
+    self:_unread(ahead)
+    if ahead:sub(2, 2) == "\x04" then
       self.paste, self.paste_broken = false, true
       raise("unsupported", string.format("repl %s: raw-paste aborted right after the window "
         .. "(broken raw-paste, as on WebAssembly MicroPython); the device must be reset", self.name))
@@ -389,8 +389,7 @@ function P:soft_reset(timeout)
     self:_read_until("OK", timeout, '"OK" after the soft reset request')
     local deadline = now() + timeout
     -- "MPY: soft reboot" often comes in the same read as the "OK" before it
-    local seen = self.rbuf
-    self.rbuf = ""
+    local seen = self:_take_buffered()
     while true do
       if seen:find("soft reboot", 1, true) or seen:find(RAW_BANNER, 1, true) then how = "soft reboot" break end
       if seen:find("MicroPython v", 1, true) then how = "banner" break end
@@ -398,7 +397,6 @@ function P:soft_reset(timeout)
       if left <= 0 then self:_timeout("a soft reboot", timeout, seen) end
       seen = seen .. self:_recv(left)
     end
-    self.rbuf = ""
     note_banner(self, seen)
     -- let the rest of the boot output (banner, boot.py) arrive before re-entering raw mode
     note_banner(self, self:_drain(0.1, 2))

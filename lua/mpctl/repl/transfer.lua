@@ -24,10 +24,10 @@ function T:_probe_binary()
   local ok, err = pcall(function()
     self:_send("_mpctl_rx(None,1,1)", self.timeout)
     local c = self:_read_exact(1, self.timeout, "the receiver's ready byte")
-    if c ~= "\x06" then self.rbuf = c .. self.rbuf; return false end
+    if c ~= "\x06" then self:_unread(c); return false end
     self:_write("\x03")
     c = self:_read_exact(1, self.timeout, "the receiver's ack")
-    if c ~= "\x06" then self.rbuf = c .. self.rbuf; return false end
+    if c ~= "\x06" then self:_unread(c); return false end
     return true
   end)
   local _, e = self:_follow(self.timeout)
@@ -86,7 +86,7 @@ function T:_put_binary(data, path, timeout, finish)
   local function byte(what)
     local c = self:_read_exact(1, time_left(deadline), what)
     if c == "\x04" then
-      self.rbuf = c .. self.rbuf
+      self:_unread(c)
       self:_result(time_left(deadline))
       raise("protocol", "repl " .. self.name .. ": binary receiver ended early")
     elseif c ~= "\x06" then
@@ -276,7 +276,7 @@ function T:get(path, opts)
   end
   if not n then
     -- no length line: the device raised (absent file ...) before writing
-    self.rbuf = head .. "\n" .. self.rbuf
+    self:_unread(head .. "\n")
     local out, err = self:_follow(self.timeout)
     if err ~= "" and enc == 0 and not opts.mode and err:find("AttributeError", 1, true) then
       -- no sys.stdout.buffer on this port: base64 from now on
