@@ -292,17 +292,26 @@ void mpctl_interrupt_install(lua_State *L)
     sa.sa_handler = on_signal;
     sigfillset(&sa.sa_mask); /* one handler at a time: last_signal_time has one writer */
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        /* A signal ignored when mpctl started stays ignored (nohup, a parent that handles the
+         * key itself: sim:// children), as shells do. */
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 void mpctl_interrupt_uninstall(lua_State *L)
 {
     if (main_state != L)
         return;
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction cur;
+        if (sigaction(sigs[i], NULL, &cur) == 0 && cur.sa_handler == on_signal)
+            signal(sigs[i], SIG_DFL); /* ours: back to the default; an ignored one stays */
+    }
     main_state = NULL;
 }
