@@ -322,7 +322,7 @@ void mpctl_interrupt_install(lua_State *L)
     int top = lua_gettop(L);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, LUA_COLIBNAME);
-    if (lua_istable(L, -1) && luaL_loadstring(L, patch) == LUA_OK) {
+    if (lua_istable(L, -1) && luaL_loadbuffer(L, patch, sizeof patch - 1, "=coroutine") == LUA_OK) {
         lua_pushcfunction(L, mpctl_interrupt_arm);
         lua_pushvalue(L, -3);
         lua_pcall(L, 2, 0, 0);
