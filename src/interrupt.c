@@ -3,10 +3,15 @@
  * How (contract 2 in docs/internals.md "Interrupts"):
  * - The handler records the signal and writes one byte to a self-pipe. Nothing else is safe in
  *   a handler (write(2) is async-signal-safe; no Lua, no malloc).
- * - Lua code is stopped at the next instruction boundary by a count hook on every thread, the
- *   way Redis stops long scripts (lua_sethook with LUA_MASKCOUNT). The handler also re-arms the
- *   main thread's hook with a count of 1, as lua.c's own SIGINT handler does (lua_sethook is the
- *   one Lua call documented safe there), so a hook replaced by debug.sethook comes back.
+ * - Lua code is stopped at the next instruction boundary by a count hook (lua_sethook with
+ *   LUA_MASKCOUNT, as Redis and lua.c stop long scripts). The handler arms it on the main thread
+ *   with a count of 1, as lua.c's own SIGINT handler does (lua_sethook is the one Lua call safe
+ *   there); it stays armed (every HOOK_COUNT instructions) while an interrupt is pending and
+ *   goes away once the CLI acknowledges it. It is not armed all the time: in Lua 5.4 any hook
+ *   makes the VM call out on every instruction, which doubled the time of a pure-Lua loop.
+ *   Coroutines run on threads of their own, which the handler cannot name: coroutine.create and
+ *   coroutine.wrap are wrapped so a coroutine arms its own thread's hook when it starts (the
+ *   library uses no coroutines; recipes that do pay for the hook there).
  * - Blocking C waits poll the self-pipe next to their own fds (mpctl_poll), so a serial read,
  *   accept, sleep or process wait ends at once and raises; libcurl checks mpctl_interrupt_due
  *   in its progress callback.
@@ -23,6 +28,8 @@
  * else (shield depth, quiet period) lives in a per-state block reached through
  * lua_getextraspace, which Lua copies into every new thread. */
 #include "mpctl.h"
+
+#include <lualib.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -138,9 +145,21 @@ void mpctl_check_interrupt(lua_State *L)
 static void hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
+    if (pending_signo == 0 && L == main_state) {
+        lua_sethook(L, NULL, 0, 0); /* acknowledged: the main thread runs without a hook again */
+        return;
+    }
     if (lua_gethookcount(L) != HOOK_COUNT)
         lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_COUNT);
-    mpctl_check_interrupt(L);
+    mpctl_check_interrupt(L); /* held or quiet: no raise; checked again HOOK_COUNT later */
+}
+
+/* interrupt.arm(): give the running thread (a coroutine starting) the hook for good. */
+int mpctl_interrupt_arm(lua_State *L)
+{
+    if (main_state != NULL)
+        lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_COUNT);
+    return 0;
 }
 
 int mpctl_interrupt_fd(void)
@@ -250,6 +269,8 @@ void mpctl_interrupt_hold(lua_State *L, int delta)
     struct intr_state *s = state_of(L);
     if (s && (delta > 0 || s->held > 0))
         s->held += delta;
+    if (s && s->held == 0 && pending_signo != 0 && main_state != NULL)
+        lua_sethook(L, hook, LUA_MASKCOUNT, 1); /* a signal came meanwhile: raise it right after */
 }
 
 int mpctl_interrupt_pending(void)
@@ -286,23 +307,52 @@ void mpctl_interrupt_install(lua_State *L)
         }
     }
     main_state = L;
-    lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_COUNT);
+    /* coroutines arm their own thread's hook when they start (see the top of this file) */
+    static const char patch[] =
+        "local arm, co = ...\n"
+        "local create, wrap = co.create, co.wrap\n"
+        "co.create = function(f)\n"
+        "  if type(f) ~= 'function' then return create(f) end\n"
+        "  return create(function(...) arm() return f(...) end)\n"
+        "end\n"
+        "co.wrap = function(f)\n"
+        "  if type(f) ~= 'function' then return wrap(f) end\n"
+        "  return wrap(function(...) arm() return f(...) end)\n"
+        "end\n";
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, LUA_COLIBNAME);
+    if (lua_istable(L, -1) && luaL_loadbuffer(L, patch, sizeof patch - 1, "=coroutine") == LUA_OK) {
+        lua_pushcfunction(L, mpctl_interrupt_arm);
+        lua_pushvalue(L, -3);
+        lua_pcall(L, 2, 0, 0);
+    }
+    lua_settop(L, top);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigfillset(&sa.sa_mask); /* one handler at a time: last_signal_time has one writer */
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        /* A signal ignored when mpctl started stays ignored (nohup, a parent that handles the
+         * key itself: sim:// children), as shells do. */
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 void mpctl_interrupt_uninstall(lua_State *L)
 {
     if (main_state != L)
         return;
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction cur;
+        if (sigaction(sigs[i], NULL, &cur) == 0 && cur.sa_handler == on_signal)
+            signal(sigs[i], SIG_DFL); /* ours: back to the default; an ignored one stays */
+    }
     main_state = NULL;
 }

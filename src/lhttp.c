@@ -334,19 +334,44 @@ static void push_failure(lua_State *L, request *r, CURLcode rc, long status, dou
         lua_pushfstring(L, "%s%s%s", curl_easy_strerror(rc), r->errbuf[0] ? ": " : "", r->errbuf);
 }
 
+/* The kind of a failed transfer. Network trouble (io, eof, timeout, busy) is what callers may
+ * retry later or answer from a cache; a server's "no" (not_found, access) and a TLS peer that
+ * cannot be trusted (access) are not. */
 static const char *failure_kind(const request *r, CURLcode rc, long status)
 {
-    if (rc == CURLE_HTTP_RETURNED_ERROR)
-        return status == 404 || status == 410 ? "not_found" : status == 401 || status == 403 ? "access" : "io";
+    if (rc == CURLE_HTTP_RETURNED_ERROR) {
+        if (status == 404 || status == 410)
+            return "not_found";
+        if (status == 401 || status == 403)
+            return "access";
+        if (status == 408)
+            return "timeout";
+        if (status == 429 || status >= 500)
+            return "busy";
+        return "io";
+    }
     if (r->stalled || rc == CURLE_OPERATION_TIMEDOUT)
         return "timeout";
     if (r->bad_range)
         return "protocol";
     if (r->too_big)
         return "refused";
-    if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY)
-        return "not_found";
-    return "io";
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return "access"; /* the server is not who we trust: not a network hiccup */
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return "eof";
+    default:
+        return "io"; /* unreachable: cannot resolve or connect, connection lost */
+    }
 }
 
 static int sha256_file(FILE *f, char hex[65])

@@ -8,7 +8,8 @@
  *   interrupt.check()                       -- raise `interrupted` now if one is due
  *   interrupt.acknowledge()                 -- the CLI reported it: stop re-raising
  *   interrupt.Error                         -- the error metatable (registry "mpctl.error")
- *   interrupt.new_error(kind, where, detail) -> e   -- as C's mpctl_push_error */
+ *   interrupt.new_error(kind, where, detail) -> e   -- as C's mpctl_push_error
+ *   interrupt.arm()                         -- the running coroutine checks for interrupts */
 #include "mpctl.h"
 
 static int l_hold(lua_State *L)
@@ -73,6 +74,7 @@ int luaopen_mpctl_interrupt(lua_State *L)
         {"check", l_check},
         {"acknowledge", l_acknowledge},
         {"new_error", l_new_error},
+        {"arm", mpctl_interrupt_arm},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

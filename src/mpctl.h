@@ -80,6 +80,8 @@ void mpctl_sleep_l(lua_State *L, double seconds);
  * that runs its own poll set (libusb event handling). Call mpctl_check_interrupt after. */
 int mpctl_interrupt_fd(void);
 
+/* Arm the running thread's hook for good (a coroutine starting; interrupt.arm()). */
+int mpctl_interrupt_arm(lua_State *L);
 /* errors.shield's counter: +1 holds interrupts off, -1 lets them through again. */
 void mpctl_interrupt_hold(lua_State *L, int delta);
 /* The pending signal number (0 if none), delivered or not. */

@@ -18,15 +18,6 @@ struct port_buf {
     size_t start, len, cap;
 };
 
-struct port_event {
-    int kind;   /* enum port_event_kind */
-    long value; /* baud / purge mask, or 0/1 for dtr, rts, break */
-    double t;
-    size_t pos; /* data bytes received before the event */
-};
-
-enum port_event_kind { EV_BAUD, EV_DTR, EV_RTS, EV_BREAK, EV_PURGE };
-
 struct port;
 
 /* One transport's hooks, in the style of libusb's usbi_os_backend: the generic layer

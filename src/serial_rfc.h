@@ -6,6 +6,16 @@
 #include "rfc2217.h"
 #include "serial_port.h"
 
+/* A control change the client made (server side), kept until port:events() collects it. */
+struct port_event {
+    int kind;   /* enum port_event_kind */
+    long value; /* baud / purge mask, or 0/1 for dtr, rts, break */
+    double t;
+    size_t pos; /* data bytes received before the event */
+};
+
+enum port_event_kind { EV_BAUD, EV_DTR, EV_RTS, EV_BREAK, EV_PURGE };
+
 struct rfc_port {
     struct rfc_decoder dec;
     struct rfc_options opt;

@@ -70,6 +70,11 @@ static void child_exec(int sock, char **argv)
             close((int)fd);
     }
     signal(SIGPIPE, SIG_DFL);
+    /* A terminal's Ctrl-C reaches the whole process group. The simulator is stopped by its
+     * parent (end of stream, then SIGTERM when the port closes), not by the key, so it must not
+     * report the interrupt a second time: ignored here, and mpctl keeps a signal ignored at
+     * start ignored (interrupt.c), as shells do for background jobs. */
+    signal(SIGINT, SIG_IGN);
     execv(argv[0], argv);
     _exit(127);
 }
