@@ -58,17 +58,28 @@ end
 local TRUE_WORDS = { yes = true, ["true"] = true, on = true, ["1"] = true }
 local FALSE_WORDS = { no = true, ["false"] = true, off = true, ["0"] = true }
 
+-- The one yes/no parser: yes/no, true/false, on/off, 1/0 (any case) or a Lua boolean; nil or ""
+-- gives `default`. Anything else is refused: returns nil and the reason (naming the accepted
+-- values) — a typo must not quietly mean "no". `name` (optional) goes into the reason.
+function M.yes_no(value, default, name)
+  if value == nil or value == "" then return default end
+  if value == true or value == false then return value end
+  local lv = tostring(value):lower()
+  if TRUE_WORDS[lv] then return true end
+  if FALSE_WORDS[lv] then return false end
+  return nil, string.format("%s'%s' is not yes or no (accepted values: yes, no)", name and (name .. ": ") or "",
+    tostring(value))
+end
+
 -- Converts `value` (a string from the command line, or true for a bare --name) for option `o`.
 -- Returns the typed value, or nil and the reason (naming the accepted values).
 function M.convert(o, value)
   if o.kind == nil then return value end
   local v = value
   if o.kind == "bool" then
-    if v == true or v == false then return v end
-    local lv = tostring(v):lower()
-    if TRUE_WORDS[lv] then return true end
-    if FALSE_WORDS[lv] then return false end
-    return nil, "accepted values: yes, no"
+    local b = M.yes_no(v)
+    if b == nil then return nil, "accepted values: yes, no" end
+    return b
   end
   if v == true then return nil, "needs a value (" .. o.spec .. ")" end
   if type(v) == "number" then v = tostring(v) end
