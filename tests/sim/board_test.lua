@@ -13,19 +13,12 @@ local function have_mp()
   return pcall(function() return require("mpctl.sim.micropython").script_path() end)
 end
 
--- A flash file holding a one-segment ESP32 image header at 0x1000, so the board boots the app.
-local function app_flash(dir)
-  local path = fs.join(dir, "flash.bin")
-  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
-  fs.write(path, string.rep("\255", 0x1000) .. hdr .. string.rep("\255", 0x100000 - 0x1000 - #hdr))
-  return path
-end
+local app_flash = require("simboard").app_flash
 
 local function events(trace)
   local out = {}
-  for line in fs.read(trace):gmatch("[^\n]+") do
-    local ev = line:match("^[%d%.]+ board: (.*)$")
-    if ev then out[#out + 1] = ev end
+  for _, caps in ipairs(require("simboard").trace_lines(trace, "^[%d%.]+ board: (.*)$")) do
+    out[#out + 1] = tostring(caps[1])
   end
   return out
 end
