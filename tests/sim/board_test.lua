@@ -128,3 +128,31 @@ test("mpctl sim micropython --listen: clients one after another share the board'
   p:close()
   if not ok then error(err, 0) end
 end)
+
+test("sim://esp32: MicroPython's files survive a hard reset and machine.reset(), as on a board", function()
+  if not have_mp() then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?timing=off&flash_size=1MB&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  p:write("import os; os.mkdir('lib'); f = open('lib/kept.py', 'w'); f.write('X = 42'); f.close()\r")
+  p:expect(">>> ", 10, true)
+  -- hard reset: an RTS pulse with IO0 released
+  p:set_rts(true)
+  require("mpctl.time").sleep(0.05)
+  p:set_rts(false)
+  p:expect("SPI_FAST_FLASH_BOOT", 10, true)
+  p:expect(">>> ", 20, true)
+  p:write("import sys; sys.path.append('/lib'); import kept; print('got', kept.X)\r")
+  p:expect("got 42", 10, true)
+  p:expect(">>> ", 10, true)
+  p:write("import machine; machine.reset()\r")
+  p:expect("SW_CPU_RESET", 10, true)
+  p:expect(">>> ", 20, true)
+  p:write("print(open('lib/kept.py').read())\r")
+  p:expect("X = 42", 10, true)
+  p:close()
+  test.contains(fs.read(trace), "app files restored: 2, 6 bytes")
+  fs.remove(dir, { recursive = true })
+end)
