@@ -13,19 +13,12 @@ local function have_mp()
   return pcall(function() return require("mpctl.sim.micropython").script_path() end)
 end
 
--- A flash file holding a one-segment ESP32 image header at 0x1000, so the board boots the app.
-local function app_flash(dir)
-  local path = fs.join(dir, "flash.bin")
-  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
-  fs.write(path, string.rep("\255", 0x1000) .. hdr .. string.rep("\255", 0x100000 - 0x1000 - #hdr))
-  return path
-end
+local app_flash = require("simboard").app_flash
 
 local function events(trace)
   local out = {}
-  for line in fs.read(trace):gmatch("[^\n]+") do
-    local ev = line:match("^[%d%.]+ board: (.*)$")
-    if ev then out[#out + 1] = ev end
+  for _, caps in ipairs(require("simboard").trace_lines(trace, "^[%d%.]+ board: (.*)$")) do
+    out[#out + 1] = tostring(caps[1])
   end
   return out
 end
@@ -134,4 +127,32 @@ test("mpctl sim micropython --listen: clients one after another share the board'
   p:wait(5)
   p:close()
   if not ok then error(err, 0) end
+end)
+
+test("sim://esp32: MicroPython's files survive a hard reset and machine.reset(), as on a board", function()
+  if not have_mp() then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?timing=off&flash_size=1MB&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  p:write("import os; os.mkdir('lib'); f = open('lib/kept.py', 'w'); f.write('X = 42'); f.close()\r")
+  p:expect(">>> ", 10, true)
+  -- hard reset: an RTS pulse with IO0 released
+  p:set_rts(true)
+  require("mpctl.time").sleep(0.05)
+  p:set_rts(false)
+  p:expect("SPI_FAST_FLASH_BOOT", 10, true)
+  p:expect(">>> ", 20, true)
+  p:write("import sys; sys.path.append('/lib'); import kept; print('got', kept.X)\r")
+  p:expect("got 42", 10, true)
+  p:expect(">>> ", 10, true)
+  p:write("import machine; machine.reset()\r")
+  p:expect("SW_CPU_RESET", 10, true)
+  p:expect(">>> ", 20, true)
+  p:write("print(open('lib/kept.py').read())\r")
+  p:expect("X = 42", 10, true)
+  p:close()
+  test.contains(fs.read(trace), "app files restored: 2, 6 bytes")
+  fs.remove(dir, { recursive = true })
 end)

@@ -626,22 +626,8 @@ test("a valid image boots into the real MicroPython REPL after a hard reset", fu
   p:close()
 end)
 
--- A flash file holding a one-segment ESP32 image header at 0x1000, so the board boots the app.
-local function app_flash(dir)
-  local path = fs.join(dir, "flash.bin")
-  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
-  fs.write(path, string.rep("\255", 0x1000) .. hdr .. string.rep("\255", 0x100000 - 0x1000 - #hdr))
-  return path
-end
-
-local function trace_lines(path, pattern)
-  local out = {}
-  for line in fs.read(path):gmatch("[^\n]+") do
-    local a, b = line:match(pattern)
-    if a then out[#out + 1] = { tonumber(a), tonumber(b) } end
-  end
-  return out
-end
+local simboard = require("simboard")
+local app_flash, trace_lines = simboard.app_flash, simboard.trace_lines
 
 test("application mode: bytes sent to the board take at least size*10/baud to be taken, by the simulator's clock", function()
   local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)

@@ -1,4 +1,6 @@
 --[[ mpctl.sim.rawrepl: a MicroPython device model for the raw REPL and raw-paste protocols.
+(Over 500 lines on purpose: one model of one protocol, kept in one file so it reads side by side
+with pyexec.c; the backend driving the real MicroPython is the only other part.)
 
     mpctl sim rawrepl --listen pty [window=128] [raw_paste=true|false|R0|broken] [binary_stdin=true|false]
                                    [baud=115200] [throttle=true] [abort_after=N] [corrupt_at=N] [corrupt_times=K]

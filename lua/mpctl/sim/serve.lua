@@ -24,9 +24,19 @@ function M.address(l)
   return url
 end
 
+local errors = require("mpctl.errors")
+
+-- A client that went away is the normal end of a session. (The text test covers the plain
+-- string errors the port layer raises until its errors carry kinds; PLAN.md Contract 1.)
 local function ended_quietly(err)
+  if errors.is(err, "eof") then return true end
   local s = tostring(err)
   return s:find("hung up", 1, true) or s:find("closed", 1, true)
+end
+
+-- Ctrl-C / SIGTERM (kind "interrupted", Contract 2) ends the simulator, not just one session.
+local function reraise_interrupt(err)
+  if errors.is(err, "interrupted") then error(err, 0) end
 end
 
 -- Serves target with session(port, opts). opts._name labels errors ("sim esp: ..."). For a
@@ -52,6 +62,7 @@ function M.serve(target, opts, session, hooks)
       local ok, err = pcall(session, port, opts)
       if hooks.after then hooks.after(port) end
       pcall(port.close, port)
+      if not ok then reraise_interrupt(err) end
       if not ok and not ended_quietly(err) then io.stderr:write(name, ": ", tostring(err), "\n") end
     elseif target.path then
       -- a pty listener hands out its one master once; accept then returns nil at once

@@ -175,10 +175,9 @@ def freq(f=None):
 
 
 def reset():
-    # the simulator power-cycles the board; nothing after this runs
+    # the simulator power-cycles the board as soon as the REPL is idle (the code after this call
+    # still runs here, where a real board would already be resetting)
     _ev("reset")
-    while True:
-        pass
 
 
 def soft_reset():
@@ -187,8 +186,6 @@ def soft_reset():
 
 def bootloader():
     _ev("bootloader")
-    while True:
-        pass
 
 
 def idle():

@@ -18,6 +18,7 @@
 -- taken, so a test can check the line rate from the simulator's own clock.
 local time = require("mpctl.time")
 local inject = require("mpctl.sim.board.inject")
+local files = require("mpctl.sim.board.files")
 
 local M = {}
 local A = {}
@@ -48,7 +49,8 @@ function M.start(dev, banner_board)
   }, A)
   local mac = string.char(table.unpack(dev.mac))
   local code = inject.setup_code({ led = dev.o.led, temp = dev.o.temp, i2c = 0x48, uid = { bytes = mac },
-    freq = dev.chip.cpu_mhz * 1000000 }, M.extra_modules(dev.chip))
+    freq = dev.chip.cpu_mhz * 1000000 }, M.extra_modules(dev.chip)) .. files.restore_code(dev.files)
+  if dev.files then dev:log("app files restored: %d, %d bytes", #dev.files, files.size(dev.files)) end
   self.inj = inject.new(code, function(s) pcall(proc.port.write, proc.port, s, 5) end,
     function(ev) self:event(ev) end, function(...) dev:log(...) end)
   return self
@@ -70,15 +72,32 @@ function A:event(ev)
   local dev = self.dev
   dev:log("board: %s", ev)
   dev.stats.board_events = (dev.stats.board_events or 0) + 1
+  -- the reboot waits until the REPL is idle again, so the files can be read out first
   if ev == "reset" then
-    dev:reboot_after_output("flash", "sw")
+    self.pending_reset = "flash"
   elseif ev == "bootloader" then
-    dev:reboot_after_output("download", "sw")
+    self.pending_reset = "download"
   end
 end
 
+-- Stops the process; first, if its REPL is idle, reads its files out so the next start of the
+-- app on this board has them (as a real board keeps its filesystem in flash across resets).
+-- Returns the files, or nil when they could not be read (they are lost then, and the trace says).
 function A:stop()
+  local kept
+  if self.inj:ready() and self.reading and self.fifo_n == 0 and self.repl ~= "paste" then
+    local why
+    kept, why = files.read(self.proc.port, self.repl, 10)
+    if kept then
+      self.dev:log("app files kept: %d, %d bytes", #kept, files.size(kept))
+    else
+      self.dev:log("app files lost: %s", why)
+    end
+  else
+    self.dev:log("app files lost: the REPL was busy at the reset")
+  end
   self.mod.stop(self.proc)
+  return kept
 end
 
 function A:port() return self.proc.port end
@@ -179,6 +198,15 @@ function A:output(s)
     self:drain(time.now())
   end
   if s == "" then return end
+  if self.pending_reset then
+    -- what the REPL prints after machine.reset() never reaches the line of a resetting board
+    self:note_output(s)
+    if self.reading then
+      self.dev:reboot_after_output(self.pending_reset, "sw")
+      self.pending_reset = nil
+    end
+    return
+  end
   self:show(s)
   self:note_output(s)
 end

@@ -295,7 +295,7 @@ end
 
 function Dev:stop_app()
   if self.app then
-    self.app:stop()
+    self.files = self.app:stop()
     self.app = nil
   end
 end

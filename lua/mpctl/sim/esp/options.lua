@@ -34,7 +34,7 @@ local KNOWN = {
   drop = 1, corrupt = 1, delay = 1, stall = 1, stall_ms = 1, reset = 1, fault_dir = 1,
   fault_skip = 1, reset_at = 1, max_baud = 1, baud = 1, boot = 1, strap_delay = 1, min_en_low = 1,
   mac = 1, app = 1, trace = 1, heapsize = 1, node = 1, boot_delay = 1, en_delay = 1, usb = 1,
-  rx_fifo = 1, fs_dir = 1, led = 1, temp = 1,
+  rx_fifo = 1, led = 1, temp = 1,
 }
 
 local USB_MODES = { none = "none", no = "none", jtag = "jtag", ["usb-jtag"] = "jtag",
@@ -100,7 +100,7 @@ function M.parse(o)
     led = math.floor(num(o.led, "led", 0)), temp = num(o.temp, "temp", 24.0),
     app = tostring(o.app or "micropython"),
     trace = o.trace,
-    heapsize = o.heapsize, node = o.node, fs_dir = o.fs_dir,
+    heapsize = o.heapsize, node = o.node,
     boot_delay = num(o.boot_delay, "boot_delay", timing ~= "off" and 300 or 0) / 1000,
   }
   if p.boot ~= "auto" and p.boot ~= "download" and p.boot ~= "flash" then

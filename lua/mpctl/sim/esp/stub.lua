@@ -20,6 +20,7 @@ local function bad(dev, cmd, code) dev:respond(cmd.op, 0, "", code) end
 H[OP.ERASE_FLASH] = function(dev, cmd)
   dev:after_flash(function()
     dev:busy(dev.flash:erase_all())
+    dev.files = nil           -- MicroPython's filesystem was in that flash too
     dev:persist()
     dev:respond(cmd.op, 0, "")
   end)
