@@ -343,8 +343,8 @@ local function report_error(e, opts)
   end
   local ok, ui = pcall(require, "mpctl.ui")
   if ok and opts.json then
-    ui.event({ event = "error", message = msg, kind = require("mpctl.errors").kind(e),
-      usage = type(e) == "table" and e.usage or nil })
+    local kind = type(e) == "table" and (e.kind or (e.usage and "usage") or (e.failure and "failed")) or "internal"
+    ui.event({ event = "error", kind = kind, message = msg, usage = type(e) == "table" and e.usage or nil })
   end
   io.stderr:write("mpctl: " .. msg .. "\n")
   if tb and opts.verbose and opts.verbose > 0 then io.stderr:write(tb .. "\n") end

@@ -32,10 +32,27 @@ function M.run_streaming(port, code, timeout, opts)
   if type(timeout) == "table" then opts, timeout = timeout, timeout.timeout end
   opts = opts or {}
   local r = require("mpctl.repl").attach(port, opts.attach)
-  local ok, err = pcall(r.exec, r, code, {
-    timeout = timeout,
-    on_output = opts.on_output or function(s) io.stdout:write(s) io.stdout:flush() end,
-  })
+  -- on a terminal every piece shows as it comes; into a pipe or as --json events whole lines go
+  -- (a board writes a byte at a time, which would make one event per byte)
+  local out, held = opts.on_output, ""
+  if not out then
+    local ok_tty, tty = pcall(function() return require("mpctl.ui").isatty(1) end)
+    if ok_tty and tty then
+      out = function(s) io.stdout:write(s) io.stdout:flush() end
+    else
+      out = function(s)
+        held = held .. s
+        local cut = held:match(".*\n()")
+        if cut then
+          io.stdout:write(held:sub(1, cut - 1))
+          io.stdout:flush()
+          held = held:sub(cut)
+        end
+      end
+    end
+  end
+  local ok, err = pcall(r.exec, r, code, {timeout = timeout, on_output = out})
+  if held ~= "" then io.stdout:write(held) io.stdout:flush() end
   pcall(r.close, r)
   if ok then return true end
   if errors.is_error(err, "device") then
