@@ -113,6 +113,7 @@ function M.read(opts)
     n = i
     if line:match("%S") then
       local ok, rec = pcall(ui.json_decode, line)
+      if ok and type(rec) == "table" and rec[1] ~= nil then ok = false end -- a JSON array is no record
       local why = ok and type(rec) == "table" and type_error(rec, FIELDS, "") or nil
       if ok and type(rec) == "table" and not why then
         rec.line = i
