@@ -116,5 +116,6 @@ if files_dir then
 end
 
 mpctl.log("rolled back %s on %s to %s in %.1f s", board.id, arg.port,
-  restored.version and ("MicroPython " .. restored.version) or (flash_backup and ("the flash backup " .. flash_backup)) or "?",
+  (restored.version and restored.version ~= "local") and ("MicroPython " .. restored.version)
+    or (flash_backup and ("the flash backup " .. flash_backup)) or restored.file or restored.sha256 or "?",
   mpctl.time.now() - mpctl.t_start)
