@@ -1,6 +1,6 @@
 --- Flash MicroPython onto an ESP32-family board or an ESP8266 and prove it runs.
 -- @option firmware: FILE|demo; image or ESP-IDF bundle to write (default: the board's release, see version; demo = a generated test image)
--- @option version: VERSION = latest; release to download when firmware is not given
+-- @option version: VERSION|latest|preview = latest; release to download when firmware is not given
 -- @option erase: yes|no = no; erase the whole flash first (a fresh install)
 -- @option backup: FILE|flash|files|all; keep what was there: FILE = the whole flash as one raw file; flash, files or all = a backup folder (files need MicroPython running)
 -- @option verify: yes|no = yes; check what was written (MD5 of the flash)
@@ -15,21 +15,14 @@
 
 local target, backup = mpctl.target, mpctl.backup
 
--- Until typed options (PLAN Contract 4) reach this branch, yes/no options may still be words.
-for _, k in ipairs { "erase", "verify", "repl" } do
-  if type(arg[k]) == "string" then arg[k] = mpctl.yes(arg[k], k ~= "erase") end
-end
-if arg.verify == nil then arg.verify = true end
-if arg["repl"] == nil then arg["repl"] = true end
-
 -- 1. Which board, which image.
 local board = mpctl.board(arg.board or "ESP32_GENERIC")
 if board.family ~= "esp" then mpctl.usage_error(board.id .. " is not an ESP board (family " .. board.family .. ")") end
-local image = target.image(board, arg)
+local image = target.image(board, arg.firmware, arg.version)
 
 -- 2. Files first: they can only be read while MicroPython still runs, before the bootloader.
 local port <close> = mpctl.open_port(arg, { baud = 115200 })
-local kept = backup.files_before(port, arg.backup, { tag = board.id, timeout = tonumber(arg.timeout) })
+local kept = backup.files_before(port, arg.backup, { tag = board.id, timeout = math.min(arg.timeout, 5) })
 
 -- Whatever happens from here on goes into the history (mpctl history, rollback).
 local record <close> = mpctl.attempt { board = board.id, port = arg.port, firmware = target.image_record(image) }
@@ -58,6 +51,6 @@ target.report(t, image, st)
 
 -- 8. Prove it runs: the same check as verify_repl, on this already open port.
 if arg["repl"] then
-  local info = mpctl.repl.verify(port, { name = arg.port, timeout = tonumber(arg.timeout) })
+  local info = mpctl.repl.verify(port, { name = arg.port, timeout = arg.timeout })
   record.firmware.version = record.firmware.version or info.version
 end

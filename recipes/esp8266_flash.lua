@@ -1,6 +1,6 @@
 --- Flash MicroPython onto an ESP8266 (NodeMCU, Wemos D1 mini) and prove it runs: esp32_flash with board ESP8266_GENERIC.
 -- @option firmware: FILE|demo; image to write (default: the board's release, see version; demo = a generated test image)
--- @option version: VERSION = latest; release to download when firmware is not given
+-- @option version: VERSION|latest|preview = latest; release to download when firmware is not given
 -- @option erase: yes|no = no; erase the whole flash first (a fresh install)
 -- @option backup: FILE|flash|files|all; keep what was there: FILE = the whole flash as one raw file; flash, files or all = a backup folder (files need MicroPython running)
 -- @option verify: yes|no = yes; check what was written (MD5 of the flash; skipped where the loader cannot hash)

@@ -17,15 +17,8 @@
 local fs = mpctl.fs
 local history, backup, target = mpctl.history, mpctl.backup, mpctl.target
 
--- Until typed options (PLAN Contract 4) reach this branch, yes/no options may still be words.
-for _, k in ipairs { "files", "force" } do
-  if type(arg[k]) == "string" then arg[k] = mpctl.yes(arg[k], k == "files") end
-end
-if arg.files == nil then arg.files = true end
-
 if not arg.port then mpctl.usage_error("rollback needs --port PORT (the board to roll back)") end
 local device = arg.device
-if device == true then device = arg[1] end
 local hopts = { path = arg.history, port = arg.port, device = device }
 
 -- 1. What to undo, from the history: the last successful flash, and what ran before it.
@@ -107,7 +100,7 @@ if files_dir then
   if not fs.exists(files_dir) then
     mpctl.warn("the files backup %s is gone; files not restored", files_dir)
   else
-    local r = target.repl(app, { timeout = tonumber(arg.timeout) or 10 })
+    local r = target.repl(app, { timeout = arg.timeout })
     record.files_restored = backup.restore_files(r, files_dir) -- each file's hash checked on the device
     r:close()
     mpctl.log("%d file%s restored from %s, each checked by its hash on the device", record.files_restored,

@@ -1,5 +1,7 @@
--- mpctl.cli: the command line. Built-in commands are few (ports, recipes, test, sim); every
--- other word names a recipe, so teams add commands by dropping a .lua file into recipes/.
+-- mpctl.cli: the command line. A few commands are written here (ports, recipes, test, sim);
+-- the tool commands (fs, exec, run, repl, firmware, history, ...) are scripts in
+-- lua/mpctl/commands/, in the recipe format; every other word names a workflow recipe, so teams
+-- add workflows by dropping a .lua file into recipes/.
 --
 -- Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
 
@@ -19,7 +21,9 @@ Built-in commands:
   sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
   help [RECIPE]             this text, or a recipe's description and options
 
-Recipes (mpctl recipes lists them all): verify_repl, exec, run, fs, repl, esp32_flash, ...
+Tool commands (mpctl help NAME): fs, exec, run, repl, firmware, history
+
+Workflow recipes (mpctl recipes lists them all): esp32_flash, verify_repl, rollback, ...
   RECIPE is a path to a .lua file or a name looked up in ./recipes, $MPCTL_PATH,
   ~/.config/mpctl/recipes, then the installed recipes.
 
@@ -38,13 +42,18 @@ Options:
 Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
 ]]
 
--- Options every recipe accepts; --name VALUE takes the next word unless written --name=VALUE.
+-- Options mpctl itself knows. Value options take the next word (`--port P`) or `--port=P`;
+-- flags stand alone.
 local VALUE_OPTIONS = { port = true, baud = true, board = true, device = true, junit = true, listen = true }
 local FLAG_OPTIONS = { json = true, quiet = true, verbose = true, help = true, version = true,
-  tap = true, ["allow-exec"] = true, probe = true, ["no-probe"] = true }
+  tap = true, ["allow-exec"] = true, ["allow-fs"] = true, probe = true, ["no-probe"] = true }
 -- Options every recipe sees in its arg table.
 local RECIPE_OPTIONS = { "port", "baud", "board", "device" }
-local SHORT = { v = "verbose", q = "quiet", h = "help" }
+-- Short options: -v -q -h are flags; -p and -b take a value, as esptool users type them.
+local SHORT = { v = "verbose", q = "quiet", h = "help", p = "port", b = "baud" }
+-- Options any command accepts (the rest are checked per built-in command or by the recipe).
+local GLOBAL_OPTIONS = { json = true, quiet = true, verbose = true, help = true, ["allow-exec"] = true,
+  ["allow-fs"] = true }
 
 -- ---------------------------------------------------------------------------------------
 -- helpers
@@ -58,18 +67,43 @@ function M.closest(word, candidates, n)
   return require("mpctl.text").closest(word, candidates, n or 3)
 end
 
+local function flag_value(name, value)
+  if value == nil then return true end
+  local v = require("mpctl.options").convert({ kind = "bool" }, value)
+  if v == nil then usage_error("--" .. name .. "=" .. value .. ": accepted values: yes, no") end
+  return v
+end
+
 -- Parses argv into { command=, opts={}, arg={ positional..., key=value } }.
 -- key=value words land in arg; malformed ones (no key, no value) are usage errors.
--- `declared`: the recipe's own options ({name=true}); written `--name VALUE` they take the next
--- word, like --port does.
+-- `declared`: the recipe's own options by name (mpctl.options specs). A yes|no option given as
+-- `--name` alone is true; any other declared option written `--name VALUE` takes the next word,
+-- like --port does. `--name=VALUE` always gives a value.
 function M.parse(argv, declared)
   declared = declared or {}
-  local opts, arg, words = { verbose = 0 }, {}, {}
+  local opts, arg, words = { verbose = 0, _given = {} }, {}, {}
   local command
   local i, rest = 1, false
   local function set_option(name, value)
-    if name == "verbose" then opts.verbose = opts.verbose + 1
+    opts._given[#opts._given + 1] = name
+    if name == "verbose" then opts.verbose = opts.verbose + (value == false and 0 or 1)
     else opts[name] = value end
+  end
+  local function recipe_flag(name, value)
+    arg[name] = value
+    opts._recipe_flags = opts._recipe_flags or {}
+    opts._recipe_flags[#opts._recipe_flags + 1] = name
+  end
+  local function takes_value(name)
+    if VALUE_OPTIONS[name] then return true end
+    local o = declared[name]
+    return o ~= nil and not require("mpctl.options").is_flag(o)
+  end
+  local function next_value(name)
+    i = i + 1
+    local value = argv[i]
+    if value == nil then usage_error("option --" .. name .. " needs a value") end
+    return value
   end
   while i <= #argv do
     local w = argv[i]
@@ -80,27 +114,38 @@ function M.parse(argv, declared)
     elseif w:sub(1, 2) == "--" and #w > 2 then
       local name, value = w:match("^%-%-([^=]+)=(.*)$")
       name = name or w:sub(3)
-      if (VALUE_OPTIONS[name] or declared[name]) and value == nil then
-        i = i + 1
-        value = argv[i]
-        if value == nil then usage_error("option --" .. name .. " needs a value") end
-      end
-      if VALUE_OPTIONS[name] or FLAG_OPTIONS[name] then
-        set_option(name, value == nil and true or value)
+      if value == nil and takes_value(name) then value = next_value(name) end
+      if VALUE_OPTIONS[name] then
+        if value == "" then usage_error("option --" .. name .. " needs a value") end
+        set_option(name, value)
+      elseif FLAG_OPTIONS[name] then
+        set_option(name, flag_value(name, value))
       else
-        -- recipe-specific option: validated against the recipe's @option lines later
-        arg[name] = (value == nil) and true or value
-        opts._recipe_flags = opts._recipe_flags or {}
-        opts._recipe_flags[#opts._recipe_flags + 1] = name
+        -- recipe-specific option: checked against the recipe's @option lines later
+        recipe_flag(name, value == nil and true or value)
       end
     elseif w:sub(1, 1) == "-" and #w > 1 and not w:match("^%-%d") then
-      for c in w:sub(2):gmatch(".") do
-        if SHORT[c] then set_option(SHORT[c], true)
+      local j = 2
+      while j <= #w do
+        local c = w:sub(j, j)
+        local long = SHORT[c]
+        if long and VALUE_OPTIONS[long] then
+          -- -p PORT or -pPORT
+          local value = w:sub(j + 1)
+          if value == "" then value = next_value(long) end
+          set_option(long, value)
+          break
+        elseif long then
+          set_option(long, true)
+        elseif declared[c] and takes_value(c) then
+          local value = w:sub(j + 1)
+          if value == "" then value = next_value(c) end
+          recipe_flag(c, value)
+          break
         else
-          arg[c] = true
-          opts._recipe_flags = opts._recipe_flags or {}
-          opts._recipe_flags[#opts._recipe_flags + 1] = c
+          recipe_flag(c, true)
         end
+        j = j + 1
       end
     elseif command == nil then
       command = w
@@ -120,11 +165,34 @@ function M.parse(argv, declared)
     end
     i = i + 1
   end
+  if opts.baud ~= nil then
+    local b = math.tointeger(tonumber(opts.baud))
+    if not b or b <= 0 then usage_error("--baud " .. tostring(opts.baud) .. ": expected a baud rate, e.g. 115200") end
+    opts.baud = b
+  end
   for _, k in ipairs(RECIPE_OPTIONS) do
     if opts[k] ~= nil and arg[k] == nil then arg[k] = opts[k] end
   end
   return { command = command, opts = opts, arg = arg, words = words }
 end
+
+-- A built-in command refuses options it does not know, naming the closest it does.
+local function check_builtin_options(parsed, name, accepted)
+  local known = {}
+  for k in pairs(GLOBAL_OPTIONS) do known[#known + 1] = k end
+  for k in pairs(accepted) do known[#known + 1] = k end
+  local function refuse(opt)
+    local near = M.closest(opt, known)
+    usage_error(string.format("%s: unknown option --%s%s (mpctl help%s)", name, opt,
+      #near > 0 and ("; did you mean --" .. table.concat(near, ", --") .. "?") or "",
+      name:sub(1, 1) == "-" and "" or (" " .. name)))
+  end
+  for _, o in ipairs(parsed.opts._given) do
+    if not GLOBAL_OPTIONS[o] and not accepted[o] then refuse(o) end
+  end
+  for _, o in ipairs(parsed.opts._recipe_flags or {}) do refuse(o) end
+end
+M.check_builtin_options = check_builtin_options
 
 -- ---------------------------------------------------------------------------------------
 -- recipes
@@ -148,24 +216,15 @@ function M.recipe_dirs(info)
   return dirs
 end
 
--- Reads a recipe's declared description (`--- text`) and options (`-- @option name: help`).
+-- Where `require("NAME")` in a recipe finds a workflow recipe shipped with mpctl (after the
+-- folder of the recipe itself): the installed recipes folder.
+function M.installed_recipe_dirs(info)
+  return info.datadir and { info.datadir .. "/recipes" } or {}
+end
+
+-- A recipe's header: description, typed options, @raw-args (see mpctl.options).
 function M.recipe_meta(path)
-  local meta = { options = {}, option_names = {} }
-  local f = io.open(path, "r")
-  if not f then return meta end
-  for line in f:lines() do
-    local d = line:match("^%-%-%-%s*(.-)%s*$")
-    if d and not meta.description and d ~= "" then meta.description = d end
-    local name, help = line:match("^%-%-%s*@option%s+([%w_%-]+)%s*:?%s*(.-)%s*$")
-    if name then
-      meta.options[#meta.options + 1] = { name = name, help = help }
-      meta.option_names[name] = true
-    end
-    if line:match("^%-%-%s*@raw%-args") then meta.raw_args = true end
-    if not line:match("^%-%-") and not line:match("^%s*$") then break end
-  end
-  f:close()
-  return meta
+  return require("mpctl.options").read_meta(path)
 end
 
 -- Every recipe name found, first one wins: { name = path }.
@@ -188,16 +247,44 @@ function M.all_recipes(info)
   return found, order
 end
 
+-- A tool command shipped with mpctl: lua/mpctl/commands/NAME.lua on the library path (the
+-- installed library, or an MPCTL_PATH folder's lua/). Found before recipes, so a recipe folder
+-- cannot shadow `fs` or `firmware` by accident.
+function M.find_command(word)
+  if not word:match("^[%w_%-]+$") then return nil end
+  return package.searchpath("mpctl.commands." .. word, package.path)
+end
+
+-- The tool command names, sorted (for help and "did you mean").
+function M.command_names()
+  local fs = require("mpctl.fs")
+  local names, seen = {}, {}
+  for dir in package.path:gmatch("([^;]+)/%?%.lua") do
+    local st = fs.stat(dir .. "/mpctl/commands")
+    if st and st.type == "dir" then
+      for _, f in ipairs(fs.list(dir .. "/mpctl/commands")) do
+        local base = f:match("^(.+)%.lua$")
+        if base and not seen[base] then seen[base] = true; names[#names + 1] = base end
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
 function M.find_recipe(word, info)
   if word:find("/", 1, true) or word:match("%.lua$") then
     if file_exists(word) then return word end
     usage_error("no recipe file " .. word)
   end
+  local cmd = M.find_command(word)
+  if cmd then return cmd end
   for _, dir in ipairs(M.recipe_dirs(info)) do
     local p = dir .. "/" .. word .. ".lua"
     if file_exists(p) then return p end
   end
   local _, names = M.all_recipes(info)
+  for _, c in ipairs(M.command_names()) do names[#names + 1] = c end
   local near = M.closest(word, names)
   usage_error("unknown command or recipe '" .. word .. "'" ..
     (#near > 0 and ("; did you mean: " .. table.concat(near, ", ") .. "?") or "") ..
@@ -235,26 +322,26 @@ local function recipe_help(path, name)
   local meta = M.recipe_meta(path)
   local out = { "mpctl " .. name .. ": " .. (meta.description or "(no description)"), "  file: " .. path }
   if #meta.options > 0 then
-    out[#out + 1] = "  options (as --name or name=value):"
-    for _, o in ipairs(meta.options) do
-      out[#out + 1] = string.format("    %-14s %s", o.name, o.help)
-    end
+    out[#out + 1] = "  options (name=VALUE, --name=VALUE, --name VALUE; a yes|no option alone: --name):"
+    for _, line in ipairs(require("mpctl.options").help_lines(meta)) do out[#out + 1] = line end
   end
   return table.concat(out, "\n") .. "\n"
 end
 
-local function run_recipe(parsed, info)
+local function run_recipe(parsed, info, say)
   local path = M.find_recipe(parsed.command, info)
   local name = path:match("([^/]+)%.lua$") or path
   if parsed.opts.help then
-    io.stdout:write(recipe_help(path, name))
+    say(parsed.opts, recipe_help(path, name))
     return EXIT_OK
   end
   local meta = M.recipe_meta(path)
   if meta.raw_args then unparse_keys(parsed) end
   check_recipe_options(parsed, meta, name)
+  require("mpctl.options").apply(meta, parsed.arg, name)
   local sandbox = require("mpctl.sandbox")
-  local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
+  local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg,
+    recipe_dirs = M.installed_recipe_dirs(info) })
   local chunk, err = loadfile(path, "t", env)
   if not chunk then
     io.stderr:write("mpctl: " .. tostring(err) .. "\n")
@@ -427,7 +514,7 @@ local function configure_ui(opts)
   local ok, ui = pcall(require, "mpctl.ui")
   if not ok then return end
   local level = "info"
-  if opts.quiet then level = "quiet"
+  if opts.quiet then level = "error"
   elseif opts.verbose >= 2 then level = "debug"
   elseif opts.verbose == 1 then level = "verbose" end
   ui.configure({ level = level, json = opts.json and true or false })
@@ -442,53 +529,93 @@ local function report_error(e, opts)
   end
   local ok, ui = pcall(require, "mpctl.ui")
   if ok and opts.json then
-    ui.event({ event = "error", message = msg, usage = type(e) == "table" and e.usage or nil })
+    local kind = type(e) == "table" and (e.kind or (e.usage and "usage") or (e.failure and "failed")) or "internal"
+    ui.event({ event = "error", kind = kind, message = msg, usage = type(e) == "table" and e.usage or nil })
   end
   io.stderr:write("mpctl: " .. msg .. "\n")
   if tb and opts.verbose and opts.verbose > 0 then io.stderr:write(tb .. "\n") end
 end
 
-function M.main(argv, info)
-  local ok, parsed = pcall(M.parse, argv)
-  if not ok then
-    io.stderr:write("mpctl: " .. (type(parsed) == "table" and parsed.msg or tostring(parsed)) .. "\n")
-    return EXIT_USAGE
+-- Options each built-in command accepts besides the global ones (--json, -q, -v, -h, --allow-*),
+-- and whether it takes words.
+local BUILTIN_OPTIONS = {
+  ports = { port = true, baud = true, probe = true, ["no-probe"] = true },
+  recipes = {},
+  test = { port = true, baud = true, board = true, device = true, tap = true, junit = true, words = true },
+  sim = { listen = true, words = true },
+}
+
+-- Text for a person: on stdout normally; under --json one {"event":"text"} line instead, so
+-- stdout carries JSON lines only.
+local function say(opts, text)
+  if opts.json then
+    require("mpctl.ui").event({ event = "text", text = text })
+  else
+    io.stdout:write(text)
   end
+end
+
+local function dispatch(argv, parsed, info)
   local opts = parsed.opts
-  configure_ui(opts)
-  if opts.version and not parsed.command then
-    io.stdout:write("mpctl " .. info.version .. "\n")
+  local cmd = parsed.command
+  if opts.version and not cmd then
+    check_builtin_options(parsed, "--version", { version = true })
+    if opts.json then
+      require("mpctl.ui").event({ event = "version", version = info.version })
+    else
+      io.stdout:write("mpctl " .. info.version .. "\n")
+    end
     return EXIT_OK
   end
-  local cmd = parsed.command
+  if opts.version then usage_error("--version takes no command (mpctl --version)") end
   if cmd == "help" then
     if parsed.arg[1] then
       parsed.command, parsed.opts.help = parsed.arg[1], true
       table.remove(parsed.arg, 1)
       cmd = parsed.command
     else
-      io.stdout:write(USAGE)
+      say(opts, USAGE)
       return EXIT_OK
     end
   end
   if not cmd then
-    if opts.help then io.stdout:write(USAGE) return EXIT_OK end
+    if opts.help then say(opts, USAGE) return EXIT_OK end
     io.stderr:write(USAGE)
     return EXIT_USAGE
   end
-  if opts.help and BUILTIN[cmd] then
-    io.stdout:write(USAGE)
-    return EXIT_OK
-  end
-  local rok, rv = pcall(function()
-    if BUILTIN[cmd] then return BUILTIN[cmd](parsed, info) end
-    -- now that the recipe is known, parse again so its declared options take values
-    if not parsed.opts.help then
-      local meta = M.recipe_meta(M.find_recipe(cmd, info))
-      if next(meta.option_names) then parsed = M.parse(argv, meta.option_names) end
+  if BUILTIN[cmd] then
+    if opts.help then say(opts, USAGE) return EXIT_OK end
+    local accepted = BUILTIN_OPTIONS[cmd] or {}
+    check_builtin_options(parsed, cmd, accepted)
+    if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then
+      usage_error(string.format("%s takes no words or settings (got '%s'; mpctl help)", cmd, parsed.words[1]))
     end
-    return run_recipe(parsed, info)
-  end)
+    return BUILTIN[cmd](parsed, info)
+  end
+  -- now that the recipe is known, parse again so its declared options take values
+  local path = M.find_recipe(cmd, info)
+  if not parsed.opts.help then
+    local meta = M.recipe_meta(path)
+    if next(meta.option_names) then
+      parsed = M.parse(argv, meta.by_name)
+      parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+    end
+  end
+  return run_recipe(parsed, info, say)
+end
+
+function M.main(argv, info)
+  local ok, parsed = pcall(M.parse, argv)
+  if not ok then
+    local json = false
+    for _, w in ipairs(argv) do if w == "--json" then json = true end end
+    configure_ui({ json = json, verbose = 0 })
+    report_error(parsed, { json = json, verbose = 0 })
+    return EXIT_USAGE
+  end
+  local opts = parsed.opts
+  configure_ui(opts)
+  local rok, rv = pcall(dispatch, argv, parsed, info)
   if rok then return rv end
   local mpctl = require("mpctl")
   report_error(rv, opts)

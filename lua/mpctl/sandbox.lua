@@ -64,6 +64,12 @@ function M.env(path, opts)
   for d in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do
     search = search .. ";" .. d .. "/lua/?.lua;" .. d .. "/lua/?/init.lua"
   end
+  -- then the workflow recipes shipped with mpctl, by name: a team's recipe can build on
+  -- require("esp32_flash"); the required recipe sees the same `arg` and its return value is
+  -- what require returns.
+  for _, d in ipairs(opts.recipe_dirs or {}) do
+    search = search .. ";" .. d .. "/?.lua"
+  end
   local loaded = {}
   env.require = function(name)
     if type(name) ~= "string" then error("require: module name expected", 2) end
@@ -71,6 +77,11 @@ function M.env(path, opts)
     if loaded[name] ~= nil then return loaded[name] end
     local file = package.searchpath(name, search)
     if file then
+      -- a required recipe's own typed options: defaults for what its caller left unset, and
+      -- the same checks as on the command line
+      local options = require("mpctl.options")
+      local meta = options.read_meta(file)
+      if #meta.options > 0 then options.apply(meta, env.arg, name) end
       local chunk = assert(loadfile(file, "t", env))
       local v = chunk(name, file)
       if v == nil then v = true end
@@ -81,8 +92,8 @@ function M.env(path, opts)
     if name == "mpctl.proc" then
       error("require 'mpctl.proc' is disabled in recipes; run mpctl with --allow-exec to allow it", 2)
     end
-    error(string.format("module '%s' not found (recipes may require mpctl.*, Lua files beside %s " ..
-      "and DIR/lua modules of MPCTL_PATH folders)", name, path or "the recipe"), 2)
+    error(string.format("module '%s' not found (recipes may require mpctl.*, Lua files beside %s, " ..
+      "DIR/lua modules of MPCTL_PATH folders and the recipes shipped with mpctl)", name, path or "the recipe"), 2)
   end
 
   if opts.allow_exec then

@@ -41,7 +41,7 @@ Shared helpers for drivers and recipes:
     target.size_name(bytes) -> "4MB"
     target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
     target.repl(app, opts) -> repl              -- attach to what t:reset_to_app() returned
-    target.image(board, arg) -> image           -- firmware=FILE|demo or version=: {file=, path=, sha256=,
+    target.image(board, firmware, version) -> image  -- firmware=FILE|demo or version=: {file=, path=, sha256=,
                                                 --   version=, source=, cache=, parts=}
     target.report(t, image, stats, t0)          -- the summary line and the flash event
     target.RESUME_HINT
@@ -184,21 +184,21 @@ end
 -- rollback from another folder finds it), firmware=demo (a generated image, when the family's
 -- driver can make one), else version= (default latest) through the firmware cache. `parts` are
 -- what goes where: one image at the board's offset, or an ESP-IDF bundle's files.
-function M.image(board, arg)
+function M.image(board, firmware, version)
   local fw = require("mpctl.firmware")
   local fs, hash = require("mpctl.fs"), require("mpctl.hash")
   local mpctl = require("mpctl")
   local img
-  if arg.firmware == "demo" then
+  if firmware == "demo" then
     local d = M.driver(board.family)
     if not d.demo_image then mpctl.usage_error("firmware=demo: no demo image for " .. board.family .. " boards") end
     local data = d.demo_image(board)
     return { file = "demo image (generated)", sha256 = hash.hex(hash.sha256(data)), source = "demo",
       parts = { { offset = board.offset or 0, data = data, name = "demo image" } } }
-  elseif arg.firmware then
-    local st = fs.stat(arg.firmware)
-    if not st then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-    local path = abs(arg.firmware)
+  elseif firmware then
+    local st = fs.stat(firmware)
+    if not st then mpctl.usage_error("firmware file " .. firmware .. " not found") end
+    local path = abs(firmware)
     img = { file = fs.basename(path), path = path, sha256 = hash.file(path, "sha256"), source = "file" }
     -- the same bytes may be in the firmware cache (fetched earlier): then the record names it too
     local cached, meta = fw.cached_by_sha256(img.sha256)
@@ -207,7 +207,7 @@ function M.image(board, arg)
     local named = not img.version and fw.parse_name(img.file)
     if named then img.version = named.version end
   else
-    local got = fw.get(board, arg.version or "latest")
+    local got = fw.get(board, version or "latest")
     img = { file = got.file, path = abs(got.path), sha256 = got.sha256, version = got.version,
       source = got.url or got.source, cache = got.path }
   end

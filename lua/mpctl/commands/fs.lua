@@ -1,10 +1,10 @@
 --- Files on the board: ls, cat, cp, rm, mkdir, sha256 (':' marks a device path, as in mpremote).
 -- @raw-args
--- @option r: cp/rm: recursive (cp -r lib :lib)
--- @option f: cp: copy even when the device file's sha256 already matches
--- @option force: same as -f
--- @option mode: cp: transfer mode binary|base64 (default: best the device offers)
--- @option compress: cp: no = never deflate (default: files that shrink by 10 % or more go deflated)
+-- @option r: yes|no = no; cp/rm: recursive (cp -r lib :lib)
+-- @option f: yes|no = no; cp: copy even when the device file's sha256 already matches
+-- @option force: yes|no = no; same as -f
+-- @option mode: binary|base64; cp: transfer mode (default: the best the device offers)
+-- @option compress: yes|no = yes; cp: deflate files that shrink by 10 % or more (no: never)
 --
 -- mpctl fs --port P ls [:dir]          mpctl fs --port P cat :boot.py
 -- mpctl fs --port P cp main.py :main.py    mpctl fs --port P cp :data.csv .    mpctl fs --port P cp -r lib :lib

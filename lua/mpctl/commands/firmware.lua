@@ -1,17 +1,17 @@
 --- Find, download, cache and pin MicroPython firmware: mpctl firmware list|fetch|pin|cache|identify.
--- @option version: X.Y.Z, latest (newest release, the default) or preview
--- @option type: file type: bin, app-bin, uf2, dfu, hex (default: what the board's port flashes)
--- @option variant: board variant, e.g. SPIRAM for ESP32_GENERIC-SPIRAM files
--- @option sha256: expected SHA-256 of the file; a mismatch fails and keeps nothing
--- @option mirror: team mirror (http(s)://... or a folder with micropython.org's layout); default $MPCTL_MIRROR, else micropython.org
--- @option lock: lock file to check and extend (default: firmware.lock in to= or in the current folder)
--- @option to: also copy the file into this folder (a firmware.lock there is used and extended)
--- @option offline: yes = the cache only, no network
--- @option ca_file: CA bundle for an HTTPS mirror with a private CA
--- @option cache: cache folder (default $MPCTL_CACHE_DIR or ~/.cache/mpctl/firmware)
--- @option stall: seconds without data before a download is retried (default 30)
--- @option retries: download attempts after the first (default 3)
--- @option all: yes = list every version, not just the newest 12
+-- @option version: VERSION|latest|preview = latest; X.Y.Z, latest (newest release) or preview
+-- @option type: bin|app-bin|uf2|dfu|hex|zip; file type (default: what the board's port flashes)
+-- @option variant: TEXT; board variant, e.g. SPIRAM for ESP32_GENERIC-SPIRAM files
+-- @option sha256: HEX; expected SHA-256 of the file; a mismatch fails and keeps nothing
+-- @option mirror: URL|DIR; team mirror (http(s)://... or a folder with micropython.org's layout); default $MPCTL_MIRROR, else micropython.org
+-- @option lock: FILE; lock file to check and extend (default: firmware.lock in to= or in the current folder)
+-- @option to: DIR; also copy the file into this folder (a firmware.lock there is used and extended)
+-- @option offline: yes|no = no; the cache only, no network
+-- @option ca_file: FILE; CA bundle for an HTTPS mirror with a private CA
+-- @option cache: DIR; cache folder (default $MPCTL_CACHE_DIR or ~/.cache/mpctl/firmware)
+-- @option stall: seconds = 30; how long without data before a download is retried
+-- @option retries: integer; download attempts after the first (default 3)
+-- @option all: yes|no = no; list every version, not just the newest 12
 --
 --   mpctl firmware list board=ESP32_GENERIC
 --   mpctl firmware fetch board=ESP32_GENERIC version=1.24.1 [type=app-bin] [sha256=HEX]

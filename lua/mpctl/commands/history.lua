@@ -1,7 +1,7 @@
 --- What was flashed where: one line per flash, oldest first (--json: one JSON record per line).
--- @option device: only this device (MAC address or unique id)
--- @option last: only the newest N records
--- @option file: history file (default $MPCTL_HISTORY, else ~/.local/state/mpctl/history.jsonl)
+-- @option device: TEXT; only this device (MAC address or unique id)
+-- @option last: integer; only the newest N records
+-- @option file: FILE; history file (default $MPCTL_HISTORY, else ~/.local/state/mpctl/history.jsonl)
 --
 --   mpctl history                     mpctl history --port /dev/ttyUSB0 last=5
 --   mpctl history --device 24:0a:c4:12:34:56 --json
