@@ -196,10 +196,14 @@ function M.image(board, firmware, version)
     return { file = "demo image (generated)", sha256 = hash.hex(hash.sha256(data)), source = "demo",
       parts = { { offset = board.offset or 0, data = data, name = "demo image" } } }
   elseif firmware then
-    local st = fs.stat(firmware)
-    if not st then mpctl.usage_error("firmware file " .. firmware .. " not found") end
-    local path = abs(firmware)
-    img = { file = fs.basename(path), path = path, sha256 = hash.file(path, "sha256"), source = "file" }
+    if firmware ~= "-" and not fs.stat(firmware) then mpctl.usage_error("firmware file " .. firmware .. " not found") end
+    -- firmware.parts reads regular files only (or "-"), bounded by the flash: a FIFO or /dev/zero
+    -- is refused before anything reads it, so it is read first and hashed from what was read.
+    local parts = fw.parts(firmware, board)
+    local path = firmware == "-" and "-" or abs(firmware)
+    local sha = fw.is_bundle(firmware) and hash.file(path, "sha256") or hash.hex(hash.sha256(parts[1].data))
+    img = { file = firmware == "-" and "standard input" or fs.basename(path), path = firmware ~= "-" and path or nil,
+      sha256 = sha, source = "file", parts = parts }
     -- the same bytes may be in the firmware cache (fetched earlier): then the record names it too
     local cached, meta = fw.cached_by_sha256(img.sha256)
     if cached then img.cache, img.version = cached, meta and meta.version end
@@ -211,7 +215,7 @@ function M.image(board, firmware, version)
     img = { file = got.file, path = abs(got.path), sha256 = got.sha256, version = got.version,
       source = got.url or got.source, cache = got.path }
   end
-  img.parts = fw.parts(img.path, board)
+  img.parts = img.parts or fw.parts(img.path, board)
   return img
 end
 

@@ -96,4 +96,46 @@ test("a file that is not an archive is not a bundle", function()
   test.raises(function() firmware.bundle(f("plain.bin")) end, "plain.bin")
 end)
 
+test("a bundle naming files outside itself ('..' or absolute) is refused as malformed", function()
+  local errors = require("mpctl.errors")
+  for name, want in pairs({ ["dotdot.zip"] = '"../evil.bin"', ["dotdot-entry.zip"] = '"../evil.txt"',
+    ["abs.tar.gz"] = '"/x.bin"' }) do
+    local ok, e = pcall(firmware.bundle, f(name))
+    test.eq(ok, false, name)
+    test.eq(errors.kind(e), "refused", name)
+    test.contains(tostring(e), "malformed bundle", name)
+    test.contains(tostring(e), want, name)
+    test.raises(function() firmware.parts(f(name), { offset = 0x1000 }) end, "malformed bundle")
+  end
+end)
+
+test("negative, overflowing and past-4-GiB offsets are refused with the offset named", function()
+  local errors = require("mpctl.errors")
+  for name, want in pairs({ ["negative.zip"] = 'offset "-0x1000" for bootloader/bootloader.bin is negative',
+    ["huge.zip"] = 'offset "0x100000000" for micropython.bin is out of range',
+    ["huge-text.zip"] = 'offset "0x1fffffffffffffffff" for micropython.bin is out of range',
+    ["past4g.zip"] = "ends past the 4 GiB address space" }) do
+    local ok, e = pcall(firmware.bundle, f(name))
+    test.eq(ok, false, name)
+    test.eq(errors.kind(e), "refused", name)
+    test.contains(tostring(e), want, name)
+  end
+  -- and a bundle bigger than the board's flash is refused before any part is written
+  test.raises(function() firmware.parts(f("esp32-bundle.zip"), { offset = 0x1000, flash_sizes = { "64KB" } }) end,
+    "past the end of the 65536-byte flash")
+end)
+
+test("offset parsing: hex, decimal, and nothing that wraps", function()
+  local bundle = require("mpctl.esp.bundle")
+  test.eq(bundle.parse_offset("0x1000"), 0x1000)
+  test.eq(bundle.parse_offset("4096"), 4096)
+  test.eq(bundle.parse_offset("0xFFFFFFFF"), 0xFFFFFFFF)
+  test.eq(bundle.parse_offset("0x00000000000001000"), 0x1000, "leading zeros are not digits")
+  test.eq({ bundle.parse_offset("0x100000000") }, { nil, "out of range" })
+  test.eq({ bundle.parse_offset("-1") }, { nil, "negative" })
+  test.eq({ bundle.parse_offset("1e3") }, { nil, "not a number" })
+  test.eq({ bundle.parse_offset(-5) }, { nil, "out of range" })
+  test.eq({ bundle.parse_offset(1.5) }, { nil, "not a number" })
+end)
+
 test("cleanup", function() fs.remove(dir, { recursive = true }) end)

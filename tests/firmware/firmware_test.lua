@@ -401,6 +401,54 @@ test("a stalled mirror hits the stall timeout and leaves the partial file for a 
   test.eq(#fs.list(fs.join(o.cache_dir, "partial")), 0, "nothing left in partial/")
 end)
 
+test("firmware files: only regular files are read, bounded by the flash; a FIFO or /dev/zero is refused at once", function()
+  local errors = require("mpctl.errors")
+  local proc = require("mpctl.proc")
+  local d = fs.tmpdir()
+  local fifo = fs.join(d, "fw.bin")
+  local p = proc.spawn({ argv = { "mkfifo", fifo }, pty = false })
+  test.eq(p:wait(10), 0, "mkfifo")
+  p:close()
+  for _, path in ipairs({ fifo, "/dev/zero", d }) do
+    local ok, e = pcall(firmware.load_file, path)
+    test.eq(ok, false, path)
+    test.eq(errors.kind(e), "refused", path)
+    test.contains(tostring(e), "mpctl reads only regular files", path)
+    -- the way recipes come to it: get() with a path, then parts()
+    test.raises(function() firmware.get("ESP32_GENERIC", path) end, "regular files")
+    test.raises(function() firmware.parts(path, { offset = 0x1000 }) end, "regular files")
+  end
+  local big = fs.join(d, "big.bin")
+  fs.write(big, string.rep("\233", 5000))
+  local ok, e = pcall(firmware.load_file, big, { max = 4096 })
+  test.eq({ ok, errors.kind(e) }, { false, "refused" })
+  test.contains(tostring(e), "5000 bytes, more than the 4 KB flash")
+  test.eq(#firmware.load_file(big, { max = 5000 }), 5000)
+  -- a board file's largest flash bounds get() and parts()
+  local tiny = { id = "ESP32_GENERIC", offset = 0x1000, flash_sizes = { "4KB" } }
+  test.raises(function() firmware.get(tiny, big) end, "more than the 4 KB flash")
+  test.raises(function() firmware.parts(big, tiny) end, "more than the 4 KB flash")
+  test.raises(function() firmware.load_file(fs.join(d, "nope.bin")) end, "does not exist")
+  fs.remove(d, { recursive = true })
+end)
+
+test("firmware=- reads standard input, up to the limit", function()
+  local d = fs.tmpdir()
+  local script = fs.join(d, "read_stdin.lua")
+  fs.write(script, 'local ok, e = pcall(require("mpctl.firmware").load_file, "-", { max = 100000 })\n' ..
+    'if ok then print("read " .. #e) else print(require("mpctl.errors").kind(e) .. ": " .. tostring(e)) end\n')
+  fs.write(fs.join(d, "small.bin"), string.rep("x", 1234))
+  local function run(input)
+    local code, out = S.mpctl("/bin/sh", { "-c", "exec '" .. test.exe() .. "' --allow-exec '" .. script .. "' < " .. input })
+    test.eq(code, 0)
+    return out
+  end
+  test.eq(run(fs.join(d, "small.bin")), "read 1234\n")
+  local out = run("/dev/zero") -- endless: refused after max+1 bytes, not read forever
+  test.contains(out, "refused: standard input: firmware is more than 100000 bytes")
+  fs.remove(d, { recursive = true })
+end)
+
 test("cleanup", function()
   srv.stop()
   fs.remove(top, { recursive = true })
