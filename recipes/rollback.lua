@@ -74,9 +74,12 @@ local port <close> = mpctl.open_port(arg, { baud = 115200 })
 local t <close> = target.connect(board, port, { reset = arg.reset, baud = arg.baud, stub = arg.stub })
 record:target(t)
 local id = t:identify().id
-if undo.device and id and undo.device:lower() ~= id:lower() and not arg.force then
-  mpctl.fail(string.format("the board on %s is %s, but the flash being undone was made on %s (force=yes to go on)",
-    arg.port, id, undo.device))
+if undo.device and id and undo.device:lower() ~= id:lower() then
+  if not arg.force then
+    mpctl.fail(string.format("the board on %s is %s, but the flash being undone was made on %s (force=yes to go on)",
+      arg.port, id, undo.device))
+  end
+  mpctl.skip("same board as the flash being undone", string.format("force=yes: %s here, %s in the history", id, undo.device))
 end
 
 -- 5. Write it back, verified.
@@ -95,8 +98,10 @@ end
 local app = t:reset_to_app()
 
 -- 6. Files: back from the backup taken before the flash, verified by SHA-256 on the device.
-local files_dir = arg.files and type(undo.backup) == "table" and undo.backup.files
-if files_dir then
+local files_dir = type(undo.backup) == "table" and undo.backup.files
+if files_dir and not arg.files then
+  mpctl.skip("restoring the board's files from " .. files_dir, "files=no")
+elseif files_dir then
   if not fs.exists(files_dir) then
     mpctl.warn("the files backup %s is gone; files not restored", files_dir)
   else
