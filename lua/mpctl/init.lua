@@ -117,7 +117,7 @@ end
 -- result "ok" (normal end), "failed" (an error: its kind and text), or "interrupted" (Ctrl-C,
 -- SIGTERM); for an error raised while writing, the offset reached and the hint that running the
 -- same command again resumes. The duration counts from mpctl's start. The line is written with
--- interruption held off (errors.shield, when mpctl.errors provides it). opts.path: history file.
+-- interruption held off (errors.shield). opts.path: history file.
 local Attempt = {}
 
 function Attempt.target(rec, t)
@@ -126,14 +126,6 @@ function Attempt.target(rec, t)
   return rec
 end
 
-local function kind_of(err)
-  if type(err) == "table" then
-    if type(err.kind) == "string" then return err.kind end
-    if M.is_usage_error(err) then return "usage" end
-    if M.is_failure(err) then return "failed" end
-  end
-  return "internal"
-end
 
 local function close_attempt(rec, err)
   local meta = getmetatable(rec)
@@ -146,7 +138,7 @@ local function close_attempt(rec, err)
   if err == nil then
     line.result = line.result or "ok"
   else
-    local kind = kind_of(err)
+    local kind = errors.kind(err)
     line.result = kind == "interrupted" and "interrupted" or "failed"
     line.error_kind = kind
     line.error = tostring(type(err) == "table" and err.msg or err)
@@ -156,15 +148,8 @@ local function close_attempt(rec, err)
     end
   end
   local history = require("mpctl.history")
-  local function write() return pcall(history.record, line, meta.opts) end
-  local okr, errors = pcall(require, "mpctl.errors")
-  local ok, why
-  if okr and type(errors) == "table" and errors.shield then
-    local sok, a, b = pcall(errors.shield, write)
-    ok, why = sok and a, sok and b or a
-  else
-    ok, why = write()
-  end
+  -- held off from interrupts: a second Ctrl-C must not cut the line in half
+  local ok, why = pcall(errors.shield, history.record, line, meta.opts)
   if not ok then M.warn("could not write the history record: %s", tostring(why)) end
 end
 

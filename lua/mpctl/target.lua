@@ -53,55 +53,38 @@ M.RESUME_HINT = "run the same command again to resume"
 -- Every operation a connected target must provide (the contract above).
 M.OPERATIONS = { "identify", "check_image", "read", "write", "erase", "erase_all", "reset_to_app", "close" }
 
-local function errors_mod()
-  local ok, e = pcall(require, "mpctl.errors")
-  return ok and type(e) == "table" and e.new and e or nil
-end
+local errors = require("mpctl.errors")
 
--- A structured error: mpctl.errors' object when that module is there, else a table that prints
--- the same text (kind, where, detail, hint), so callers can branch on e.kind either way.
-local Fallback = { __tostring = function(e) return e.msg end }
-function M.new_error(t)
-  local errors = errors_mod()
-  if errors then return errors.new(t) end
-  local e = setmetatable({}, Fallback)
-  for k, v in pairs(t) do e[k] = v end
-  local text = tostring(e.detail or e.kind)
-  if e.where and e.where ~= "" then text = e.where .. ": " .. text end
-  if e.hint then text = text .. "; " .. e.hint end
-  e.msg = e.msg or text
-  return e
-end
+M.new_error = errors.new
 
 function M.error(kind, where, detail, extra)
-  local t = { kind = kind, where = where, detail = detail }
-  for k, v in pairs(extra or {}) do t[k] = v end
-  error(M.new_error(t), 0)
+  errors.raise(kind, where, detail, extra)
 end
 
--- The kind of an error value: its .kind field, or "internal" for a plain string (a bug).
-function M.kind(e)
-  if type(e) == "table" and type(e.kind) == "string" then return e.kind end
-  if type(e) == "table" and e.usage then return "usage" end
-  if type(e) == "table" and e.failure then return "failed" end
-  return "internal"
-end
+-- The kind of an error value ("internal" for a plain string: a bug), and its readable text.
+function M.kind(e) return errors.kind(e) end
 
--- The readable text of any error value.
 function M.text(e)
   if type(e) == "table" and e.msg then return tostring(e.msg) end
   return tostring(e)
 end
 
 -- An error raised while writing, made into one a person can act on: the first address not known
--- good and the hint that a rerun resumes (the write skips what is already on flash).
--- Plain strings become structured errors (kind "io", or "interrupted" when they say so).
+-- good and the hint that a rerun resumes (the write skips what is already on flash). A plain
+-- string from a driver becomes kind "io" (the write failed), keeping its text. An error that had
+-- no hint yet (an interrupt, say) gets both into its message too.
 function M.resumable(e, offset, where)
-  if type(e) ~= "table" then
-    e = M.new_error({ kind = "io", where = where, detail = tostring(e), msg = tostring(e) })
+  if not errors.is_error(e) then
+    -- the driver's own text already says where it stopped and what to do
+    e = errors.new({ kind = "io", where = where, detail = tostring(e), msg = tostring(e), offset = offset,
+      hint = M.RESUME_HINT })
   end
   if e.offset == nil then e.offset = offset end
-  if e.hint == nil then e.hint = M.RESUME_HINT end
+  if e.hint == nil then
+    e.hint = M.RESUME_HINT
+    e.msg = string.format("%s while writing at 0x%X%s; %s", tostring(e.msg or e.detail or e.kind),
+      e.offset or 0, where and (" (" .. where .. ")") or "", e.hint)
+  end
   return e
 end
 

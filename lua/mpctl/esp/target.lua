@@ -81,7 +81,8 @@ function T:check_image(parts)
   end
   local ok, err = pcall(c.check_parts, c, parts)
   if not ok then
-    target.error("refused", self.where, target.text(err):gsub("^esp on [^:]*: ", "") .. "; nothing was written")
+    local why = type(err) == "table" and (err.detail or err.msg) or tostring(err):gsub("^esp on [^:]*: ", "")
+    target.error("refused", self.where, tostring(why) .. "; nothing was written")
   end
 end
 
