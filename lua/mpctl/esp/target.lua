@@ -143,8 +143,8 @@ function T:write(parts, opts)
     total.verify_skipped, total.verify_why = true, "verify=no"
   elseif not total.verified then
     -- Secure Download Mode and loaders without SPI_FLASH_MD5 cannot be asked what they hold.
-    total.verify_skipped, total.verify_why = true, "this loader cannot compute an MD5 (" ..
-      (c.secure_download and "Secure Download Mode" or (c.stub and "stub" or c.name .. " ROM")) .. ")"
+    total.verify_skipped, total.verify_why = true, c.secure_download and "Secure Download Mode allows no MD5"
+      or string.format("the %s %s cannot compute an MD5", c.name, c.stub and "stub" or "ROM loader")
   end
   return total
 end
