@@ -36,21 +36,14 @@ local function gone(pid)
   return stat:match("^%d+ %b() (%a)") == "Z"
 end
 
-test("SIGINT mid-write: exit 130, the offset and the resume hint, an interrupted history line, no orphan; the rerun resumes",
-  function()
-  local exe = test.exe()
-  if not exe then test.skip("needs the mpctl executable") end
-  local dir = fs.tmpdir()
-  local hist = fs.join(dir, "history.jsonl")
-  local img = imagegen.generate { chip = "esp32", size = 1536 * KB, seed = 3 }
-  local img_path, flash = fs.join(dir, "fw.bin"), fs.join(dir, "flash.bin")
-  fs.write(img_path, img)
-  -- timing on (the default): the write takes long enough to be interrupted in its middle
-  local url = "sim://esp32?app=none&flash_file=" .. flash
-  local p = proc.spawn { argv = { exe, "--json", "esp32_flash", "--port", url, "firmware=" .. img_path, "--repl=no" },
-    pty = false, stderr = "stdout", env = { MPCTL_HISTORY = hist, MPCTL_BACKUP_DIR = fs.join(dir, "b") } }
+-- Runs mpctl --json with args; on_event(ev, p) sees each JSON line as it comes. Returns the exit
+-- code, all output, and the last event named `want`.
+local function run(args, env, on_event, want)
+  local argv = { test.exe(), "--json" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = proc.spawn { argv = argv, pty = false, stderr = "stdout", env = env }
   local out <close> = serial.wrap_fd(p:stdout_fd(), "mpctl stdout")
-  local text, buf, sims, sent = {}, "", nil, false
+  local text, buf, found = {}, "", nil
   local deadline = time.now() + 180
   while time.now() < deadline do
     local s = out:read(65536, 0.2)
@@ -59,11 +52,9 @@ test("SIGINT mid-write: exit 130, the offset and the resume hint, an interrupted
       buf = buf .. s
       for line in buf:gmatch("([^\n]*)\n") do
         local ok, ev = pcall(ui.json_decode, line)
-        if not sent and ok and type(ev) == "table" and ev.event == "progress" and tostring(ev.label):match("^write")
-            and ev.total and ev.done >= ev.total // 4 and ev.done < ev.total * 3 // 4 then
-          sims = children(p:pid())
-          p:kill("INT")
-          sent = true
+        if ok and type(ev) == "table" then
+          if on_event then on_event(ev, p) end
+          if ev.event == want then found = ev end
         end
       end
       buf = buf:match("[^\n]*$")
@@ -74,7 +65,30 @@ test("SIGINT mid-write: exit 130, the offset and the resume hint, an interrupted
   local code = p:wait(30)
   if code == nil then p:kill("KILL") p:wait(5) end
   p:close()
-  local all = table.concat(text)
+  return code, table.concat(text), found
+end
+
+test("SIGINT mid-write: exit 130, the offset and the resume hint, an interrupted history line, no orphan; the rerun resumes",
+  function()
+  if not test.exe() then test.skip("needs the mpctl executable") end
+  local dir = fs.tmpdir()
+  local _ <close> = setmetatable({}, { __close = function() fs.remove(dir, { recursive = true }) end })
+  local hist = fs.join(dir, "history.jsonl")
+  local img = imagegen.generate { chip = "esp32", size = 1536 * KB, seed = 3 }
+  local img_path, flash = fs.join(dir, "fw.bin"), fs.join(dir, "flash.bin")
+  fs.write(img_path, img)
+  local env = { MPCTL_HISTORY = hist, MPCTL_BACKUP_DIR = fs.join(dir, "b") }
+  -- timing on (the default): the write takes long enough to be interrupted in its middle
+  local sims, sent = nil, false
+  local code, all = run({ "esp32_flash", "--port", "sim://esp32?app=none&flash_file=" .. flash, "firmware=" .. img_path,
+    "--repl=no" }, env, function(ev, p)
+    if not sent and ev.event == "progress" and tostring(ev.label):match("^write") and ev.total
+        and ev.done >= ev.total // 4 and ev.done < ev.total * 3 // 4 then
+      sims = children(p:pid())
+      p:kill("INT")
+      sent = true
+    end
+  end)
   test.ok(sent, "the write got under way and was interrupted; output:\n" .. all)
   test.eq(code, 130, "exit code; output:\n" .. all)
   test.contains(all, "interrupted")
@@ -99,30 +113,13 @@ test("SIGINT mid-write: exit 130, the offset and the resume hint, an interrupted
   test.eq(left, {}, "simulator children still running")
 
   -- the rerun (simulator timing off: the same flash file) writes only what was not written yet
-  local rerun = proc.spawn { argv = { exe, "--json", "esp32_flash", "--port", "sim://esp32?app=none&timing=off&flash_file="
-    .. flash, "firmware=" .. img_path, "--repl=no" }, pty = false, stderr = "stdout", env = { MPCTL_HISTORY = hist } }
-  local o2 <close> = serial.wrap_fd(rerun:stdout_fd(), "rerun stdout")
-  local t2 = {}
-  local d2 = time.now() + 120
-  while time.now() < d2 do
-    local s = o2:read(65536, 0.2)
-    if s ~= "" then t2[#t2 + 1] = s elseif o2:is_eof() then break end
-  end
-  local code2 = rerun:wait(30)
-  if code2 == nil then rerun:kill("KILL") rerun:wait(5) end
-  rerun:close()
-  local all2 = table.concat(t2)
+  local code2, all2, ev = run({ "esp32_flash", "--port", "sim://esp32?app=none&timing=off&flash_file=" .. flash,
+    "firmware=" .. img_path, "--repl=no" }, env, nil, "esp_flash")
   test.eq(code2, 0, all2)
-  local ev
-  for line in all2:gmatch("[^\n]+") do
-    local ok, v = pcall(ui.json_decode, line)
-    if ok and type(v) == "table" and v.event == "esp_flash" then ev = v end
-  end
   test.ok(ev, "flash event in:\n" .. all2)
   test.ok(ev.written > 0 and ev.written < ev.bytes,
     string.format("resumed: %d of %d bytes written", ev.written, ev.bytes))
   test.eq(fs.read(flash):sub(OFFSET + 1, OFFSET + #img) == img, true, "the flash holds the image")
   recs = history.read({ path = hist })
   test.eq(recs[2].result, "ok")
-  fs.remove(dir, { recursive = true })
 end, { timeout = 300 })
