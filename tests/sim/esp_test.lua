@@ -476,7 +476,7 @@ local function fault_run(seed)
   local out, hit = {}, 0
   for i = 1, 64 do
     local f = string.rep(string.char(i), 24)
-    local g = dev:fault_frame(f, i % 2 == 0 and "in" or "out")
+    local g = dev.faults:frame(f, i % 2 == 0 and "rx" or "tx")
     if g ~= f then hit = hit + 1 end
     out[i] = g
   end
@@ -489,6 +489,106 @@ test("fault injection: the same seed gives the same faults, another seed others"
   test.eq(a, b)
   test.ok(hits > 10 and hits < 54, "about half the frames hit: " .. hits)
   test.ok(fault_run(8) ~= a, "seed 8 differs from seed 7")
+end)
+
+test("faults: decided per direction and frame number, so interleaving and other kinds do not shift them", function()
+  local function run(opts, order)
+    opts.chip, opts.timing, opts.app = "esp32", "off", "none"
+    local dev = require("mpctl.sim.esp").new(opts)
+    local got = { rx = {}, tx = {} }
+    for _, dir in ipairs(order) do
+      local f = string.rep("\x55", 24)
+      local g = dev.faults:frame(f, dir)
+      got[dir][#got[dir] + 1] = g
+    end
+    return table.concat(got.rx, "|"), table.concat(got.tx, "|"), dev.stats
+  end
+  local a_order, b_order = {}, {}
+  for i = 1, 40 do a_order[#a_order + 1] = "rx"; a_order[#a_order + 1] = "tx" end
+  for i = 1, 40 do b_order[#b_order + 1] = "rx" end
+  for i = 1, 40 do b_order[#b_order + 1] = "tx" end
+  local rx1, tx1 = run({ seed = 3, corrupt = 0.3 }, a_order)
+  local rx2, tx2 = run({ seed = 3, corrupt = 0.3 }, b_order)
+  test.eq(rx1, rx2, "rx faults do not depend on how tx frames interleave")
+  test.eq(tx1, tx2)
+  -- adding drops does not move where the corruptions fall: frames corrupted in the first run
+  -- are still different from the original in the second
+  local rx3, _, st = run({ seed = 3, corrupt = 0.3, fault_dir = "rx" }, a_order)
+  test.eq(rx3, rx1)
+  test.ok(st.corrupted > 0, "some rx frames corrupted")
+  local _, tx4 = run({ seed = 3, corrupt = 0.3, fault_dir = "rx" }, a_order)
+  test.eq(tx4, string.rep(string.rep("\x55", 24), 40, "|"), "fault_dir=rx leaves replies alone")
+  local rx5 = run({ seed = 3, corrupt = 0.3, fault_skip = 10 }, a_order)
+  test.eq(rx5:sub(1, 10 * 25), string.rep(string.rep("\x55", 24) .. "|", 10), "fault_skip=10 spares the first 10")
+  test.ok(run({ seed = 4, corrupt = 0.3 }, a_order) ~= rx1, "seed 4 differs from seed 3")
+  test.raises(function() require("mpctl.sim.esp").new { drop = 2 } end, "not a probability")
+  test.raises(function() require("mpctl.sim.esp").new { fault_dir = "sideways" } end, "fault_dir")
+end)
+
+-- A fixed sequence of frames (the same bytes whatever the replies), for comparing fault traces.
+local function fault_session(chip, stub_mode, q, trace)
+  local p = open(chip, q .. "&trace=" .. trace)
+  sync(p)
+  if stub_mode then run_stub(p) end
+  if chip ~= "esp8266" or stub_mode then cmd(p, OP.SPI_ATTACH, string.rep("\0", 8)) end
+  local block = stub_mode and 0x4000 or 0x400
+  local data = string.rep("ab", block // 2)
+  send(p, OP.FLASH_BEGIN, string.pack("<I4I4I4I4", 8 * block, 8, block, 0x20000))
+  p:read(4096, 0.1)
+  for seq = 0, 7 do
+    send(p, OP.FLASH_DATA, string.pack("<I4I4I4I4", #data, seq, 0, 0) .. data, rom.checksum(data))
+    p:read(65536, 0.05)
+  end
+  p:close()
+  local lines = {}
+  for line in fs.read(trace):gmatch("[^\n]+") do
+    local what = line:match("^[%d%.]+ (fault: .*)")
+    if what then lines[#lines + 1] = what end
+  end
+  fs.remove(trace)
+  return lines
+end
+
+test("faults are the same for a seed in ROM and stub mode on ESP32 and ESP8266, others for another seed", function()
+  local dir = fs.tmpdir()
+  for _, c in ipairs { { "esp32", false }, { "esp32", true }, { "esp8266", false }, { "esp8266", true } } do
+    -- the setup frames (sync, stub upload) are spared so every run reaches the writes
+    local q = "fault_skip=14&corrupt=0.2&drop=0.1&stall=0.1&stall_ms=10"
+    local a = fault_session(c[1], c[2], q .. "&seed=1", fs.join(dir, "a"))
+    local b = fault_session(c[1], c[2], q .. "&seed=1", fs.join(dir, "b"))
+    local d = fault_session(c[1], c[2], q .. "&seed=2", fs.join(dir, "d"))
+    local label = c[1] .. (c[2] and " stub" or " ROM")
+    test.ok(#a > 0, label .. ": faults happened")
+    test.eq(table.concat(a, "\n"), table.concat(b, "\n"), label .. ": same seed, same faults")
+    test.ok(table.concat(a, "\n") ~= table.concat(d, "\n"), label .. ": another seed, other faults")
+  end
+  fs.remove(dir, { recursive = true })
+end)
+
+test("reset fault: a write frame is written in part, then the board boots from flash; the flash file shows it", function()
+  local dir = fs.tmpdir()
+  for _, c in ipairs { { "esp32", true }, { "esp8266", false } } do
+    local path = fs.join(dir, c[1] .. ".bin")
+    -- rx frames: SYNC, (stub: MEM_BEGIN, MEM_DATA, MEM_END, SPI_ATTACH,) FLASH_BEGIN, then data
+    local skip = c[2] and 6 or 2
+    local p = open(c[1], "flash_size=1MB&fault_dir=rx&reset=1&fault_skip=" .. skip .. "&flash_file=" .. path)
+    sync(p)
+    if c[2] then run_stub(p); cmd(p, OP.SPI_ATTACH, string.rep("\0", 8)) end
+    local block = 0x400
+    test.eq(ok_status(cmd(p, OP.FLASH_BEGIN, string.pack("<I4I4I4I4", block, 1, block, 0x8000)),
+      c[2] and 2 or (c[1] == "esp8266" and 2 or 4)), true)
+    local data = string.rep("Z", block)
+    send(p, OP.FLASH_DATA, string.pack("<I4I4I4I4", #data, 0, 0, 0) .. data, rom.checksum(data))
+    if c[1] == "esp32" then p:expect("SPI_FAST_FLASH_BOOT", 5, true) else p:read(4096, 0.5) end
+    p:close()
+    local img = fs.read(path)
+    local region = img:sub(0x8001, 0x8000 + block)
+    local k = #(region:match("^Z*"))
+    test.ok(k < block, c[1] .. ": the write was cut (" .. k .. " of " .. block .. " bytes)")
+    test.eq(region:sub(k + 1), string.rep("\255", block - k), c[1] .. ": nothing after the cut")
+    test.eq(img:sub(1, 0x8000), string.rep("\255", 0x8000), c[1] .. ": nothing before the region")
+  end
+  fs.remove(dir, { recursive = true })
 end)
 
 test("reset_at: the board resets mid-write and boots from flash", function()
@@ -524,4 +624,72 @@ test("a valid image boots into the real MicroPython REPL after a hard reset", fu
   p:write("print(6 * 7)\r")
   p:expect("42", 10, true)
   p:close()
+end)
+
+-- A flash file holding a one-segment ESP32 image header at 0x1000, so the board boots the app.
+local function app_flash(dir)
+  local path = fs.join(dir, "flash.bin")
+  local hdr = string.pack("<BBBBI4", 0xE9, 1, 2, 0x20, 0x400805B0) .. "\xEE" .. string.rep("\0", 15)
+  fs.write(path, string.rep("\255", 0x1000) .. hdr .. string.rep("\255", 0x100000 - 0x1000 - #hdr))
+  return path
+end
+
+local function trace_lines(path, pattern)
+  local out = {}
+  for line in fs.read(path):gmatch("[^\n]+") do
+    local a, b = line:match(pattern)
+    if a then out[#out + 1] = { tonumber(a), tonumber(b) } end
+  end
+  return out
+end
+
+test("application mode: bytes sent to the board take at least size*10/baud to be taken, by the simulator's clock", function()
+  local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)
+  if not ok then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?flash_size=1MB&boot_delay=0&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  local n = 2000
+  -- one line typed at the prompt, not ended: the REPL keeps reading (and echoing) it
+  p:write("#" .. string.rep("x", n - 1))
+  p:expect(string.rep("x", 64), 10, true)
+  local deadline = require("mpctl.time").now() + 10
+  local taken = 0
+  local sent, got
+  while taken < n and require("mpctl.time").now() < deadline do
+    p:read(65536, 0.2)
+    sent = trace_lines(trace, "^([%d%.]+) host sent (%d+) at")
+    got = trace_lines(trace, "^[%d%.]+ app rx (%d+) at ([%d%.]+)")
+    taken = 0
+    for _, g in ipairs(got) do taken = taken + g[1] end
+  end
+  p:close()
+  test.eq(taken, n, "every byte reached MicroPython")
+  local first_sent, last_taken = sent[1][1], got[#got][2]
+  local need = n * 10 / 115200
+  test.ok(last_taken - first_sent >= need * 0.999,
+    string.format("%d bytes taken in %.3f s by the simulator's clock; the line needs %.3f s", n,
+      last_taken - first_sent, need))
+  fs.remove(dir, { recursive = true })
+end)
+
+test("application mode: bytes sent while MicroPython runs code fill its 260-byte buffer, the rest is lost", function()
+  local ok = pcall(function() return require("mpctl.sim.micropython").script_path() end)
+  if not ok then return test.skip("MicroPython WebAssembly package not installed") end
+  local dir = fs.tmpdir()
+  local trace = fs.join(dir, "trace")
+  local p = serial.open("sim://esp32?timing=off&flash_size=1MB&flash_file=" .. app_flash(dir) ..
+    "&trace=" .. trace, { baud = 115200 })
+  p:expect(">>> ", 20, true)
+  -- the line ends with Enter, so the REPL is busy running it when the 1000 bytes behind land
+  p:write("x = sum(range(20000))\r" .. string.rep("y", 1000))
+  p:expect(">>> " .. string.rep("y", 260), 30, true)
+  test.eq(p:read(4096, 0.5), "", "no 261st byte")
+  p:close()
+  local lost = 0
+  for _, l in ipairs(trace_lines(trace, "app rx overrun: (%d+) bytes lost (%d*)")) do lost = lost + l[1] end
+  test.eq(lost, 1000 - 260)
+  fs.remove(dir, { recursive = true })
 end)

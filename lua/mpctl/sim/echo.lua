@@ -8,7 +8,7 @@
 -- announce=1 prints a listener's port (or pty path) on stdout, so a test can connect to it;
 -- pid=1 first writes "PID <n>\n" to the port; linger=1 keeps running after the client hangs up
 -- (both for testing that closing a sim:// port reaps the child, by SIGTERM if need be).
-local serial = require("mpctl.serial")
+local serve = require("mpctl.sim.serve")
 
 local M = {}
 
@@ -29,34 +29,26 @@ local function serve_port(port, opts)
   return 0
 end
 
-function M.serve(target, opts)
-  opts = opts or {}
-  if opts.exit then return tonumber(opts.exit) end
-  if getmetatable(target) and tostring(target):match("^mpctl%.listener") then
-    -- a listener: serve one client at a time, forever (until killed)
-    if opts.announce == "1" then
-      io.stdout:write(tostring(target.path or target.port), "\n")
-      io.stdout:flush()
-    end
-    while true do
-      local port = target:accept(1)
-      if port then
-        -- a client that vanishes mid-write ends its session, not the simulator
-        pcall(serve_port, port, opts)
-        port:close()
-      end
-    end
-  end
+-- One client: the far end of sim://echo, or a client of the listener.
+local function session(port, opts)
   if opts.pid == "1" then
     local f = assert(io.open("/proc/self/stat", "r"))
-    target:write("PID " .. f:read("n") .. "\n")
+    port:write("PID " .. f:read("n") .. "\n")
     f:close()
   end
   -- the client hanging up while we write ends the session normally
-  local ok, err = pcall(serve_port, target, opts)
-  if not ok and not target:is_eof() then error(err, 0) end
+  local ok, err = pcall(serve_port, port, opts)
+  if not ok and not port:is_eof() then error(err, 0) end
   while opts.linger == "1" do require("mpctl.time").sleep(1) end
-  return 0
+end
+
+function M.serve(target, opts)
+  opts = opts or {}
+  if opts.exit then return tonumber(opts.exit) end
+  opts._name = "sim echo"
+  -- announce=1 prints a listener's port number (or pty path) rather than its URL
+  local announce = opts.announce == "1" and function(t) return tostring(t.path or t.port) end or false
+  return serve.serve(target, opts, session, { announce = announce })
 end
 
 return M

@@ -16,7 +16,7 @@ The package is looked up in $MPCTL_NODE_MODULES, else <datadir>/node_modules (sc
 ]]
 local serial = require("mpctl.serial")
 local proc = require("mpctl.proc")
-local time = require("mpctl.time")
+local serve = require("mpctl.sim.serve")
 
 local M = {}
 
@@ -114,38 +114,11 @@ function M.session(client, opts)
   end
 end
 
---- Serves listener (accepting one client after another) or an already connected port.
+--- Serves a listener (one client after another) or an already connected port (mpctl.sim.serve).
 function M.serve(target, opts)
   opts = opts or {}
-  M.serve_with(target, opts, M.session)
-end
-
--- Shared by the fixtures: a listener is announced on stdout (one line) and served forever;
--- a port (the far end of sim://) is served until its client hangs up.
-function M.serve_with(target, opts, session)
-  local is_listener = pcall(function() return target.accept ~= nil and target.accept end)
-    and target.accept ~= nil
-  if not is_listener then
-    session(target, opts)
-    return 0
-  end
-  -- the pty path, or the URL with the port actually bound (port 0 asks the system for one)
-  local where = target.path
-  if not where then
-    local url, port = target.url, target.port
-    where = (url and port) and url:gsub(":%d+$", ":" .. port) or tostring(target)
-  end
-  io.stdout:write(where, "\n")
-  io.stdout:flush()
-  while true do
-    local client = target:accept(1)
-    if not client then
-      time.sleep(0.2)   -- a pty listener hands out its one master once; accept then returns nil at once
-    else
-      session(client, opts)
-      if client ~= target then pcall(client.close, client) end
-    end
-  end
+  opts._name = "sim micropython"
+  return serve.serve(target, opts, M.session)
 end
 
 return M

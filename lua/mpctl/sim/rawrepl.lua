@@ -42,7 +42,14 @@ What is modelled, byte for byte as shared/runtime/pyexec.c does it (anchors.md Â
 local serial = require("mpctl.serial")
 local time = require("mpctl.time")
 local mp = require("mpctl.sim.micropython")
-local b64 = require("mpctl.repl.b64")
+local serve = require("mpctl.sim.serve")
+
+-- The fixture's own codec for what it passes to the backend off the modelled wire: plain hex,
+-- decoded there by binascii.unhexlify. Deliberately not the client's base64 or quoting code, so
+-- a mistake in those cannot hide in the fixture that tests them.
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
 
 local M = {}
 
@@ -171,9 +178,9 @@ function Backend:exec(code, timeout, client)
 end
 
 function Backend:write_file(pathlit, data)
-  local parts = {"from binascii import a2b_base64 as _d\n_f=open(" .. pathlit .. ",'wb')\n"}
-  for i = 1, #data, 3072 do
-    parts[#parts + 1] = "_f.write(_d(b'" .. b64.encode(data:sub(i, i + 3071)) .. "'))\n"
+  local parts = {"from binascii import unhexlify as _d\n_f=open(" .. pathlit .. ",'wb')\n"}
+  for i = 1, #data, 2048 do
+    parts[#parts + 1] = "_f.write(_d('" .. hex(data:sub(i, i + 2047)) .. "'))\n"
   end
   parts[#parts + 1] = "_f.close()\ndel _f,_d\n"
   return self:exec(table.concat(parts), 120)
@@ -445,8 +452,8 @@ function Dev:friendly_repl()
       line = {}
       self:put("\r\n")
       if text:find("%S") then
-        local out, err = self.backend:exec("exec(compile(" .. require("mpctl.repl").pyquote(text)
-          .. ",'<stdin>','single'))", nil, self)
+        local out, err = self.backend:exec("exec(compile(__import__('binascii').unhexlify('" .. hex(text)
+          .. "').decode(),'<stdin>','single'))", nil, self)
         -- as sent by the WebAssembly port behind (stdout "\n", tracebacks "\r\n"), minus the
         -- frame of the exec() wrapper that runs the line in 'single' mode
         err = (err or ""):gsub('^(Traceback %(most recent call last%):\r\n)  File "<stdin>", line 1, in <module>\r\n(  File )',
@@ -493,7 +500,9 @@ function M.session(client, opts)
 end
 
 function M.serve(target, opts)
-  return mp.serve_with(target, opts or {}, M.session)
+  opts = opts or {}
+  opts._name = "sim rawrepl"
+  return serve.serve(target, opts, M.session)
 end
 
 return M
