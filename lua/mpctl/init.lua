@@ -64,10 +64,17 @@ end
 
 -- The verification of a write (stats from a target's write): ok when it was made and matched,
 -- skipped when it was not made (verify=no, a loader that cannot hash), else a failed check.
+-- A driver that proves the rest of the flash unchanged (stats.outside: "unchanged" | "skipped" |
+-- "not written") gets that reported the same way.
 function M.verified(st, what, skipped_what)
-  if st.verified then return M.check(true, what) end
-  if st.verify_skipped then return M.skip(skipped_what or "MD5 check", st.verify_why) end
-  return M.check(false, what, "the write was not verified")
+  if st.verified then M.check(true, what)
+  elseif st.verify_skipped then M.skip(skipped_what or "MD5 check", st.verify_why)
+  else M.check(false, what, "the write was not verified") end
+  if st.outside == "unchanged" then
+    M.check(true, "flash outside what was written is unchanged")
+  elseif st.outside == "skipped" then
+    M.skip("check of the flash outside what was written", st.outside_why)
+  end
 end
 
 function M.log(fmt, ...) require("mpctl.ui").log("info", fmt, ...) end

@@ -118,6 +118,7 @@ local function track_runs(self)
   return function() chip.write_run = nil end -- back to the method
 end
 
+-- All parts in one chip:write_parts: one check that nothing outside them changed (mpctl.esp.guard).
 function T:write(parts, opts)
   opts = opts or {}
   local verify = opts.verify ~= false
@@ -125,28 +126,23 @@ function T:write(parts, opts)
   local sorted = {}
   for i, p in ipairs(parts) do sorted[i] = p end
   table.sort(sorted, function(a, b) return a.offset < b.offset end)
-  local total = { raw = 0, sent = 0, wire = 0, written = 0, retries = 0, seconds = 0, verified = verify }
+  self.reached = sorted[1] and sorted[1].offset or 0
   local untrack = track_runs(self)
-  for _, p in ipairs(sorted) do
-    self.reached = p.offset
-    local label = (opts.label or "write") .. (#sorted > 1 and (" " .. (p.name or string.format("0x%X", p.offset))) or "")
-    local ok, st = pcall(c.write, c, p.offset, p.data, { verify = verify, erased = opts.erased, label = label })
-    if not ok then
-      untrack()
-      error(target.resumable(target.interrupted(st, self.where) or st, self.reached, self.where), 0)
-    end
-    for _, k in ipairs { "raw", "sent", "wire", "written", "retries", "seconds" } do total[k] = total[k] + (st[k] or 0) end
-    total.verified = total.verified and st.verified
-  end
+  local ok, st = pcall(c.write_parts, c, sorted, { verify = verify, erased = opts.erased, label = opts.label or "write" })
   untrack()
+  if not ok then
+    error(target.resumable(target.interrupted(st, self.where) or st, self.reached, self.where), 0)
+  end
+  st.verified = verify and st.verified or false
   if not verify then
-    total.verify_skipped, total.verify_why = true, "verify=no"
-  elseif not total.verified then
+    st.verify_skipped, st.verify_why = true, "verify=no"
+  elseif not st.verified then
     -- Secure Download Mode and loaders without SPI_FLASH_MD5 cannot be asked what they hold.
-    total.verify_skipped, total.verify_why = true, c.secure_download and "Secure Download Mode allows no MD5"
+    st.verify_skipped, st.verify_why = true, c.secure_download and "Secure Download Mode allows no MD5"
       or string.format("the %s %s cannot compute an MD5", c.name, c.stub and "stub" or "ROM loader")
   end
-  return total
+  st.outside_why = st.outside_note
+  return st
 end
 
 function T:erase(addr, size) return self.chip:erase_region(addr, size) end
