@@ -16,7 +16,8 @@
 A record: { time=, kind= ("flash" when absent | "rollback"), family=, board=, chip=, device= (MAC or
 unique id), port=, firmware={version=, sha256=, file=, path= (absolute), cache= (the cache object),
 source=}, backup={flash=, files=, files_skipped=}, result="ok"|"failed"|"interrupted", error=,
-error_kind=, offset= (first address not known good), hint=, rollback_of= (time of the undone
+error_kind=, offset= (first address not known good), hint=, outside= (after a failed write: flash
+outside the image "unchanged" | "changed" | "unknown"), rollback_of= (time of the undone
 flash), source= (rollback: "flash backup" | "firmware cache"), duration=, mpctl= }.
 ]]
 local fs = require("mpctl.fs")
@@ -75,6 +76,7 @@ end
 local FIELDS = {
   time = "string", kind = "string", family = "string", board = "string", chip = "string", device = "string",
   port = "string", result = "string", error = "string", error_kind = "string", offset = "number", hint = "string",
+  outside = "string",
   rollback_of = "string", source = "string", duration = "number", mpctl = "string", files_restored = "number",
   firmware = { version = "string", sha256 = "string", file = "string", path = "string", cache = "string",
     source = "string" },

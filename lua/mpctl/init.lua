@@ -152,6 +152,8 @@ local function close_attempt(rec, err)
     if type(err) == "table" then
       if type(err.offset) == "number" then line.offset = err.offset end
       if type(err.hint) == "string" then line.hint = err.hint end
+      -- whether flash outside the image was touched, when the driver could tell
+      if type(err.outside) == "string" then line.outside = err.outside end
     end
   end
   local history = require("mpctl.history")
