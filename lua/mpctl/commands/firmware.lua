@@ -27,7 +27,7 @@ local sub = arg[1] or "list"
 
 local yes = mpctl.yes
 
-local function out(line) io.stdout:write(line, "\n") end
+local function out(line) ui.out(line .. "\n") end
 
 local opts = {
   source = arg.mirror, type = arg.type, variant = arg.variant, sha256 = arg.sha256, lock = arg.lock,

@@ -23,14 +23,16 @@ if ui.config().json then
   for i = first, #recs do
     local r = recs[i]
     r.line = nil
-    io.stdout:write(ui.json_encode(r), "\n")
+    ui.event(r)
   end
   return
 end
 if #recs == 0 then
-  io.stdout:write("no flashes recorded", (o.port or o.device or o.board) and " for that filter" or "",
-    " in ", history.path(o), "\n")
+  ui.out("no flashes recorded" .. ((o.port or o.device or o.board) and " for that filter" or "") ..
+    " in " .. history.path(o) .. "\n")
   return
 end
-io.stdout:write(history.HEADER, "\n")
-for i = first, #recs do io.stdout:write(history.format(recs[i]), "\n") end
+ui.out(history.HEADER .. "
+")
+for i = first, #recs do ui.out(history.format(recs[i]) .. "
+") end
