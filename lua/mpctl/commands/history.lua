@@ -32,7 +32,5 @@ if #recs == 0 then
     " in " .. history.path(o) .. "\n")
   return
 end
-ui.out(history.HEADER .. "
-")
-for i = first, #recs do ui.out(history.format(recs[i]) .. "
-") end
+ui.out(history.HEADER .. "\n")
+for i = first, #recs do ui.out(history.format(recs[i]) .. "\n") end
