@@ -86,14 +86,14 @@ end
 if flash_backup then
   mpctl.log("restoring the flash backup %s taken before the flash of %s", flash_backup, undo.time or "?")
   for _, st in ipairs(backup.restore_flash(t, flash_backup, { force = arg.force })) do
-    mpctl.verified(st, string.format("flash at 0x%X matches the backup (MD5)", st.offset))
+    mpctl.verified(st, string.format("flash at 0x%X matches the backup", st.offset))
   end
 else
   local fw = before.firmware
   local parts = mpctl.firmware.parts(image, board)
   mpctl.log("writing %s (%s, sha256 %s) at 0x%X", image, fw.version or "?", fw.sha256, target.extent(parts))
   t:check_image(parts)
-  mpctl.verified(t:write(parts, { verify = true, label = "rollback" }), "flash MD5 matches the previous firmware")
+  mpctl.verified(t:write(parts, { verify = true, label = "rollback" }), "flash matches the previous firmware")
 end
 local app = t:reset_to_app()
 

@@ -66,14 +66,16 @@ end
 -- skipped when it was not made (verify=no, a loader that cannot hash), else a failed check.
 -- A driver that proves the rest of the flash unchanged (stats.outside: "unchanged" | "skipped" |
 -- "not written") gets that reported the same way.
-function M.verified(st, what, skipped_what)
+-- stats.verify_what names the check for the skipped line ("MD5 check" for esp).
+function M.verified(st, what)
   if st.verified then M.check(true, what)
-  elseif st.verify_skipped then M.skip(skipped_what or "MD5 check", st.verify_why)
+  elseif st.verify_skipped then M.skip(st.verify_what or "verification of what was written", st.verify_why or "verify=no")
   else M.check(false, what, "the write was not verified") end
-  if st.outside == "unchanged" then
+  -- "unchanged" counts only from a verified write: an unverified one proved nothing
+  if st.outside == "unchanged" and st.verified then
     M.check(true, "flash outside what was written is unchanged")
-  elseif st.outside == "skipped" then
-    M.skip("check of the flash outside what was written", st.outside_why)
+  elseif st.outside == "skipped" or (st.outside == "unchanged" and not st.verified) then
+    M.skip("check of the flash outside what was written", st.outside_why or st.verify_why or "verify=no")
   end
 end
 

@@ -19,7 +19,7 @@ interface; a family (esp now, dfu and rp2 next) gets them by providing a driver 
     t:write(parts, opts) -> stats               -- parts = {{offset=, data=, name=}}; opts = {verify=true, erased=false}
                                                 -- skips identical sectors, verifies unless verify=false;
                                                 -- stats = {raw=, sent=, wire=, written=, seconds=, verified=true|false,
-                                                --          verify_skipped=bool, verify_why=, outside= ("unchanged" |
+                                                --          verify_skipped=bool, verify_why=, verify_what=, outside= ("unchanged" |
                                                 --          "skipped" | "not written": the rest of the flash), outside_why=, ...}
                                                 -- a failure raises with e.offset (first address not known good)
                                                 --   and e.hint = "run the same command again to resume"

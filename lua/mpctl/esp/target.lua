@@ -134,6 +134,7 @@ function T:write(parts, opts)
     error(target.resumable(target.interrupted(st, self.where) or st, self.reached, self.where), 0)
   end
   st.verified = verify and st.verified or false
+  st.verify_what = "MD5 check"
   if not verify then
     st.verify_skipped, st.verify_why = true, "verify=no"
   elseif not st.verified then
