@@ -69,9 +69,9 @@ local restored = flash_backup and (before and before.firmware or { source = "fla
 local record <close> = mpctl.attempt({ kind = "rollback", board = board.id, port = arg.port, rollback_of = undo.time,
   source = flash_backup and "flash backup" or "firmware cache", firmware = restored }, { path = arg.history })
 
--- 4. Into the bootloader; make sure it is the same board.
-local port <close> = mpctl.open_port(arg, { baud = 115200 })
-local t <close> = target.connect(board, port, { reset = arg.reset, baud = arg.baud, stub = arg.stub })
+-- 4. Into the bootloader (the family's driver opens the port: serial, USB DFU, ...); make sure it
+-- is the same board.
+local t <close> = target.connect(board, arg.port, { reset = arg.reset, baud = arg.baud, stub = arg.stub })
 record:target(t)
 local id = t:identify().id
 if undo.device and id and undo.device:lower() ~= id:lower() then

@@ -42,7 +42,8 @@ function D.connect(ctx)
   local opts = ctx.opts or {}
   local port, owned = ctx.port, false
   if type(port) == "string" then
-    port = require("mpctl.serial").open(port, { baud = esp.ROM_BAUD })
+    -- as mpctl.open_port: a port that is not there is a usage error listing the ports present
+    port = require("mpctl").open_port({ port = port }, { baud = esp.ROM_BAUD })
     owned = true
   end
   local self = setmetatable({ family = "esp", board = board, port = port, owned = owned, event = "esp_flash",
