@@ -55,6 +55,67 @@ test("check() names every operation a target lacks", function()
   test.contains(msg, "reset_to_app")
 end)
 
+-- A family that is not ESP (flash at 0x10000000, as on RP2040): an in-memory driver that only
+-- implements the interface gets backup and restore from mpctl.backup unchanged.
+local function memory_driver()
+  local BASE, SIZE = 0x10000000, 64 * KB
+  local D = { family = "rp2" }
+  local T = { __index = {} }
+  T.__close = function(t) t:close() end
+  local M = T.__index
+  function D.connect(ctx)
+    return setmetatable({ family = "rp2", board = ctx.board, mem = string.rep("\255", SIZE), writes = 0 }, T)
+  end
+  function M.identify() return { chip = "RP2040", flash_size = SIZE, flash_base = BASE, id = "E660583883724A2A" } end
+  function M.check_image(_, parts)
+    for _, p in ipairs(parts) do
+      if p.offset < BASE or p.offset + #p.data > BASE + SIZE then target.error("refused", "mem", "outside the flash") end
+    end
+  end
+  function M.read(t, addr, size) return t.mem:sub(addr - BASE + 1, addr - BASE + size) end
+  function M.write(t, parts)
+    for _, p in ipairs(parts) do
+      local o = p.offset - BASE
+      t.mem = t.mem:sub(1, o) .. p.data .. t.mem:sub(o + #p.data + 1)
+      t.writes = t.writes + 1
+    end
+    return { raw = 0, sent = 0, wire = 0, written = 0, seconds = 0, verified = true }
+  end
+  function M.erase() end
+  function M.erase_all(t) t.mem = string.rep("\255", SIZE) end
+  function M.reset_to_app() return "sim://micropython" end
+  function M.close() end
+  return D, BASE
+end
+
+test("a new family gets backup and restore by implementing the driver (flash based at 0x10000000)", function()
+  local D, BASE = memory_driver()
+  package.loaded["mpctl.rp2.target"] = D
+  local ok, err = pcall(function()
+    local backup = require("mpctl.backup")
+    local t <close> = target.connect({ id = "RPI_PICO", family = "rp2" }, "usb:1-1", {})
+    t:write({ { offset = BASE + 0x1000, data = string.rep("A", 0x2000) } })
+    local before = t.mem
+    -- a raw whole-flash file (backup=FILE) and a backup folder (backup=flash)
+    local raw = fs.join(top, "rp2.bin")
+    local rec = backup.flash_before(t, raw, {})
+    test.eq(rec.flash, raw)
+    test.eq(fs.read(raw), before)
+    fs.mkdir(fs.join(top, "rp2-bk"), { parents = true })
+    local kept = backup.flash_before(t, "flash", { dir = fs.join(top, "rp2-bk") })
+    t:erase_all()
+    backup.restore_flash(t, raw)
+    test.eq(t.mem, before, "the raw backup goes back at the flash base")
+    t:erase_all()
+    backup.restore_flash(t, kept.flash)
+    test.eq(t.mem, before, "the folder backup goes back region by region")
+    local m = ui.json_decode(fs.read(fs.join(kept.flash, "flash.json")))
+    test.eq({ m.family, m.flash_base, m.id }, { "rp2", BASE, "E660583883724A2A" })
+  end)
+  package.loaded["mpctl.rp2.target"] = nil
+  if not ok then error(err, 0) end
+end)
+
 test("esp driver on sim://esp32: identify, refuse before erasing, write, read back, skip, erase, reset", function()
   local board = require("mpctl.board").load("ESP32_GENERIC")
   local url = sim("t1.bin")
