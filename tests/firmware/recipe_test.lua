@@ -183,6 +183,98 @@ test("the proxy comes from the environment (http_proxy)", function()
   test.ok(srv.count("http://mirror.invalid/download/RPI_PICO/") >= 1, "the request went through the proxy")
 end)
 
+test("list falls back to the board page cached earlier when the source is down (no crash on its time)", function()
+  local s2 = S.start_server(mirror.dir, { logdir = fs.tmpdir() })
+  local env = { MPCTL_MIRROR = s2.url, MPCTL_CACHE_DIR = fs.join(top, "cache-down") }
+  local code, out, err = mpctl({ "firmware", "list", "board=RPI_PICO" }, env)
+  test.eq(code, 0, err)
+  s2.stop()
+  code, out, err = mpctl({ "firmware", "list", "board=RPI_PICO", "retries=0" }, env)
+  test.eq(code, 0, err)
+  test.ok(out:find("offline: board page cached %d%d%d%d%-%d%d%-%d%d %d%d:%d%d"), out)
+  test.contains(out, "1.24.1")
+  test.contains(err, "using the board page cached earlier")
+end)
+
+test("list offline=yes makes no network request", function()
+  local env = { MPCTL_CACHE_DIR = fs.join(top, "cache-offline-list") }
+  local code, _, err = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC", "version=1.24.0" }, env)
+  test.eq(code, 0, err)
+  local before = #srv.requests()
+  local out
+  code, out, err = mpctl({ "firmware", "list", "board=ESP32_GENERIC", "offline=yes" }, env)
+  test.eq(code, 0, err)
+  test.eq(#srv.requests(), before, "requests to the mirror during list offline=yes")
+  test.contains(out, "offline: board page cached")
+  test.ok(out:find("1.24.0%s+2024%-10%-25%s+bin%*"), out)
+  -- with no page cached either, the cached files themselves are listed
+  code, out, err = mpctl({ "firmware", "list", "board=ESP32_GENERIC", "offline=yes" },
+    { MPCTL_CACHE_DIR = env.MPCTL_CACHE_DIR, MPCTL_MIRROR = srv.url .. "/other" })
+  test.eq(code, 0, err)
+  test.eq(#srv.requests(), before)
+  test.contains(out, "offline: what the cache holds")
+  test.ok(out:find("1.24.0%s+2024%-10%-25%s+bin%*"), out)
+  test.ok(not out:find("1.24.1", 1, true), out)
+end)
+
+test("list variant=SPIRAM shows only SPIRAM builds", function()
+  local code, out, err = mpctl({ "firmware", "list", "board=ESP32_GENERIC", "variant=SPIRAM" })
+  test.eq(code, 0, err)
+  test.contains(out, "ESP32_GENERIC-SPIRAM at")
+  test.ok(out:find("1.24.1%s+2024%-11%-29%s+bin app%-bin\n"), out)
+  for _, other in ipairs({ "1.24.0", "1.23.0", "preview" }) do
+    test.ok(not out:find(other, 1, true), "no " .. other .. " (it has no SPIRAM build): " .. out)
+  end
+  code, out = mpctl({ "--json", "firmware", "list", "board=ESP32_GENERIC", "variant=SPIRAM" })
+  test.eq(code, 0)
+  local n = 0
+  for line in out:gmatch("[^\n]+") do
+    local ev = ui.json_decode(line)
+    if ev.event == "firmware" then
+      n = n + 1
+      for _, f in ipairs(ev.files) do test.contains(f.file, "ESP32_GENERIC-SPIRAM-") end
+    end
+  end
+  test.eq(n, 1)
+end)
+
+test("an unknown board fails (exit 1) and names the closest ids, from a server and from a folder mirror", function()
+  for _, source in ipairs({ srv.url, mirror.dir }) do
+    local code, out, err = mpctl({ "firmware", "list", "board=ESP32_GENRIC" }, { MPCTL_MIRROR = source })
+    test.eq(code, 1, source .. ": " .. out .. err)
+    test.contains(err, "no board ESP32_GENRIC at " .. source)
+    test.contains(err, "closest board ids: ESP32_GENERIC")
+    code, out, err = mpctl({ "firmware", "fetch", "board=RPI_PICOO" }, { MPCTL_MIRROR = source })
+    test.eq(code, 1, source)
+    test.eq(out, "")
+    test.contains(err, "closest board ids: RPI_PICO")
+  end
+end)
+
+test("a hung server: every retry is shown with its reason, then the cache; an exact cached version never asks", function()
+  local env = { MPCTL_CACHE_DIR = fs.join(top, "cache-hung") }
+  local code, _, err = mpctl({ "firmware", "fetch", "board=RPI_PICO", "version=1.24.1" }, env)
+  test.eq(code, 0, err)
+  -- /_stall/0/ answers with headers and then nothing, for every request
+  env.MPCTL_MIRROR = srv.url .. "/_stall/0"
+  local before = srv.count("/_stall/0/")
+  local out
+  code, out, err = mpctl({ "firmware", "fetch", "board=RPI_PICO", "version=1.24.1" }, env)
+  test.eq(code, 0, err)
+  test.ok(out:match("%.uf2\n$"), out)
+  test.eq(srv.count("/_stall/0/"), before, "no request for a version already in the cache")
+  -- refresh=yes asks; latest must ask: both see the hung server, say so per attempt, then use the cache
+  for _, args in ipairs({ { "version=1.24.1", "refresh=yes" }, { "version=latest" } }) do
+    code, out, err = mpctl({ "firmware", "fetch", "board=RPI_PICO", "stall=1", "retries=1", table.unpack(args) }, env)
+    test.eq(code, 0, err)
+    test.contains(err, "board page RPI_PICO: stalled: no data for 1")
+    test.contains(err, "; attempt 1 of 2 failed, trying again in")
+    test.contains(err, "using cached RPI_PICO-20241129-v1.24.1.uf2")
+    test.ok(out:match("%.uf2\n$"), out)
+  end
+  test.eq(srv.count("/_stall/0/download/RPI_PICO/"), before + 4, "two attempts per run")
+end)
+
 test("cleanup", function()
   srv.stop()
   fs.remove(top, { recursive = true })

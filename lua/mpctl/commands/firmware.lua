@@ -6,7 +6,8 @@
 -- @option mirror: URL|DIR; team mirror (http(s)://... or a folder with micropython.org's layout); default $MPCTL_MIRROR, else micropython.org
 -- @option lock: FILE; lock file to check and extend (default: firmware.lock in to= or in the current folder)
 -- @option to: DIR; also copy the file into this folder (a firmware.lock there is used and extended)
--- @option offline: yes|no = no; the cache only, no network
+-- @option offline: yes|no = no; the cache only, no network (list shows the board page cached earlier)
+-- @option refresh: yes|no = no; ask the source even for an exact version already in the cache
 -- @option ca_file: FILE; CA bundle for an HTTPS mirror with a private CA
 -- @option cache: DIR; cache folder (default $MPCTL_CACHE_DIR or ~/.cache/mpctl/firmware)
 -- @option stall: seconds = 30; how long without data before a download is retried
@@ -30,7 +31,8 @@ local function out(line) ui.out(line .. "\n") end
 
 local opts = {
   source = arg.mirror, type = arg.type, variant = arg.variant, sha256 = arg.sha256, lock = arg.lock,
-  to = arg.to, offline = yes(arg.offline) or nil, ca_file = arg.ca_file, cache_dir = arg.cache,
+  to = arg.to, offline = yes(arg.offline) or nil, refresh = yes(arg.refresh) or nil, ca_file = arg.ca_file,
+  cache_dir = arg.cache,
   stall_timeout = tonumber(arg.stall), retries = tonumber(arg.retries),
 }
 
@@ -77,7 +79,7 @@ local function cmd_list()
   -- one row per (variant, version), file types side by side
   local rows, by_key, variants = {}, {}, {}
   for _, e in ipairs(entries) do
-    if not e.variant or e.variant == opts.variant then
+    if (e.variant or "") == (opts.variant or "") then -- variant=SPIRAM: the SPIRAM files only
       local key = e.version
       local row = by_key[key]
       if not row then
@@ -110,7 +112,8 @@ local function cmd_list()
     return
   end
   out(string.format("%s%s at %s%s", board, opts.variant and ("-" .. opts.variant) or "", info.source,
-    info.from_cache and ("  (offline: board page cached " .. os.date("!%Y-%m-%d %H:%M", info.page_time) .. ")") or ""))
+    info.from_cache and ("  (offline: board page cached " .. os.date("!%Y-%m-%d %H:%M", math.floor(info.page_time)) .. ")")
+      or (info.offline and "  (offline: what the cache holds)") or ""))
   if #rows == 0 then
     out("  no firmware files" .. (opts.variant and (" for variant " .. opts.variant) or ""))
   end

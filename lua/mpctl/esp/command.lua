@@ -84,8 +84,14 @@ function M.new(port, opts)
     status_len = opts.status_len or 2, -- 4 on ESP32+ ROM; the 2 meaningful ones come first
     tx = 0, rx = 0, retries = 0,       -- bytes on the wire (SLIP encoded), for the summary/bench
     trace = opts.trace,
+    -- Multiplies every reply timeout: >1 for slow remote links (RFC 2217 over a WAN, esptool
+    -- #628/#704), <1 for a simulator with timing off, where an answer is due at once.
+    tscale = opts.timeout_scale or 1,
   }, Conn)
 end
+
+-- A reply timeout in seconds, scaled for this link.
+function Conn:t(seconds) return seconds * self.tscale end
 
 function Conn:write_raw(packet)
   local frame = slip.encode(packet)
@@ -98,11 +104,11 @@ function Conn:send(op, data, chk)
   self:write_raw(M.encode(op, data, chk))
 end
 
--- Returns frame or nil, "timeout"/message. A timeout is not an error at this layer.
+-- Returns frame or nil, kind, message. A timeout is not an error at this layer. Kinds come from
+-- the error object (mpctl.errors), never from its text: a port URL may itself contain "timeout".
 function Conn:read_frame(timeout)
   local ok, frame = pcall(slip.read_frame, self.port, timeout)
   if not ok then
-    -- by kind, never by text: the port URL itself may contain "timeout" (issue 9)
     local kind = errors.kind(frame)
     if kind == "interrupted" then error(frame, 0) end
     local msg = tostring(frame)
@@ -174,7 +180,7 @@ end
 function Conn:try(op, data, opts)
   opts = opts or {}
   if opts.raw then self:write_raw(opts.raw) else self:send(op, data, opts.chk) end
-  local resp, kind, msg = self:response(op, opts.timeout or 3)
+  local resp, kind, msg = self:response(op, self:t(opts.timeout or 3))
   if not resp then
     return nil, kind, string.format("%s: %s", M.OP_NAME[op] or op, msg or kind)
   end
@@ -196,7 +202,21 @@ function M.damaged_status(code, msg)
   return status ~= nil and status ~= "1"
 end
 
--- Like try, but retried on wire damage (opts.retries, default 3) and raising with the port name.
+-- The error kind (mpctl.errors) a failed command becomes, by what this layer saw.
+M.ERROR_KIND = { timeout = "timeout", eof = "eof", io = "io", garbled = "protocol", short = "protocol",
+  status = "protocol", unsupported = "unsupported" }
+
+-- Raise a structured error for a failed command: kind, where (the port), detail, and the
+-- opcode and loader error code as extra fields (e.op, e.code) for callers that branch on them.
+function Conn:raise(op, kind, msg, code, extra)
+  local t = { op = op, code = code, wire = kind }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  local detail = tostring(msg):gsub(";%s*last bytes seen.*$", "")
+  errors.raise(M.ERROR_KIND[kind] or "protocol", self.port.name or "port", detail, t)
+end
+
+-- Like try, but retried on wire damage (opts.retries, default 3) and raising a structured error
+-- (kind timeout / eof / io / protocol / unsupported) naming the port.
 function Conn:command(op, data, opts)
   opts = opts or {}
   local retries = opts.retries or 3
@@ -205,8 +225,7 @@ function Conn:command(op, data, opts)
     if payload ~= nil then return payload, value, code end
     local kind = value
     if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, msg))) then
-      msg = tostring(msg):gsub(";%s*last bytes seen.*$", "")
-      error(string.format("esp on %s: %s", self.port.name or "port", msg), 0)
+      self:raise(op, kind, msg, code)
     end
     retries = retries - 1
     self.retries = self.retries + 1
@@ -223,18 +242,34 @@ function Conn:write_reg(addr, value, mask, delay_us)
   self:command(M.OP.WRITE_REG, string.pack("<I4I4I4I4", addr, value, mask or 0xFFFFFFFF, delay_us or 0))
 end
 
--- SYNC: 07 07 12 20 + 32 x 55 (loader.py sync). The ROM answers up to 8 times; the stub once,
--- with value 0. Returns the first reply's value or nil on timeout.
+-- SYNC: 07 07 12 20 + 32 x 55 (loader.py sync). The ROM answers up to 8 times with a non-zero
+-- value (0x20120707 in serial-protocol.rst's trace); the stub once, with value 0
+-- (sync_stub_detected). Replies carry no checksum, so only a well-formed one counts: length
+-- field equal to the data received, data = the status alone (2 bytes: stub, ESP8266 ROM; 4:
+-- ESP32-family ROMs), all zero. A damaged error reply's value 0 must not pass for the stub.
 M.SYNC_PAYLOAD = "\7\7\18\32" .. string.rep("\85", 32)
+
+function M.sync_value(r)
+  if not r or r.op ~= M.OP.SYNC or r.len ~= #r.data then return nil end
+  if (#r.data ~= 2 and #r.data ~= 4) or r.data:find("[^%z]") then return nil end
+  return r.value
+end
+
+-- Returns the loader's SYNC value (0 = stub, else ROM) or nil when no well-formed reply came.
+-- One ROM reply among the replies makes it the ROM: the stub never sends a non-zero value.
 function Conn:sync(timeout)
   self:send(M.OP.SYNC, M.SYNC_PAYLOAD)
-  local resp = self:response(M.OP.SYNC, timeout or 0.1)
-  if not resp then return nil end
-  local value = resp.value
-  for _ = 1, 7 do
-    if not self:response(M.OP.SYNC, 0.1) then break end
+  local first, rom
+  for i = 1, 8 do
+    local resp = self:response(M.OP.SYNC, i == 1 and (timeout or 0.1) or 0.1)
+    if not resp then break end
+    local v = M.sync_value(resp)
+    if v ~= nil then
+      first = first or v
+      if v ~= 0 then rom = v end
+    end
   end
-  return value
+  return rom or first
 end
 
 return M

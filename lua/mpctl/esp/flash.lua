@@ -5,12 +5,16 @@ local command = require("mpctl.esp.command")
 local slip = require("mpctl.slip")
 local time = require("mpctl.time")
 
+local errors = require("mpctl.errors")
+
 local OP = command.OP
 local SECTOR = 0x1000
 local REGION = 0x10000
 local ERASE_PER_MB = 40 -- s/MB, ERASE_REGION_TIMEOUT_PER_MB / ERASE_WRITE_TIMEOUT_PER_MB
 local BLOCK_ATTEMPTS = 3 -- WRITE_BLOCK_ATTEMPTS
 local MAX_ROUNDS = 5 -- write passes (each resumes from a fresh MD5 comparison) before giving up
+
+local function guard_mod() return require("mpctl.esp.guard") end
 
 local function mods()
   local hash = require("mpctl.hash")
@@ -173,7 +177,7 @@ return function(M, Chip)
         conn.tx = conn.tx + #frames[seq]
         local wok, werr = pcall(self.port.write, self.port, frames[seq])
         local resp, kind, rmsg
-        if wok then resp, kind, rmsg = conn:response(data_op, block_timeout)
+        if wok then resp, kind, rmsg = conn:response(data_op, conn:t(block_timeout))
         else kind, rmsg = "io", tostring(werr) end
         local okc, ckind, cmsg, ccode
         if resp then okc, ckind, cmsg, ccode = conn:check(data_op, resp, 0) end
@@ -229,17 +233,27 @@ return function(M, Chip)
     return (pcall(self.read_reg, self, require("mpctl.esp.chips").CHIP_DETECT_MAGIC_REG, 0.5))
   end
 
-  -- Write `data` at flash `offset`. opts: diff (true), verify (true), compress (true), level (12),
-  -- erased (flash known blank), label. Returns stats.
-  function Chip:write(offset, data, opts)
-    opts = opts or {}
+  local MAX_RECONNECTS = 2 -- per write: the board reset or the stub rebooted mid-write
+
+  -- Raise a write failure: kind, offset (first address not known good), the resume hint
+  -- (Contract 3), and what happened outside the image (guard verdict: e.outside, e.damaged).
+  function Chip:write_failure(guard, kind, reached, fmt, ...)
+    local detail = string.format(fmt, ...)
+    local outside, sentence, damaged = "unknown", nil, nil
+    if guard then outside, sentence, damaged = guard:verdict() end
+    if sentence then detail = detail .. " " .. sentence end
+    self:raise(kind, { offset = reached, hint = "run the same command again to resume", outside = outside,
+      damaged = damaged }, "%s", detail)
+  end
+
+  -- Write one region. `guard` (mpctl.esp.guard) is armed before the first byte is written.
+  function Chip:write_region(offset, data, opts, guard)
     local hash = mods()
-    if #data % 4 ~= 0 then data = data .. string.rep("\255", 4 - #data % 4) end -- cmds.py pad_to(4)
     local st = { raw = #data, sent = 0, written = 0, retries = 0, rounds = 0, done = 0, base_done = 0,
       compress = opts.compress ~= false, level = opts.level or 12, tx0 = self.conn.tx, t0 = time.now(),
-      cmd_retries0 = self.conn.retries }
+      cmd_retries0 = self.conn.retries, reconnects = 0 }
     if self.flash_size and offset + #data > self.flash_size then
-      self:fail("%d bytes at 0x%X do not fit in %d bytes of flash", #data, offset, self.flash_size)
+      self:raise("refused", nil, "%d bytes at 0x%X do not fit in %d bytes of flash", #data, offset, self.flash_size)
     end
     local update, finish = progress(opts.label or string.format("write 0x%X", offset), #data)
     st.update = update
@@ -260,6 +274,23 @@ return function(M, Chip)
       for i = 1, nsec do dirty[i] = true end
     end
     local want_md5 = can_md5 and opts.verify ~= false and hash.hex(hash.md5(data)) or nil
+    local function fail(kind, reached, fmt, ...)
+      finish("failed")
+      self:write_failure(guard, kind, reached, fmt, ...)
+    end
+    -- The board reset or the loader changed under us: connect again from reset and carry on from
+    -- what is on flash (the guard's MD5s of the outside stay valid: they describe the flash
+    -- before this write). Returns false when that is not possible.
+    local function recover(why)
+      if st.reconnects >= (self.opts and self.opts.reconnects or MAX_RECONNECTS) then return false end
+      st.reconnects = st.reconnects + 1
+      local ok, err = pcall(self.reconnect, self, why)
+      if not ok then
+        self:log("warn", "reconnect failed: %s", tostring(err))
+        return false
+      end
+      return true
+    end
     while true do
       st.rounds = st.rounds + 1
       local runs = runs_of(dirty, nsec, #data)
@@ -268,6 +299,7 @@ return function(M, Chip)
       st.base_done = #data - total
       st.done = 0
       update(st.base_done)
+      if #runs > 0 and guard then guard:arm() end
       local tw = time.now()
       local failed = false
       for _, r in ipairs(runs) do
@@ -279,17 +311,17 @@ return function(M, Chip)
             .. "skipped, so the write resumes near 0x%X", reached)
             or "without MD5 (this ROM loader) the whole image is written again"
           if failure.io or not self:alive() then
-            finish("failed")
-            self:fail("device stopped answering while writing at 0x%X (%s); %d of %d bytes were written "
-              .. "before that. Reconnect the board and run the same command again: %s.",
-              reached, failure.msg, math.max(0, reached - offset), #data, resume)
-          end
-          if st.rounds >= MAX_ROUNDS or not can_md5 then
-            finish("failed")
-            self:fail("write failed at 0x%X: %s (after %d retries). Run the same command again: %s.",
+            if not recover(string.format("device stopped answering while writing at 0x%X (%s)", reached, failure.msg)) then
+              fail("io", reached, "device stopped answering while writing at 0x%X (%s); %d of %d bytes were written "
+                .. "before that. Reconnect the board and run the same command again: %s.",
+                reached, failure.msg, math.max(0, reached - offset), #data, resume)
+            end
+          elseif st.rounds >= MAX_ROUNDS or not can_md5 then
+            fail("protocol", reached, "write failed at 0x%X: %s (after %d retries). Run the same command again: %s.",
               reached, failure.msg, st.retries, resume)
+          else
+            self:log("warn", "write at 0x%X failed (%s); comparing flash with the image to resume", reached, failure.msg)
           end
-          self:log("warn", "write at 0x%X failed (%s); comparing flash with the image to resume", reached, failure.msg)
           failed = true
           break
         end
@@ -298,14 +330,25 @@ return function(M, Chip)
       end
       st.write_s = (st.write_s or 0) + time.now() - tw
       -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
-      if self.stub and st.wrote_any then
+      if self.stub and st.wrote_any and not failed then
         local ok, _, msg = self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END,
           string.pack("<I4", 1), { timeout = 10 })
-        -- with verify the MD5 below is the judge; without it this answer is all there is
-        if not ok and not want_md5 then
-          finish("failed")
-          self:fail("writing 0x%X+%d: the loader did not confirm the last blocks are on flash (%s). " ..
-            "Run the same command again, with verify=yes to check what is there.", offset, #data, msg)
+        if not ok then
+          -- A damaged "stay" flag reads 0 and the stub reboots: the ROM (or the app) answers
+          -- now. Notice it at once, reconnect, and let the MD5 below judge the flash.
+          local pok, perr = pcall(self.ensure_loader, self, "the loader did not confirm the end of the write ("
+            .. tostring(msg) .. ")")
+          if not pok and not recover("the loader did not confirm the end of the write") then
+            fail(errors.kind(perr) == "internal" and "protocol" or errors.kind(perr), offset,
+              "writing 0x%X+%d: the loader did not confirm the last blocks are on flash (%s) and could not be "
+              .. "reached again. Run the same command again, with verify=yes to check what is there.",
+              offset, #data, msg)
+          end
+          -- without verification this answer is all there is
+          if not want_md5 then
+            fail("protocol", offset, "writing 0x%X+%d: the loader did not confirm the last blocks are on flash (%s). "
+              .. "Run the same command again, with verify=yes to check what is there.", offset, #data, msg)
+          end
         end
       end
       if failed then
@@ -313,17 +356,18 @@ return function(M, Chip)
         goto continue
       end
       if not want_md5 then break end
-      local tv = time.now()
-      local got = self:md5(offset, #data)
-      st.verify_s = (st.verify_s or 0) + time.now() - tv
-      if got == want_md5 then break end
-      if st.rounds >= MAX_ROUNDS then
-        finish("verify failed")
-        self:fail("MD5 of flash 0x%X+%d is %s, image is %s: the written data does not match "
-          .. "(after %d attempts); check the power supply and the flash mode", offset, #data, got, want_md5, st.rounds)
+      do
+        local tv = time.now()
+        local got = self:md5(offset, #data)
+        st.verify_s = (st.verify_s or 0) + time.now() - tv
+        if got == want_md5 then break end
+        if st.rounds >= MAX_ROUNDS then
+          fail("failed", offset, "MD5 of flash 0x%X+%d is %s, image is %s: the written data does not match "
+            .. "(after %d attempts); check the power supply and the flash mode.", offset, #data, got, want_md5, st.rounds)
+        end
+        self:log("warn", "MD5 mismatch after writing (flash %s, image %s); rewriting the sectors that differ", got, want_md5)
+        dirty = self:diff(offset, data)
       end
-      self:log("warn", "MD5 mismatch after writing (flash %s, image %s); rewriting the sectors that differ", got, want_md5)
-      dirty = self:diff(offset, data)
       ::continue::
     end
     st.verified = want_md5 ~= nil
@@ -334,6 +378,71 @@ return function(M, Chip)
     finish(string.format("%d bytes, %d sent, %.1f s", st.raw, st.sent, st.seconds))
     st.update = nil
     return st
+  end
+
+  -- After a successful write: the outside check. Sets st.outside ("unchanged" | "not written" |
+  -- "skipped") and st.outside_note, st.guard_s; raises kind "failed" naming the damaged ranges.
+  function Chip:check_outside(guard, st, first_offset)
+    local changed, why = guard:check()
+    st.guard_s = guard.seconds
+    if not changed then
+      st.outside = guard.skip and "skipped" or "not written"
+      st.outside_note = why
+      return
+    end
+    if #changed > 0 then
+      self:raise("failed", { offset = changed[1].from, outside = "changed", damaged = changed,
+        hint = "the image itself is on flash and verified; restore the damaged ranges from a backup (backup=) "
+          .. "or rewrite what belongs there" },
+        "the image at 0x%X verified, but flash outside it changed: %s. Something on the wire moved a write or an "
+        .. "erase (a BEGIN command carries no checksum).", first_offset, guard_mod().describe(changed))
+    end
+    st.outside = "unchanged"
+  end
+
+  local function pad4(data)
+    if #data % 4 ~= 0 then data = data .. string.rep("\255", 4 - #data % 4) end -- cmds.py pad_to(4)
+    return data
+  end
+
+  -- Write `data` at flash `offset`. opts: diff (true), verify (true), compress (true), level (12),
+  -- erased (flash known blank), label. Verifies the image by MD5 and, with verify, that nothing
+  -- outside its sectors changed (mpctl.esp.guard). Returns stats (st.outside says what was found).
+  function Chip:write(offset, data, opts)
+    opts = opts or {}
+    data = pad4(data)
+    local guard = opts.verify ~= false and guard_mod().new(self, { { offset, #data } }) or nil
+    local st = self:write_region(offset, data, opts, guard)
+    if guard then self:check_outside(guard, st, offset) else st.outside = "skipped"; st.outside_note = "verify=no" end
+    return st
+  end
+
+  -- Several parts in flash order (an ESP-IDF bundle); one outside check for them all. Returns
+  -- the summed stats.
+  function Chip:write_parts(parts, opts)
+    opts = opts or {}
+    local total = { raw = 0, sent = 0, wire = 0, written = 0, retries = 0, seconds = 0, verified = true,
+      reconnects = 0, parts = {} }
+    local regions, padded = {}, {}
+    for i, p in ipairs(parts) do
+      padded[i] = pad4(p.data)
+      regions[i] = { p.offset, #padded[i] }
+    end
+    local guard = opts.verify ~= false and guard_mod().new(self, regions) or nil
+    for i, p in ipairs(parts) do
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      o.label = (opts.label or "write") .. (#parts > 1 and (" " .. (p.name or string.format("0x%X", p.offset))) or "")
+      local st = self:write_region(p.offset, padded[i], o, guard)
+      for _, k in ipairs { "raw", "sent", "wire", "written", "retries", "seconds", "reconnects" } do
+        total[k] = total[k] + (st[k] or 0)
+      end
+      total.verified = total.verified and st.verified
+      total.parts[i] = st
+    end
+    if guard then self:check_outside(guard, total, parts[1] and parts[1].offset or 0)
+    else total.outside = "skipped"; total.outside_note = "verify=no" end
+    return total
   end
 
   -- Erase everything (stub ERASE_FLASH; ROM: FLASH_BEGIN over the whole chip, cmds.erase_flash).

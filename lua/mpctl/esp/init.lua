@@ -6,14 +6,18 @@
 --   chip:check_parts(parts)                  -- same for {{offset=, data=, name=}, ...} (bundles)
 --   chip:write(offset, data, opts)           -- skip identical blocks, deflate, MD5 verify (flash.lua)
 --        opts: diff (true), verify (true), compress (true), level (12), erased, label
---        -> {raw=, sent=, wire=, written=, retries=, rounds=, seconds=, verified=, md5=}
---   chip:write_parts(parts, opts)            -- several writes, summed stats
+--        -> {raw=, sent=, wire=, written=, retries=, rounds=, seconds=, verified=, md5=,
+--            outside = "unchanged"|"not written"|"skipped", reconnects=}
+--        with verify, flash outside the image's sectors is proven unchanged (mpctl.esp.guard)
+--   chip:write_parts(parts, opts)            -- several writes, one outside check, summed stats
 --   chip:read_flash(offset, size) / chip:erase_all() / chip:erase_region(offset, size)
 --   chip:md5(offset, size) -> hex / chip:read_reg(addr) / chip:write_reg(addr, value)
 --   chip:hard_reset([usb])
 -- connect opts: reset ("classic" | "usb-jtag" | "none"), baud, stub (nil = find one, "no", PATH),
--- chip (expected key), attempts, flash_size (fallback), early_baud (false = esptool order), log, trace.
--- Errors are raised as strings naming the port, the offset and what to do.
+-- chip (expected key), attempts, flash_size (fallback), early_baud (false = esptool order), log, trace,
+-- timeout_scale (multiplies reply timeouts).
+-- Errors are mpctl.errors objects: kind, where (the port), detail, hint; a failed write adds
+-- offset (first address not known good) and outside ("unchanged" | "changed" | "unknown").
 --
 -- Protocol facts: esptool `loader.py`, `targets/*.py`, `cmds.py`; esptool-js `lib/esploader.js`
 -- (anchors.md §3.1). The session order follows what esptool does (§3.1 "Typical session").
@@ -23,6 +27,7 @@ local reset = require("mpctl.esp.reset")
 local image = require("mpctl.esp.image")
 local stubmod = require("mpctl.esp.stub")
 local time = require("mpctl.time")
+local errors = require("mpctl.errors")
 
 local OP = command.OP
 local M = { chips = chips, command = command, reset = reset, image = image }
@@ -43,9 +48,17 @@ end
 
 function Chip:log(level, fmt, ...) self.logf(level, fmt, ...) end
 
-function Chip:fail(fmt, ...)
-  error(string.format("esp on %s: " .. fmt, self.port.name or "port", ...), 0)
+-- Raise a structured error (mpctl.errors) of `kind` with extra fields (offset, hint, outside...).
+-- The text keeps the form "esp on PORT: what happened".
+function Chip:raise(kind, extra, fmt, ...)
+  local detail = string.format(fmt, ...)
+  local t = { kind = kind, where = self.port.name or "port", detail = detail,
+    msg = string.format("esp on %s: %s", self.port.name or "port", detail) }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  error(errors.new(t), 0)
 end
+
+function Chip:fail(fmt, ...) self:raise("failed", nil, fmt, ...) end
 
 function Chip:read_reg(addr, timeout) return self.conn:read_reg(addr, timeout) end
 function Chip:write_reg(addr, value, mask) return self.conn:write_reg(addr, value, mask) end
@@ -80,7 +93,7 @@ function Chip:detect()
   self.security = sec
   if sec and sec.chip_id then
     local c = chips.by_image_id[sec.chip_id]
-    if not c then self:fail("unknown chip id %d from GET_SECURITY_INFO", sec.chip_id) end
+    if not c then self:raise("unsupported", nil, "unknown chip id %d from GET_SECURITY_INFO", sec.chip_id) end
     return c
   end
   -- Replies carry no checksum: a damaged value word reads as an unknown magic, so ask again.
@@ -92,10 +105,11 @@ function Chip:detect()
   end
   if ok then
     if sec then return chips.by_key.esp32s2 end
-    self:fail("unknown chip magic 0x%08X at 0x40001000", magic)
+    self:raise("unsupported", nil, "unknown chip magic 0x%08X at 0x40001000", magic)
   end
   if sec then return chips.by_key.esp32s2 end -- S2 in secure download mode refuses READ_REG
-  self:fail("chip detection failed: %s", tostring(magic))
+  self:raise(errors.kind(magic) == "internal" and "protocol" or errors.kind(magic), nil,
+    "chip detection failed: %s", tostring(magic))
 end
 
 local function mac_string(b) return (b:gsub(".", function(c) return string.format("%02x:", c:byte()) end):sub(1, -2)) end
@@ -176,35 +190,74 @@ function Chip:change_baud(new)
   end
   port:set_baud(old)
   self.baud_note = string.format("no answer at %d, back to %d", new, old)
-  error("mpctl.esp.lost_baud", 0)
+  errors.raise("protocol", port.name, "no answer after changing to " .. new .. " baud", { retry = "lost_baud" })
 end
 
--- Upload the stub to RAM and wait for its OHAI greeting (loader.py run_stub).
-function Chip:run_stub(stub, greeting_timeout)
+-- One upload of the stub to RAM and the wait for its OHAI greeting (loader.py run_stub).
+-- Returns true, or nil and why. Nothing is retried here: a MEM_DATA resent with the same
+-- sequence number after a lost answer is refused by the ROM (0x05) when the first one arrived.
+function Chip:upload_stub_once(stub, greeting_timeout)
   local conn = self.conn
   for _, seg in ipairs { { stub.text, stub.text_start }, { stub.data, stub.data_start } } do
     local bytes, addr = seg[1], seg[2]
     if bytes and #bytes > 0 then
       local blocks = (#bytes + M.RAM_BLOCK - 1) // M.RAM_BLOCK
-      conn:command(OP.MEM_BEGIN, string.pack("<I4I4I4I4", #bytes, blocks, M.RAM_BLOCK, addr))
+      local ok, _, msg = conn:try(OP.MEM_BEGIN, string.pack("<I4I4I4I4", #bytes, blocks, M.RAM_BLOCK, addr))
+      if ok == nil then return nil, msg end
       for seq = 0, blocks - 1 do
         local part = bytes:sub(seq * M.RAM_BLOCK + 1, (seq + 1) * M.RAM_BLOCK)
-        conn:command(OP.MEM_DATA, nil, { raw = command.data_packet(OP.MEM_DATA, seq, part) })
+        ok, _, msg = conn:try(OP.MEM_DATA, nil, { raw = command.data_packet(OP.MEM_DATA, seq, part) })
+        if ok == nil then return nil, string.format("block %d/%d at 0x%X: %s", seq + 1, blocks, addr, msg) end
       end
     end
   end
   conn:send(OP.MEM_END, string.pack("<I4I4", stub.entry == 0 and 1 or 0, stub.entry))
   -- The ROM may or may not answer MEM_END before jumping (esptool ignores its errors).
-  local deadline = time.now() + (greeting_timeout or 3)
+  local deadline = time.now() + conn:t(greeting_timeout or 3)
   while time.now() < deadline do
-    local frame = conn:read_frame(math.max(0.01, deadline - time.now()))
-    if not frame then break end
+    local frame, kind = conn:read_frame(math.max(0.01, deadline - time.now()))
     if frame == "OHAI" then
       self.stub = true
       return true
     end
+    if not frame and kind ~= "garbled" then break end
   end
-  return false
+  return nil, "no OHAI greeting from the stub"
+end
+
+-- Upload the stub; a damaged or late answer restarts the upload from MEM_BEGIN, which the ROM
+-- accepts at any time. A stub that started but whose OHAI got lost answers SYNC with value 0.
+function Chip:run_stub(stub, greeting_timeout)
+  local why
+  for attempt = 1, 3 do
+    local ok
+    ok, why = self:upload_stub_once(stub, greeting_timeout)
+    if ok then return true end
+    self.conn:drain(0.05)
+    self.port:flush_input()
+    local v = self.conn:sync(self.conn:t(0.3))
+    if v == 0 then
+      self.stub = true
+      return true
+    end
+    if v == nil then break end -- neither ROM nor stub answers: the caller reconnects from reset
+    self.conn.retries = self.conn.retries + 1
+    self:log("verbose", "stub upload: %s; starting again from MEM_BEGIN (attempt %d/3)", why, attempt + 1)
+  end
+  return false, why
+end
+
+-- Which loader answers now: "stub", "rom" or nil (nothing well-formed: the chip reset into its
+-- app, or the link is lost). The stub answers SYNC with value 0, the ROM with its own value.
+function Chip:probe()
+  for _ = 1, 2 do
+    self.conn:drain(0.02)
+    self.port:flush_input()
+    local v = self.conn:sync(self.conn:t(0.3))
+    if v == 0 then return "stub" end
+    if v then return "rom" end
+  end
+  return nil
 end
 
 local function any_bytes(port, wait)
@@ -250,7 +303,7 @@ function Chip:sync_loop(opts)
       .. "release BOOT, then run again."
     or "If the board has no auto-reset circuit, hold BOOT (IO0), tap RESET (EN), release BOOT and run "
       .. "again with reset=none."
-  self:fail("no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that this is the board's "
+  self:raise("timeout", nil, "no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that this is the board's "
     .. "port, that the USB cable carries data (not a charge-only cable) and that no other program holds "
     .. "the port. %s", attempts, table.concat(names, "; "), hint, manual)
 end
@@ -312,7 +365,8 @@ end
 local function connect_once(port, opts)
   local self = setmetatable({
     port = port, logf = opts.log or default_log, stub = false,
-    conn = command.new(port, { trace = opts.trace }),
+    conn = command.new(port, { trace = opts.trace, timeout_scale = opts.timeout_scale }),
+    opts = opts,
     t_start = time.now(),
   }, Chip)
   if port:baud() ~= M.ROM_BAUD then port:set_baud(M.ROM_BAUD) end
@@ -320,7 +374,9 @@ local function connect_once(port, opts)
   local stub_running = value == 0 -- the stub answers SYNC with value 0 (sync_stub_detected)
   local c = self:detect()
   if opts.chip and chips.get(opts.chip) and chips.get(opts.chip) ~= c then
-    self:fail("expected %s (board file) but found %s", chips.get(opts.chip).name, c.name)
+    local hint = c.board and string.format("use --board %s", c.board) or "use a board file for this chip"
+    self:raise("refused", { hint = hint, found = c.key }, "expected %s (board file) but found %s: %s",
+      chips.get(opts.chip).name, c.name, hint)
   end
   self.chip, self.name, self.key = c, c.name, c.key
   self.conn.status_len = c.status_len
@@ -333,11 +389,25 @@ local function connect_once(port, opts)
     -- esptool-js on S3 (anchors.md §1.3), so the link stays as it is.
     target = port:baud()
   end
+  local stub
+  if want_stub and not stub_running then
+    local explicit = type(opts.stub) == "string" and opts.stub or nil
+    local err
+    stub, err = stubmod.load(c.key, explicit)
+    if not stub and explicit then
+      self:raise("not_found", { hint = "pass stub=PATH to a stub JSON, or stub=no" }, "%s", err)
+    elseif not stub then
+      -- Issue 13: a missing stub is no reason to refuse. The ROM writes 1 KiB blocks with a
+      -- round trip each and erases up front (slower), and still verifies by MD5 where it can.
+      self.stub_missing = err
+      self:log("warn", "%s: flashing with the ROM loader (slower%s); set MPCTL_STUB_DIR to a folder of "
+        .. "<chip>.json stubs (or MPCTL_NODE_MODULES to a node_modules holding esptool-js) to use the stub",
+        stubmod.short_reason(c.key), c.rom.md5 and ", still verified by MD5" or "; this ROM cannot verify")
+    end
+  end
   if stub_running then
     self.stub = true
-  elseif want_stub then
-    local stub, err = stubmod.load(c.key, type(opts.stub) == "string" and opts.stub or nil)
-    if not stub then self:fail("%s", err) end
+  elseif stub then
     self.stub_path = stub.path
     -- Upload the stub at the target rate when the ROM can change baud: ~9 KB at 115200 costs
     -- ~0.8 s, at 921600 ~0.1 s. If the stub does not greet us at that rate, redo it the
@@ -346,9 +416,11 @@ local function connect_once(port, opts)
     if early then early = self:change_baud(target) end
     -- The stub greets within milliseconds; after an early baud change a silent stub most likely
     -- reset the UART to the ROM rate, so do not wait esptool's full 3 s for it.
-    if not self:run_stub(stub, early and 1 or 3) then
-      if early then error("mpctl.esp.late_baud", 0) end
-      self:fail("flasher stub did not start (no OHAI within 3 s)")
+    local started, why = self:run_stub(stub, early and 1 or 3)
+    if not started then
+      if early then errors.raise("protocol", port.name, "stub silent after an early baud change", { retry = "late_baud" }) end
+      self:raise("protocol", { hint = "run again; if it keeps failing use stub=no (ROM loader)" },
+        "flasher stub did not start (%s)", tostring(why))
     end
   end
   if port:baud() ~= target then self:change_baud(target) end
@@ -384,8 +456,7 @@ local function next_lower(baud)
   return M.ROM_BAUD
 end
 
-function M.connect(port, opts)
-  opts = opts or {}
+local function connect_any_baud(port, opts)
   local notes = {}
   for _ = 1, 8 do
     local ok, res = pcall(connect_once, port, opts)
@@ -393,11 +464,12 @@ function M.connect(port, opts)
       if #notes > 0 then res.baud_note = table.concat(notes, "; ") end
       return res
     end
-    if res ~= "mpctl.esp.lost_baud" and res ~= "mpctl.esp.late_baud" then error(res, 0) end
+    local retry = errors.is_error(res) and res.retry or nil
+    if retry ~= "lost_baud" and retry ~= "late_baud" then error(res, 0) end
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.early_baud = false
-    if res == "mpctl.esp.lost_baud" then
+    if retry == "lost_baud" then
       -- The chip switched but nothing useful came back: the adapter (or cable) cannot carry
       -- that rate. Reconnect from reset one step lower (esptool-js falls back to 115200).
       local want = opts.baud or M.ROM_BAUD
@@ -409,17 +481,57 @@ function M.connect(port, opts)
     end
     opts = o
   end
-  error("esp on " .. tostring(port.name) .. ": could not find a working baud rate", 0)
+  errors.raise("protocol", port.name, "could not find a working baud rate")
+end
+
+function M.connect(port, opts)
+  return connect_any_baud(port, opts or {})
+end
+
+-- Connect again from reset on the same port (the stub rebooted, or the board reset mid-write),
+-- keeping this object, its byte counters and the options it was connected with.
+function Chip:reconnect(why)
+  self:log("warn", "%s; reconnecting", why)
+  local old = self.conn
+  local fresh = connect_any_baud(self.port, self.opts)
+  for k, v in pairs(fresh) do self[k] = v end
+  self.conn.tx, self.conn.rx = self.conn.tx + old.tx, self.conn.rx + old.rx
+  self.conn.retries = self.conn.retries + old.retries
+  self.reconnects = (self.reconnects or 0) + 1
+end
+
+-- Make sure the loader we think we talk to is there: the stub may have rebooted into the ROM
+-- (a damaged FLASH_DEFL_END whose "stay" flag read 0) or the chip into its app. The ROM answers
+-- SYNC differently from the stub, so one SYNC tells; anything but the expected loader means a
+-- reconnect (reset, stub upload, baud) rather than waiting out command timeouts.
+function Chip:ensure_loader(why)
+  local who = self:probe()
+  if who == (self.stub and "stub" or "rom") then return false end
+  self:reconnect(string.format("%s, and %s", why, who == nil and "the loader does not answer"
+    or (who == "rom" and "the ROM answers instead of the stub" or "the stub answers instead of the ROM")))
+  return true
 end
 
 -- SPI_FLASH_MD5 of a flash region as lowercase hex. ROM answers 32 hex chars, stub 16 raw bytes.
 function Chip:md5(addr, size)
   if not self:can_md5() then return nil end
   local timeout = math.max(3, 8 * size / 1e6) -- MD5_TIMEOUT_PER_MB
-  local payload = self.conn:command(OP.SPI_FLASH_MD5, string.pack("<I4I4I4I4", addr, size, 0, 0),
-    { resp_len = self.stub and 16 or 32, timeout = timeout })
-  if self.stub then return command.hex(payload) end
-  return payload:lower()
+  local function ask()
+    local payload = self.conn:command(OP.SPI_FLASH_MD5, string.pack("<I4I4I4I4", addr, size, 0, 0),
+      { resp_len = self.stub and 16 or 32, timeout = timeout, retries = 1 })
+    if self.stub then return command.hex(payload) end
+    if not payload:match("^%x+$") then
+      self.conn:raise(OP.SPI_FLASH_MD5, "short", "SPI_FLASH_MD5: the ROM's answer is not hex")
+    end
+    return payload:lower()
+  end
+  local ok, res = pcall(ask)
+  if ok then return res end
+  local kind = errors.kind(res)
+  if kind == "interrupted" or kind == "internal" then error(res, 0) end
+  -- Two failed tries: before waiting out more timeouts, check who is answering.
+  self:ensure_loader(string.format("MD5 of 0x%X+%d failed (%s)", addr, size, res.detail or tostring(res)))
+  return ask()
 end
 
 function Chip:check_image(data, offset)
@@ -456,20 +568,6 @@ function Chip:check_parts(parts)
       end
     end
   end
-end
-
--- Write parts in flash order; returns the summed stats.
-function Chip:write_parts(parts, opts)
-  local total = { raw = 0, sent = 0, wire = 0, written = 0, retries = 0, seconds = 0, verified = true }
-  for _, p in ipairs(parts) do
-    local o = {}
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.label = (opts and opts.label or "write") .. (#parts > 1 and (" " .. (p.name or string.format("0x%X", p.offset))) or "")
-    local st = self:write(p.offset, p.data, o)
-    for _, k in ipairs { "raw", "sent", "wire", "written", "retries", "seconds" } do total[k] = total[k] + st[k] end
-    total.verified = total.verified and st.verified
-  end
-  return total
 end
 
 -- Leave the loader: EN pulse with IO0 high, so the chip boots the app.

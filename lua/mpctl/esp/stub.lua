@@ -1,8 +1,16 @@
--- Flasher stub loading. mpctl ships no stub binaries: it reads the JSON files esptool and
--- esptool-js ship (keys entry, text, text_start, data, data_start, bss_start; text/data base64 —
--- esptool `targets/stub_flasher/{2,1}/<chip>.json`, esptool-js `lib/targets/stub_flasher/<chip>.json`;
--- anchors.md §3.1). Search order: an explicit path, MPCTL_STUB_DIR, esptool-js under the mpctl
--- data dir (and MPCTL_PATH dirs), then an esptool install on the system python path.
+-- Flasher stub loading. mpctl ships no stub binaries of its own: it reads the JSON files esptool
+-- and esptool-js ship (keys entry, text, text_start, data, data_start, bss_start; text/data base64
+-- — esptool `targets/stub_flasher/{2,1}/<chip>.json`, esptool-js `lib/targets/stub_flasher/
+-- <chip>.json`; anchors.md §3.1). `cmake --install` copies esptool-js's stubs and its licence file
+-- into <prefix>/share/mpctl/stubs (installed by scripts/setup's `npm ci`).
+-- Search order (first found wins, each folder once):
+--   1. stub=PATH (explicit; an error when missing)
+--   2. $MPCTL_STUB_DIR/<chip>.json
+--   3. <datadir>/stubs/<chip>.json (the installed copy)
+--   4. esptool-js in $MPCTL_NODE_MODULES, <datadir>/node_modules, and each $MPCTL_PATH folder's
+--      node_modules
+--   5. an esptool Python install (v2 stubs first: Apache-2.0/MIT, then the legacy v1)
+-- When none is found mpctl.esp flashes with the ROM loader and says so in one line.
 local M = {}
 
 -- The stub JSON's text/data are base64: mpctl's one codec (it ignores line breaks).
@@ -25,18 +33,21 @@ local function data_dir()
 end
 
 function M.candidates(chip_key)
-  local c = {}
-  local function add(p) c[#c + 1] = p end
-  local env = os.getenv("MPCTL_STUB_DIR")
-  if env then add(env .. "/" .. chip_key .. ".json") end
-  local dirs = {}
-  local dd = data_dir()
-  if dd then dirs[#dirs + 1] = dd end
-  for d in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
-  for _, d in ipairs(dirs) do
-    add(d .. "/node_modules/esptool-js/lib/targets/stub_flasher/" .. chip_key .. ".json")
-    add(d .. "/node_modules/esptool-js/lib/targets/" .. chip_key .. ".json")
+  local c, seen = {}, {}
+  local function add(p)
+    if p and not seen[p] then seen[p] = true; c[#c + 1] = p end
   end
+  local file = chip_key .. ".json"
+  local env = os.getenv("MPCTL_STUB_DIR")
+  if env and env ~= "" then add(env .. "/" .. file) end
+  local dd = data_dir()
+  if dd then add(dd .. "/stubs/" .. file) end
+  local mods = {}
+  local nm = os.getenv("MPCTL_NODE_MODULES")
+  if nm and nm ~= "" then mods[#mods + 1] = nm end
+  if dd then mods[#mods + 1] = dd .. "/node_modules" end
+  for d in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do mods[#mods + 1] = d .. "/node_modules" end
+  for _, m in ipairs(mods) do add(m .. "/esptool-js/lib/targets/stub_flasher/" .. file) end
   local pydirs = { "/usr/lib/python3/dist-packages" }
   local okfs, fs = pcall(require, "mpctl.fs")
   local home = os.getenv("HOME")
@@ -51,11 +62,18 @@ function M.candidates(chip_key)
     end
   end
   for _, py in ipairs(pydirs) do
-    for _, sub in ipairs { "2", "1" } do -- esptool prefers the Apache/MIT v2 stub (STUB_SUBDIRS)
-      add(py .. "/esptool/targets/stub_flasher/" .. sub .. "/" .. chip_key .. ".json")
+    if okfs and fs.exists(py .. "/esptool") then
+      for _, sub in ipairs { "2", "1" } do -- esptool prefers the Apache/MIT v2 stub (STUB_SUBDIRS)
+        add(py .. "/esptool/targets/stub_flasher/" .. sub .. "/" .. file)
+      end
     end
   end
   return c
+end
+
+-- One line for the warning when no stub is found (the full list is in M.load's message).
+function M.short_reason(chip_key)
+  return "no flasher stub for " .. chip_key .. " found"
 end
 
 -- Returns {entry=, text=, text_start=, data=, data_start=, path=} or nil, message.
@@ -71,7 +89,8 @@ function M.load(chip_key, path)
   end
   if not path then
     return nil, "no flasher stub for " .. chip_key .. " found (looked in: " .. table.concat(tried, ", ")
-      .. "); pass stub=PATH to a stub JSON from esptool or esptool-js, or stub=no for ROM-only mode"
+      .. "); set MPCTL_STUB_DIR to a folder of <chip>.json stubs, MPCTL_NODE_MODULES to a node_modules "
+      .. "holding esptool-js, or pass stub=PATH; stub=no uses the ROM loader"
   end
   if not exists(fs, path) then return nil, "stub " .. path .. ": no such file" end
   local text

@@ -15,6 +15,8 @@ Layout (facts from micropython's tools/autobuild, see anchors §4): a board page
 and /download/ links every board page (how an unknown board id gets the closest known ids).
 ]]
 local fs = require("mpctl.fs")
+local ui = require("mpctl.ui")
+local time = require("mpctl.time")
 local errors = require("mpctl.errors")
 local cache = require("mpctl.firmware.cache")
 local net = require("mpctl.firmware.download")
@@ -236,7 +238,7 @@ function M.list(board, opts)
   local src = M.source(opts)
   local info = { source = src.name, board = board }
   local html
-  if opts.offline and src.kind == "http" then
+  if (opts.offline or net.env("MPCTL_OFFLINE")) and src.kind == "http" then
     info.offline = true
     html = from_cached_page(board, src, opts, info)
     if not html then
@@ -257,6 +259,7 @@ function M.list(board, opts)
       html = from_cached_page(board, src, opts, info)
       if not html then error(err, 0) end
       info.error = tostring(err)
+      ui.log("warn", "firmware source unreachable, using the board page cached earlier (%s)", time.iso(info.page_time))
     else
       info.page = where
     end

@@ -172,7 +172,6 @@ function M.fetch(board, version, opts)
     end
     error(entries, 0)
   end
-  if info.from_cache then ui.log("warn", "firmware source unreachable, using the board page cached earlier") end
   local entry, why = catalog.select(entries, version, opts)
   if not entry then errors.raise("not_found", info.source, string.format("%s at %s: %s", board, info.source, why)) end
 
