@@ -1,5 +1,7 @@
--- mpctl.cli: the command line. Built-in commands are few (ports, recipes, test, sim); every
--- other word names a recipe, so teams add commands by dropping a .lua file into recipes/.
+-- mpctl.cli: the command line. A few commands are written here (ports, recipes, test, sim);
+-- the tool commands (fs, exec, run, repl, firmware, history, ...) are scripts in
+-- lua/mpctl/commands/, in the recipe format; every other word names a workflow recipe, so teams
+-- add workflows by dropping a .lua file into recipes/.
 --
 -- Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
 
@@ -19,7 +21,9 @@ Built-in commands:
   sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
   help [RECIPE]             this text, or a recipe's description and options
 
-Recipes (mpctl recipes lists them all): verify_repl, exec, run, fs, repl, esp32_flash, ...
+Tool commands (mpctl help NAME): fs, exec, run, repl, firmware, history
+
+Workflow recipes (mpctl recipes lists them all): esp32_flash, verify_repl, rollback, ...
   RECIPE is a path to a .lua file or a name looked up in ./recipes, $MPCTL_PATH,
   ~/.config/mpctl/recipes, then the installed recipes.
 
@@ -148,6 +152,12 @@ function M.recipe_dirs(info)
   return dirs
 end
 
+-- Where `require("NAME")` in a recipe finds a workflow recipe shipped with mpctl (after the
+-- folder of the recipe itself): the installed recipes folder.
+function M.installed_recipe_dirs(info)
+  return info.datadir and { info.datadir .. "/recipes" } or {}
+end
+
 -- Reads a recipe's declared description (`--- text`) and options (`-- @option name: help`).
 function M.recipe_meta(path)
   local meta = { options = {}, option_names = {} }
@@ -188,16 +198,44 @@ function M.all_recipes(info)
   return found, order
 end
 
+-- A tool command shipped with mpctl: lua/mpctl/commands/NAME.lua on the library path (the
+-- installed library, or an MPCTL_PATH folder's lua/). Found before recipes, so a recipe folder
+-- cannot shadow `fs` or `firmware` by accident.
+function M.find_command(word)
+  if not word:match("^[%w_%-]+$") then return nil end
+  return package.searchpath("mpctl.commands." .. word, package.path)
+end
+
+-- The tool command names, sorted (for help and "did you mean").
+function M.command_names()
+  local fs = require("mpctl.fs")
+  local names, seen = {}, {}
+  for dir in package.path:gmatch("([^;]+)/%?%.lua") do
+    local st = fs.stat(dir .. "/mpctl/commands")
+    if st and st.type == "dir" then
+      for _, f in ipairs(fs.list(dir .. "/mpctl/commands")) do
+        local base = f:match("^(.+)%.lua$")
+        if base and not seen[base] then seen[base] = true; names[#names + 1] = base end
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
 function M.find_recipe(word, info)
   if word:find("/", 1, true) or word:match("%.lua$") then
     if file_exists(word) then return word end
     usage_error("no recipe file " .. word)
   end
+  local cmd = M.find_command(word)
+  if cmd then return cmd end
   for _, dir in ipairs(M.recipe_dirs(info)) do
     local p = dir .. "/" .. word .. ".lua"
     if file_exists(p) then return p end
   end
   local _, names = M.all_recipes(info)
+  for _, c in ipairs(M.command_names()) do names[#names + 1] = c end
   local near = M.closest(word, names)
   usage_error("unknown command or recipe '" .. word .. "'" ..
     (#near > 0 and ("; did you mean: " .. table.concat(near, ", ") .. "?") or "") ..
@@ -254,7 +292,8 @@ local function run_recipe(parsed, info)
   if meta.raw_args then unparse_keys(parsed) end
   check_recipe_options(parsed, meta, name)
   local sandbox = require("mpctl.sandbox")
-  local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
+  local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg,
+    recipe_dirs = M.installed_recipe_dirs(info) })
   local chunk, err = loadfile(path, "t", env)
   if not chunk then
     io.stderr:write("mpctl: " .. tostring(err) .. "\n")

@@ -64,6 +64,12 @@ function M.env(path, opts)
   for d in (os.getenv("MPCTL_PATH") or ""):gmatch("[^:]+") do
     search = search .. ";" .. d .. "/lua/?.lua;" .. d .. "/lua/?/init.lua"
   end
+  -- then the workflow recipes shipped with mpctl, by name: a team's recipe can build on
+  -- require("esp32_flash"); the required recipe sees the same `arg` and its return value is
+  -- what require returns.
+  for _, d in ipairs(opts.recipe_dirs or {}) do
+    search = search .. ";" .. d .. "/?.lua"
+  end
   local loaded = {}
   env.require = function(name)
     if type(name) ~= "string" then error("require: module name expected", 2) end
@@ -81,8 +87,8 @@ function M.env(path, opts)
     if name == "mpctl.proc" then
       error("require 'mpctl.proc' is disabled in recipes; run mpctl with --allow-exec to allow it", 2)
     end
-    error(string.format("module '%s' not found (recipes may require mpctl.*, Lua files beside %s " ..
-      "and DIR/lua modules of MPCTL_PATH folders)", name, path or "the recipe"), 2)
+    error(string.format("module '%s' not found (recipes may require mpctl.*, Lua files beside %s, " ..
+      "DIR/lua modules of MPCTL_PATH folders and the recipes shipped with mpctl)", name, path or "the recipe"), 2)
   end
 
   if opts.allow_exec then

@@ -108,6 +108,28 @@ test("mpctl recipes lists recipes with descriptions", function()
   test.ok(out:match("verify_repl%s+%S"), "verify_repl listed with a description:\n" .. out)
 end)
 
+test("mpctl recipes lists workflows only; tool commands keep their help", function()
+  local rc, out = run("recipes")
+  test.eq(rc, 0, out)
+  test.ok(out:match("esp32_flash%s"), "esp32_flash listed:\n" .. out)
+  for _, tool in ipairs({ "fs", "exec", "run", "repl", "firmware", "history" }) do
+    test.ok(not out:match("\n" .. tool .. "%s") and not out:match("^" .. tool .. "%s"), tool .. " is not a recipe:\n" .. out)
+    local hrc, help = run("help " .. tool)
+    test.eq(hrc, 0, help)
+    test.contains(help, "mpctl " .. tool .. ": ")
+    test.contains(help, "lua/mpctl/commands/" .. tool .. ".lua")
+  end
+  rc, out = run("help esp32_flash")
+  test.eq(rc, 0, out)
+  test.contains(out, "recipes/esp32_flash.lua")
+end)
+
+test("a misspelt tool command is suggested too", function()
+  local rc, out = run("firmwre")
+  test.eq(rc, 2)
+  test.contains(out, "did you mean: firmware")
+end)
+
 test("mpctl ports runs and mpctl ports --json prints JSON lines", function()
   local rc, out = run("ports")
   test.eq(rc, 0, out)

@@ -68,9 +68,9 @@ local function sync(p)
   return r
 end
 
-local function run_stub(p)
+local function run_stub(p, block)
   local code = string.rep("\0", 16)
-  cmd(p, OP.MEM_BEGIN, string.pack("<I4I4I4I4", #code, 1, 0x1800, 0x40080000))
+  cmd(p, OP.MEM_BEGIN, string.pack("<I4I4I4I4", #code, 1, block or 0x1800, 0x40080000))
   data_cmd(p, OP.MEM_DATA, code, 0)
   local r = cmd(p, OP.MEM_END, string.pack("<I4I4", 0, 0x40080004))
   test.eq(slip.read_frame(p, 3), "OHAI")
@@ -115,8 +115,8 @@ end)
 
 -- ---- reset circuit --------------------------------------------------------------------------
 
-local function run_circuit(seq)
-  local c = bootmod.new {}
+local function run_circuit(seq, c)
+  c = c or bootmod.new {}
   local t, actions = 100.0, {}
   for _, step in ipairs(seq) do
     if step.wait then t = t + step.wait
@@ -154,6 +154,123 @@ test("reset circuit: wrong sequences boot from flash", function()
     { dtr = false } }, { "flash" })
   -- both lines asserted together hold neither EN nor IO0 low: no reset at all
   test.eq(run_circuit { { dtr = true }, { rts = true }, { wait = 0.1 }, { rts = false }, { dtr = false } }, {})
+end)
+
+-- esptool's classic sequence with the IO0 hold after EN release as a parameter
+local function classic(hold)
+  return { { dtr = false }, { rts = true }, { wait = 0.1 }, { dtr = true }, { rts = false },
+    { wait = hold }, { dtr = false } }
+end
+
+test("slow EN circuit (en_delay=100): a 50 ms IO0 hold boots the app, a 550 ms hold the loader", function()
+  local slow = function() return bootmod.new { en_delay = 0.100 } end
+  test.eq(run_circuit(classic(0.05), slow()), { "flash" })
+  test.eq(run_circuit(classic(0.55), slow()), { "download" })
+  -- the same 50 ms sequence works on a DevKitC-style board (no EN capacitor delay)
+  test.eq(run_circuit(classic(0.05)), { "download" })
+  -- EN pulled low again while it is still rising: no boot then, one boot after the second release
+  test.eq(run_circuit({ { rts = true }, { wait = 0.1 }, { rts = false }, { wait = 0.05 }, { rts = true },
+    { wait = 0.1 }, { rts = false } }, slow()), { "flash" })
+end)
+
+test("USB-Serial/JTAG reset logic: esptool's usb-reset sequence enters the loader, others boot the app", function()
+  local usb = bootmod.new_usb_jtag
+  -- esptool USBJTAGSerialReset (anchors §3.1): R0 D0 W0.1 D1 R0 W0.1 R1 D0 R1 W0.1 D0 R0
+  test.eq(run_circuit({ { rts = false }, { dtr = false }, { wait = 0.1 }, { dtr = true }, { rts = false },
+    { wait = 0.1 }, { rts = true }, { dtr = false }, { rts = true }, { wait = 0.1 }, { dtr = false },
+    { rts = false } }, usb()), { "download" })
+  -- hard reset (RTS pulse): the app
+  test.eq(run_circuit({ { dtr = false }, { rts = true }, { wait = 0.2 }, { rts = false } }, usb()), { "flash" })
+  -- the bridge-circuit classic sequence does not reach the loader on this port
+  test.eq(run_circuit(classic(0.05), usb()), { "flash" })
+end)
+
+local function boot_line(p, timeout)
+  local got = p:expect("SPI_FAST_FLASH_BOOT", timeout or 5, true)
+  return got
+end
+
+test("sim:// en_delay=100: the ROM boot line after each reset tells which boot it was", function()
+  local p = serial.open("sim://esp32?timing=off&en_delay=100", { baud = 115200 })
+  boot_line(p)
+  local sleep = require("mpctl.time").sleep
+  local function reset(hold)
+    p:set_signals { dtr = false, rts = true }
+    sleep(0.1)
+    p:set_signals { dtr = true, rts = false }
+    sleep(hold)
+    p:set_dtr(false)
+  end
+  reset(0.05)
+  p:expect("rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)", 5, true)
+  reset(0.55)
+  p:expect("boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download", 5, true)
+  test.eq(sync(p).value, 0x20120707)
+  p:close()
+end)
+
+test("sim:// usb=jtag (ESP32-C3, -S3, -C6): esptool's USB-JTAG sequence reaches the loader, baud is ignored", function()
+  local sleep = require("mpctl.time").sleep
+  for _, chip in ipairs { "esp32c3", "esp32s3", "esp32c6" } do
+    local p = serial.open("sim://" .. chip .. "?timing=off&usb=jtag", { baud = 115200 })
+    p:expect("SPI_FAST_FLASH_BOOT", 5, true)
+    -- the bridge sequence: the app boots again
+    p:set_signals { dtr = false, rts = true }
+    sleep(0.1)
+    p:set_signals { dtr = true, rts = false }
+    sleep(0.05)
+    p:set_dtr(false)
+    p:expect("SPI_FAST_FLASH_BOOT", 5, true)
+    p:set_rts(false); p:set_dtr(false)
+    sleep(0.1)
+    p:set_dtr(true); p:set_rts(false)
+    sleep(0.1)
+    p:set_rts(true); p:set_dtr(false); p:set_rts(true)
+    sleep(0.1)
+    p:set_dtr(false); p:set_rts(false)
+    p:expect("waiting for download", 5, true)
+    -- a USB CDC port has no baud rate: the loader answers whatever the host sets
+    p:set_baud(9600)
+    test.eq(sync(p).value, 0x20120707)
+    p:close()
+  end
+  test.raises(function() require("mpctl.sim.esp").new { chip = "esp32", usb = "jtag" } end, "no USB-Serial/JTAG")
+end)
+
+test("ESP32-S2 and ESP32-C6 models: magic, security info, MAC words, boot offset", function()
+  local p = open("esp32s2")
+  sync(p)
+  test.eq(cmd(p, OP.READ_REG, string.pack("<I4", 0x40001000)).value, 0x000007C6)
+  local r = cmd(p, OP.GET_SECURITY_INFO, "")
+  test.eq(#r.body, 12 + 4, "S2: 12 bytes without chip id")
+  local lo = cmd(p, OP.READ_REG, string.pack("<I4", 0x3F41A044)).value
+  local hi = cmd(p, OP.READ_REG, string.pack("<I4", 0x3F41A048)).value
+  test.eq(hi >> 8, 0x7C, "Espressif OUI in the high word")
+  test.ok(lo ~= 0, "MAC low word")
+  -- not on USB-OTG: UARTDEV_BUF_NO reads 0
+  test.eq(cmd(p, OP.READ_REG, string.pack("<I4", 0x3FFFFD14)).value, 0)
+  p:close()
+  local q = open("esp32c6")
+  sync(q)
+  r = cmd(q, OP.GET_SECURITY_INFO, "")
+  test.eq(#r.body, 20 + 4)
+  test.eq(string.unpack("<I4", r.body, 13), 13)
+  test.eq(cmd(q, OP.READ_REG, string.pack("<I4", 0x40001000)).value, 0x2CE0806F)
+  test.eq(cmd(q, OP.READ_REG, string.pack("<I4", 0x600B0848)).value >> 8, 0x40)
+  q:close()
+end)
+
+test("ESP32-S2 usb=otg: UARTDEV_BUF_NO reads 2 and RAM/flash blocks are limited to 0x800", function()
+  local p = open("esp32s2", "usb=otg")
+  sync(p)
+  test.eq(cmd(p, OP.READ_REG, string.pack("<I4", 0x3FFFFD14)).value, 2)
+  test.eq(ok_status(cmd(p, OP.MEM_BEGIN, string.pack("<I4I4I4I4", 0x1800, 1, 0x1800, 0x40080000)), 4), false)
+  test.eq(ok_status(cmd(p, OP.MEM_BEGIN, string.pack("<I4I4I4I4", 0x800, 1, 0x800, 0x40080000)), 4), true)
+  run_stub(p, 0x800)
+  cmd(p, OP.SPI_ATTACH, string.rep("\0", 8))
+  test.eq(cmd(p, OP.FLASH_BEGIN, string.pack("<I4I4I4I4", 0x4000, 1, 0x4000, 0x10000)).body, "\1\194")
+  test.eq(cmd(p, OP.FLASH_BEGIN, string.pack("<I4I4I4I4", 0x800, 1, 0x800, 0x10000)).body, "\0\0")
+  p:close()
 end)
 
 test("reset circuit over sim://: DTR/RTS sequence gives the ROM boot logs esptool parses", function()

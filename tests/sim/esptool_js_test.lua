@@ -108,6 +108,19 @@ local CASES = {
   { sim = "esp32c3", chip = "ESP32-C3", id = 5, args = { "--offset", "0" } },
   { sim = "esp8266", chip = "ESP8266", id = 0, args = { "--offset", "0" } },
   { sim = "esp32", chip = "ESP32", id = 0, args = { "--no-stub" }, label = "ROM loader only (no stub)" },
+  { sim = "esp32s2", chip = "ESP32-S2", id = 2, args = { "--offset", "0x1000" } },
+  { sim = "esp32c6", chip = "ESP32-C6", id = 13, args = { "--offset", "0" } },
+  -- native USB: esptool-js picks its USB-JTAG reset for 303A:1001 (the bridge sequence would boot
+  -- the app), and 0x800 blocks on the S2's ROM USB-OTG CDC (the sim refuses bigger ones)
+  { sim = "esp32c3", chip = "ESP32-C3", id = 5, args = { "--offset", "0", "--usb-pid", "0x1001" },
+    sim_args = { "usb=jtag" }, label = "over USB-Serial/JTAG" },
+  { sim = "esp32c6", chip = "ESP32-C6", id = 13, args = { "--offset", "0", "--usb-pid", "0x1001" },
+    sim_args = { "usb=jtag" }, label = "over USB-Serial/JTAG" },
+  { sim = "esp32s2", chip = "ESP32-S2", id = 2, args = { "--offset", "0x1000", "--usb-pid", "0x0002" },
+    sim_args = { "usb=otg" }, label = "over the ROM's USB-OTG CDC" },
+  -- a 10 uF EN capacitor: esptool-js's 50 ms reset boots the app, its 550 ms retry gets the loader
+  { sim = "esp32", chip = "ESP32", id = 0, args = { "--offset", "0x1000" }, sim_args = { "en_delay=100" },
+    label = "with a slow EN circuit (en_delay=100)" },
 }
 
 for _, c in ipairs(CASES) do
@@ -118,6 +131,7 @@ for _, c in ipairs(CASES) do
     local flash, image = fs.join(dir, "flash.bin"), fs.join(dir, "fw.bin")
     local argv = { debug.getregistry()["mpctl.exe"], "sim", c.sim, "--listen", "rfc2217://127.0.0.1:0",
       "timing=off", "flash_file=" .. flash }
+    for _, a in ipairs(c.sim_args or {}) do argv[#argv + 1] = a end
     local sim = proc.spawn { argv = argv, pty = false }
     local out = serial.wrap_fd(sim:stdout_fd(), "sim stdout")
     local ok, err = pcall(function()

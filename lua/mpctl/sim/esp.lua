@@ -53,8 +53,15 @@ local KNOWN = {
   chip = 1, flash_size = 1, size = 1, flash_file = 1, file = 1, timing = 1, wire = 1, seed = 1,
   drop = 1, corrupt = 1, delay = 1, reset_at = 1, max_baud = 1, baud = 1, boot = 1,
   strap_delay = 1, min_en_low = 1, mac = 1, app = 1, trace = 1, heapsize = 1, node = 1,
-  boot_delay = 1,
+  boot_delay = 1, en_delay = 1, usb = 1,
 }
+
+-- USB full-speed bulk: at most 19 packets of 64 bytes per 1 ms frame (USB 2.0 spec §5.8.4,
+-- table 5-9), the ceiling of a USB-Serial/JTAG or USB-OTG CDC port whatever "baud" is set.
+M.USB_FS_BYTES_PER_S = 19 * 64 * 1000
+
+local USB_MODES = { none = "none", no = "none", jtag = "jtag", ["usb-jtag"] = "jtag",
+  usb_jtag = "jtag", otg = "otg", ["usb-otg"] = "otg", usb_otg = "otg" }
 
 function M.parse_opts(o)
   o = o or {}
@@ -92,7 +99,18 @@ function M.parse_opts(o)
     trace = o.trace,
     heapsize = o.heapsize, node = o.node,
     boot_delay = num(o.boot_delay, "boot_delay", timing ~= "off" and 300 or 0) / 1000,
+    -- EN's rise after the reset transistor lets go: 0 on DevKitC-style boards, ~100 ms with
+    -- the common 10 uF EN capacitor (issue 12).
+    en_delay = num(o.en_delay, "en_delay", 0) / 1000,
+    usb = USB_MODES[tostring(o.usb or "none"):lower()],
   }
+  if not p.usb then error("sim esp: usb= wants none, jtag or otg, got '" .. tostring(o.usb) .. "'", 0) end
+  if p.usb == "jtag" and not p.chip.usb_jtag then
+    error("sim esp: " .. p.chip.name .. " has no USB-Serial/JTAG (usb=jtag: esp32c3, esp32s3, esp32c6)", 0)
+  end
+  if p.usb == "otg" and not p.chip.usb_otg then
+    error("sim esp: " .. p.chip.name .. " has no ROM USB-OTG CDC (usb=otg: esp32s2, esp32s3)", 0)
+  end
   if p.boot ~= "auto" and p.boot ~= "download" and p.boot ~= "flash" then
     error("sim esp: boot= wants auto, download or flash", 0)
   end
@@ -137,7 +155,7 @@ function M.new(opts)
     o = o, chip = chip, mac = mac, hash = hash, zlib = zlib,
     flash = flashmod.new { size = o.flash_size, file = o.flash_file, timing = o.timing, fs = fs },
     rng = rng_new(o.seed),
-    host_baud = o.baud,
+    host_baud = o.baud, usb = o.usb,
     stats = { frames_in = 0, frames_out = 0, bytes_in = 0, bytes_out = 0, flash_data_bytes = 0,
               commands = {}, garbled_in = 0, dropped = 0, corrupted = 0, resets = 0, boots = {} },
     reset_fired = false,
@@ -161,6 +179,7 @@ function Dev:power_off()
   self.stub = false
   self.regs = {}
   for k, v in pairs(self.chip.registers(self.mac)) do self.regs[k] = v end
+  if self.usb == "otg" then self.regs[self.chip.usb_otg.reg] = self.chip.usb_otg.value end
   self.ld = { attached = false, flash_limit = nil, write = nil, mem = nil, ram = {}, reading = nil }
   self.baud_fixed = nil      -- set by CHANGE_BAUDRATE; nil = auto (follows the host)
   self.uart_baud = self.chip.boot_baud
@@ -182,8 +201,17 @@ function Dev:chip_baud()
   return self.baud_fixed or self.uart_baud
 end
 
--- Host and chip agree, and the bridge can do the host's rate.
+-- Bytes per second on the wire from the chip (out) or to it (in): baud/10 on a UART (8N1),
+-- the USB full-speed ceiling on a native USB port (the baud rate means nothing there).
+function Dev:wire_rate(dir)
+  if self.usb ~= "none" then return M.USB_FS_BYTES_PER_S end
+  if dir == "in" then return self.host_baud / 10 end
+  return self:chip_baud() / 10
+end
+
+-- Host and chip agree, and the bridge can do the host's rate (always, on native USB).
 function Dev:line_ok()
+  if self.usb ~= "none" then return true end
   if self.o.max_baud and self.host_baud > self.o.max_baud then return false end
   return math.abs(self:chip_baud() - self.host_baud) <= self.host_baud * 0.03
 end
@@ -308,7 +336,7 @@ function Dev:pump(port)
       self.out_head = self.out_head + 1
       e.fn()
     else
-      local rate = self:chip_baud() / 10
+      local rate = self:wire_rate("out")
       if self.o.wire and self.wire_free > now then return self.wire_free end
       local pos = e.pos or 1
       local n = #e.data - pos + 1
@@ -357,6 +385,7 @@ end
 local BANNER_BOARD = {
   esp32 = "Generic ESP32 module with ESP32", esp32s3 = "Generic ESP32S3 module with ESP32S3",
   esp32c3 = "ESP32C3 module with ESP32C3", esp8266 = "ESP module with ESP8266",
+  esp32s2 = "Generic ESP32S2 module with ESP32S2", esp32c6 = "Generic ESP32C6 module with ESP32C6",
 }
 
 -- Reset released: the ROM starts, prints its boot log at the chip's boot baud rate, and either
@@ -517,7 +546,7 @@ function Dev:on_data(data, now)
   end
   -- Input wire: the last byte is in the chip's UART only after #data byte times.
   if self.o.wire then
-    self.in_free = math.max(self.in_free, now) + #data * 10 / self.host_baud
+    self.in_free = math.max(self.in_free, now) + #data / self:wire_rate("in")
   else
     self.in_free = now
   end
@@ -571,7 +600,13 @@ end
 -- Serves one connected port until the client hangs up.
 function Dev:run(port)
   self.hung_up = false
-  self.circuit = bootmod.new { strap_delay = self.o.strap_delay, min_en_low = self.o.min_en_low }
+  if self.usb == "jtag" then
+    self.circuit = bootmod.new_usb_jtag()
+  else
+    -- the bridge's transistors, or (usb=otg) the ROM's USB CDC emulating them
+    self.circuit = bootmod.new { strap_delay = self.o.strap_delay, min_en_low = self.o.min_en_low,
+      en_delay = self.o.en_delay }
+  end
   self.host_baud = self.o.baud
   local mode = self.o.boot
   local rfc = is_rfc2217(port)

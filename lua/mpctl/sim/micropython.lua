@@ -31,7 +31,14 @@ function M.script_path()
   for _, d in ipairs(dirs) do
     local p = d .. "/" .. PKG
     local f = io.open(p, "rb")
-    if f then f:close() return p end
+    if f then
+      f:close()
+      -- micropython.mjs starts its REPL only when process.argv[1] is the module's own real path
+      -- (it compares it with import.meta.url), so a symlinked node_modules would give a process
+      -- that loads and prints nothing: hand node the resolved path.
+      local ok, real = pcall(require("mpctl.fs").realpath, p)
+      return ok and real or p
+    end
   end
   error("sim micropython: cannot find " .. PKG .. " (looked in " .. table.concat(dirs, ", ")
     .. "); run scripts/setup or set MPCTL_NODE_MODULES", 0)

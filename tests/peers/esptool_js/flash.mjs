@@ -4,7 +4,7 @@
 //
 //   node tests/peers/esptool_js/flash.mjs --port rfc2217://127.0.0.1:PORT --image fw.bin
 //        [--baud 460800] [--offset 0x1000] [--no-compress] [--no-stub] [--make-image SIZE]
-//        [--seed N] [--read-back BYTES] [--erase-all] [--trace]
+//        [--seed N] [--read-back BYTES] [--erase-all] [--trace] [--usb-pid 0x1001]
 //
 // --make-image SIZE writes a firmware-like image (valid ESP32 header 0xE9, segments, about
 // 0.65 deflate ratio, as MicroPython ESP32 images have, anchors.md §2.2) to --image first.
@@ -31,6 +31,7 @@ function parseArgs(argv) {
     else if (k === "--erase-all") a.eraseAll = true;
     else if (k === "--trace") a.trace = true;
     else if (k === "--chip-id") a.chipId = Number(v());
+    else if (k === "--usb-pid") a.usbPid = Number(v());
     else throw new Error(`unknown argument ${k}`);
   }
   if (!a.port || !a.image) throw new Error("need --port URL and --image FILE");
@@ -56,6 +57,7 @@ async function main() {
     write(s) { log.push(s); if (args.trace) process.stderr.write(s); },
   };
   const port = new TcpSerialPort(args.port);
+  if (args.usbPid !== undefined) port.usb = { vid: 0x303a, pid: args.usbPid };
   const transport = new Transport(port, false);
   const loader = new ESPLoader({ transport, baudrate: args.baud, terminal, debugLogging: !!args.trace });
   const t0 = performance.now();

@@ -33,7 +33,9 @@ export class TcpSerialPort {
     this.t0 = Date.now();
   }
 
-  getInfo() { return {}; }
+  // Web Serial reports the USB ids of the port; --usb-pid makes this one look like an
+  // Espressif native USB port (303A:1001 USB-Serial/JTAG, 303A:0002 the ESP32-S2's ROM CDC).
+  getInfo() { return this.usb ? { usbVendorId: this.usb.vid, usbProductId: this.usb.pid } : {}; }
 
   async open(options = {}) {
     const sock = net.connect(this.target.port, this.target.host);

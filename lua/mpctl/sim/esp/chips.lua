@@ -10,6 +10,15 @@
 --    register must read xtal * divider * 1e6 / baud for the baud the ROM auto-detected.
 --  * SPI user-command registers (esptool run_spiflash_command) differ per family; RDID (0x9F)
 --    result is read back from W0.
+--  * ESP32-S2 (esptool-js targets/esp32s2.js, esptool targets/esp32s2.py): magic 0x000007C6,
+--    image chip id 2, MAC_EFUSE_REG 0x3F41A044, UART_CLKDIV 0x3F400014, SPI base 0x3F402000,
+--    40 MHz crystal, boot offset 0x1000; GET_SECURITY_INFO answers 12 bytes (no chip id), so
+--    hosts fall back to the magic register. ROM USB-OTG CDC: UARTDEV_BUF_NO (0x3FFFFD14) reads 2
+--    and hosts then use USB_RAM_BLOCK = 0x800 for RAM and flash blocks (anchors §3.1, §3.5).
+--  * ESP32-C6 (esptool-js targets/esp32c6.js, esptool targets/esp32c6.py): chip id 13 by
+--    GET_SECURITY_INFO, magic 0x2CE0806F, MAC_EFUSE_REG 0x600B0844, SPI base 0x60003000,
+--    40 MHz crystal, boot offset 0x0; USB-Serial/JTAG like C3/S3.
+--  * ESP32-S3 USB-OTG: UARTDEV_BUF_NO 0x3FCEF14C reads 3 (esptool-js targets/esp32s3.js).
 --  * Boot offset: ESP32 0x1000, ESP8266/S3/C3 0x0. ROM status: 4 bytes on ESP32-and-later ROMs,
 --    2 on ESP8266 ROM and on every stub.
 local M = {}
@@ -18,6 +27,10 @@ local ESP32_SPI = { base = 0x3FF42000, usr = 0x1C, usr1 = 0x20, usr2 = 0x24, w0 
                     mosi_dlen = 0x28, miso_dlen = 0x2C }
 local S3C3_SPI = { base = 0x60002000, usr = 0x18, usr1 = 0x1C, usr2 = 0x20, w0 = 0x58,
                    mosi_dlen = 0x24, miso_dlen = 0x28 }
+local S2_SPI = { base = 0x3F402000, usr = 0x18, usr1 = 0x1C, usr2 = 0x20, w0 = 0x58,
+                 mosi_dlen = 0x24, miso_dlen = 0x28 }
+local C6_SPI = { base = 0x60003000, usr = 0x18, usr1 = 0x1C, usr2 = 0x20, w0 = 0x58,
+                 mosi_dlen = 0x24, miso_dlen = 0x28 }
 local ESP8266_SPI = { base = 0x60000200, usr = 0x1C, usr1 = 0x20, usr2 = 0x24, w0 = 0x40 }
 
 -- Two-word MAC layout shared by ESP32 (efuse words 1, 2) and S3/C3 (MAC_EFUSE_REG, +4).
@@ -52,9 +65,38 @@ M.esp32s3 = {
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
   rom_read_flash_slow = true, rom_spi_cmds = true, rom_erase_bug = false,
   rom_flash_begin_len = { 20 }, oui = { 0x34, 0x85, 0x18 },
+  usb_jtag = true, usb_otg = { reg = 0x3FCEF14C, value = 3 },
   registers = function(mac)
     local lo, hi = mac_words(mac)
     return { [0x60007044] = lo, [0x60007048] = hi }
+  end,
+}
+
+M.esp32s2 = {
+  key = "esp32s2", name = "ESP32-S2", magic = 0x000007C6, image_chip_id = 2,
+  security_info = "short", rom_status_len = 4, boot_offset = 0x1000,
+  xtal = 40, xtal_div = 1, uart_clkdiv = 0x3F400014, spi = S2_SPI,
+  boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
+  rom_read_flash_slow = true, rom_spi_cmds = true, rom_erase_bug = false,
+  rom_flash_begin_len = { 20 }, oui = { 0x7C, 0xDF, 0xA1 },
+  usb_jtag = false, usb_otg = { reg = 0x3FFFFD14, value = 2 },
+  registers = function(mac)
+    local lo, hi = mac_words(mac)
+    return { [0x3F41A044] = lo, [0x3F41A048] = hi }
+  end,
+}
+
+M.esp32c6 = {
+  key = "esp32c6", name = "ESP32-C6", magic = 0x2CE0806F, image_chip_id = 13,
+  security_info = true, rom_status_len = 4, boot_offset = 0x0,
+  xtal = 40, xtal_div = 1, uart_clkdiv = 0x60000014, spi = C6_SPI,
+  boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
+  rom_read_flash_slow = true, rom_spi_cmds = true, rom_erase_bug = false,
+  rom_flash_begin_len = { 20 }, oui = { 0x40, 0x4C, 0xCA },
+  usb_jtag = true,
+  registers = function(mac)
+    local lo, hi = mac_words(mac)
+    return { [0x600B0844] = lo, [0x600B0848] = hi }
   end,
 }
 
@@ -65,6 +107,7 @@ M.esp32c3 = {
   boot_baud = 115200, rom_deflate = true, rom_md5 = true, rom_change_baud = true,
   rom_read_flash_slow = true, rom_spi_cmds = true, rom_erase_bug = false,
   rom_flash_begin_len = { 20 }, oui = { 0x58, 0xCF, 0x79 },
+  usb_jtag = true,
   registers = function(mac)
     local lo, hi = mac_words(mac)
     return { [0x60008844] = lo, [0x60008848] = hi }
@@ -90,18 +133,27 @@ M.esp8266 = {
 }
 
 -- Aliases accepted by the chip= option.
-M.aliases = { ["esp32-s3"] = "esp32s3", ["esp32-c3"] = "esp32c3", s3 = "esp32s3", c3 = "esp32c3" }
+M.aliases = { ["esp32-s3"] = "esp32s3", ["esp32-c3"] = "esp32c3", s3 = "esp32s3", c3 = "esp32c3",
+  ["esp32-s2"] = "esp32s2", s2 = "esp32s2", ["esp32-c6"] = "esp32c6", c6 = "esp32c6" }
+M.keys = { "esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6", "esp8266" }
 
 function M.get(name)
   local key = (name or "esp32"):lower()
   key = M.aliases[key] or key
   local c = M[key]
   if type(c) ~= "table" or not c.magic then
-    error(string.format("sim esp: unknown chip '%s' (known: esp32, esp32s3, esp32c3, esp8266)",
-      tostring(name)), 0)
+    error(string.format("sim esp: unknown chip '%s' (known: %s)",
+      tostring(name), table.concat(M.keys, ", ")), 0)
   end
   return c
 end
+
+local ROM_BANNER = {
+  esp32s2 = "ESP-ROM:esp32s2-rc4-20191025\r\nBuild:Oct 25 2019\r\n",
+  esp32s3 = "ESP-ROM:esp32s3-20210327\r\nBuild:Mar 27 2021\r\n",
+  esp32c3 = "ESP-ROM:esp32c3-api1-20210207\r\nBuild:Feb  7 2021\r\n",
+  esp32c6 = "ESP-ROM:esp32c6-20220919\r\nBuild:Sep 19 2022\r\n",
+}
 
 -- ROM boot log lines (anchors §3.6: esptool and esptool-js regex-parse `boot:0x..` and
 -- `waiting for download` to diagnose strapping).
@@ -119,8 +171,7 @@ function M.boot_log(chip, download, cause)
     end
     return "ets Jun  8 2016 00:22:57\r\n\r\n" .. rst .. ",boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
   end
-  local rom = chip.key == "esp32s3" and "ESP-ROM:esp32s3-20210327\r\nBuild:Mar 27 2021\r\n"
-    or "ESP-ROM:esp32c3-api1-20210207\r\nBuild:Feb  7 2021\r\n"
+  local rom = ROM_BANNER[chip.key]
   local rst = cause == "sw" and "rst:0x3 (RTC_SW_SYS_RST)" or "rst:0x1 (POWERON)"
   if download then
     return rom .. rst .. ",boot:0x0 (DOWNLOAD(USB/UART0))\r\nwaiting for download\r\n"

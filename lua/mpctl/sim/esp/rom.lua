@@ -22,6 +22,7 @@ M.OP = {
 local OP = M.OP
 
 local ROM_BLOCK = 0x400          -- ROM FLASH_WRITE_SIZE (esptool loader.py)
+M.USB_RAM_BLOCK = 0x800          -- block limit over the ROM's USB-OTG CDC (esptool USB_RAM_BLOCK)
 local ROM_ERASE_LIMIT = 2 << 20  -- ROM assumes 2 MB until SPI_SET_PARAMS (esptool cmds.erase_region)
 local SYNC_PAYLOAD = "\7\7\18\32" .. string.rep("\85", 32)
 
@@ -140,9 +141,11 @@ end
 
 H[OP.GET_SECURITY_INFO] = function(dev, cmd)
   if not dev.chip.security_info then return dev:unsupported(cmd) end
-  -- `<IBBBBBBBBII`: flags, flash_crypt_cnt, 7 key purposes, chip id, API version.
-  local info = string.pack("<I4I1", 0, 0) .. string.rep("\0", 7) ..
-    string.pack("<I4I4", dev.chip.image_chip_id, 0)
+  -- `<IBBBBBBBBII`: flags, flash_crypt_cnt, 7 key purposes, chip id, API version; the ESP32-S2
+  -- ROM stops after the key purposes (12 bytes: esptool get_security_info, esptool-js
+  -- getSecurityInfo "then 12 bytes (ESP32-S2)").
+  local info = string.pack("<I4I1", 0, 0) .. string.rep("\0", 7)
+  if dev.chip.security_info ~= "short" then info = info .. string.pack("<I4I4", dev.chip.image_chip_id, 0) end
   dev:respond(cmd.op, 0, info)
 end
 
@@ -198,6 +201,9 @@ local function begin_write(dev, cmd, compressed)
   if not need_attach(dev, cmd) then return end
   local size, blocks, block_size, offset = string.unpack("<I4I4I4I4", cmd.data)
   local max_block = dev.stub and 0x4000 or ROM_BLOCK
+  -- Over the ROM's USB-OTG CDC the hosts use USB_RAM_BLOCK (0x800) blocks, stub included
+  -- (esptool targets/esp32s2.py, anchors §3.1): the USB buffer takes no more.
+  if dev.usb == "otg" then max_block = math.min(max_block, M.USB_RAM_BLOCK) end
   if block_size > max_block or (block_size == 0 and blocks > 0) then
     return dev:respond(cmd.op, 0, "", err(dev, "blocksize"))
   end
@@ -359,7 +365,8 @@ end
 H[OP.MEM_BEGIN] = function(dev, cmd)
   local size, blocks, block_size, addr = u32s(cmd.data, 4)
   if not size then return dev:respond(cmd.op, 0, "", err(dev, "invalid")) end
-  if block_size > 0x1800 then return dev:respond(cmd.op, 0, "", err(dev, "blocksize")) end
+  local max = dev.usb == "otg" and M.USB_RAM_BLOCK or 0x1800   -- ESP_RAM_BLOCK / USB_RAM_BLOCK
+  if block_size > max then return dev:respond(cmd.op, 0, "", err(dev, "blocksize")) end
   dev.ld.mem = { addr = addr, size = size, blocks = blocks, block_size = block_size, seq = 0, got = 0 }
   dev:respond(cmd.op, 0, "")
 end
