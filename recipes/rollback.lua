@@ -1,11 +1,11 @@
 --- Undo the last flash of a board: write back its flash backup or the firmware it ran before (from the cache, by history), restore its files, verify.
--- @option device: the device (MAC or unique id) when the port's history holds several boards
--- @option files: no = leave the board's files alone even when a files backup exists
--- @option force: yes = write even when the board's MAC differs from the history's
--- @option reset: classic, usb-jtag or none (default: from the board file)
--- @option stub: path to a flasher stub JSON, or no for ROM-only mode
--- @option history: history file (default $MPCTL_HISTORY or ~/.local/state/mpctl/history.jsonl)
--- @option timeout: seconds to wait for the REPL after reset, for the files (default 10)
+-- @option device: TEXT; the device (MAC or unique id) when the port's history holds several boards
+-- @option files: yes|no = yes; restore the board's files when a files backup exists
+-- @option force: yes|no = no; write even when the board's MAC differs from the history's
+-- @option reset: classic|usb-jtag|none; how to enter the bootloader (default: from the board file)
+-- @option stub: FILE|no; a flasher stub JSON, or no for ROM-only mode
+-- @option history: FILE; history file (default $MPCTL_HISTORY or ~/.local/state/mpctl/history.jsonl)
+-- @option timeout: seconds = 10; how long to wait for the REPL after reset, for the files
 --
 --   mpctl rollback --port /dev/ttyUSB0
 --   mpctl rollback --port /dev/ttyUSB0 device=24:0a:c4:12:34:56

@@ -1,5 +1,5 @@
 --- Check that a MicroPython REPL answers: print('hello') must print hello; report the firmware.
--- @option timeout: seconds to wait for each answer (default 10)
+-- @option timeout: seconds = 10; how long to wait for each answer
 --
 -- mpctl verify_repl --port /dev/ttyACM0      (exit 0 when the REPL works, 1 when it does not)
 

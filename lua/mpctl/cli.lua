@@ -3,11 +3,11 @@
 -- lua/mpctl/commands/, in the recipe format; every other word names a workflow recipe, so teams
 -- add workflows by dropping a .lua file into recipes/.
 --
--- Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+-- Exit codes: 0 success, 1 recipe or test failure, 2 usage error, 130 interrupted.
 
 local M = {}
 
-local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 local USAGE = [[
 usage: mpctl [options] COMMAND|RECIPE [options] [key=value ...] [words ...]
@@ -39,16 +39,21 @@ Options:
   -h, --help        this text
   --                everything after it is a plain word for the recipe
 
-Exit codes: 0 success, 1 recipe or test failure, 2 usage error.
+Exit codes: 0 success, 1 recipe or test failure, 2 usage error, 130 interrupted.
 ]]
 
--- Options every recipe accepts; --name VALUE takes the next word unless written --name=VALUE.
+-- Options mpctl itself knows. Value options take the next word (`--port P`) or `--port=P`;
+-- flags stand alone.
 local VALUE_OPTIONS = { port = true, baud = true, board = true, device = true, junit = true, listen = true }
 local FLAG_OPTIONS = { json = true, quiet = true, verbose = true, help = true, version = true,
-  tap = true, ["allow-exec"] = true, probe = true, ["no-probe"] = true }
+  tap = true, ["allow-exec"] = true, ["allow-fs"] = true, probe = true, ["no-probe"] = true }
 -- Options every recipe sees in its arg table.
 local RECIPE_OPTIONS = { "port", "baud", "board", "device" }
-local SHORT = { v = "verbose", q = "quiet", h = "help" }
+-- Short options: -v -q -h are flags; -p and -b take a value, as esptool users type them.
+local SHORT = { v = "verbose", q = "quiet", h = "help", p = "port", b = "baud" }
+-- Options any command accepts (the rest are checked per built-in command or by the recipe).
+local GLOBAL_OPTIONS = { json = true, quiet = true, verbose = true, help = true, ["allow-exec"] = true,
+  ["allow-fs"] = true }
 
 -- ---------------------------------------------------------------------------------------
 -- helpers
@@ -62,18 +67,43 @@ function M.closest(word, candidates, n)
   return require("mpctl.text").closest(word, candidates, n or 3)
 end
 
+local function flag_value(name, value)
+  if value == nil then return true end
+  local v = require("mpctl.options").convert({ kind = "bool" }, value)
+  if v == nil then usage_error("--" .. name .. "=" .. value .. ": accepted values: yes, no") end
+  return v
+end
+
 -- Parses argv into { command=, opts={}, arg={ positional..., key=value } }.
 -- key=value words land in arg; malformed ones (no key, no value) are usage errors.
--- `declared`: the recipe's own options ({name=true}); written `--name VALUE` they take the next
--- word, like --port does.
+-- `declared`: the recipe's own options by name (mpctl.options specs). A yes|no option given as
+-- `--name` alone is true; any other declared option written `--name VALUE` takes the next word,
+-- like --port does. `--name=VALUE` always gives a value.
 function M.parse(argv, declared)
   declared = declared or {}
-  local opts, arg, words = { verbose = 0 }, {}, {}
+  local opts, arg, words = { verbose = 0, _given = {} }, {}, {}
   local command
   local i, rest = 1, false
   local function set_option(name, value)
-    if name == "verbose" then opts.verbose = opts.verbose + 1
+    opts._given[#opts._given + 1] = name
+    if name == "verbose" then opts.verbose = opts.verbose + (value == false and 0 or 1)
     else opts[name] = value end
+  end
+  local function recipe_flag(name, value)
+    arg[name] = value
+    opts._recipe_flags = opts._recipe_flags or {}
+    opts._recipe_flags[#opts._recipe_flags + 1] = name
+  end
+  local function takes_value(name)
+    if VALUE_OPTIONS[name] then return true end
+    local o = declared[name]
+    return o ~= nil and not require("mpctl.options").is_flag(o)
+  end
+  local function next_value(name)
+    i = i + 1
+    local value = argv[i]
+    if value == nil then usage_error("option --" .. name .. " needs a value") end
+    return value
   end
   while i <= #argv do
     local w = argv[i]
@@ -84,27 +114,38 @@ function M.parse(argv, declared)
     elseif w:sub(1, 2) == "--" and #w > 2 then
       local name, value = w:match("^%-%-([^=]+)=(.*)$")
       name = name or w:sub(3)
-      if (VALUE_OPTIONS[name] or declared[name]) and value == nil then
-        i = i + 1
-        value = argv[i]
-        if value == nil then usage_error("option --" .. name .. " needs a value") end
-      end
-      if VALUE_OPTIONS[name] or FLAG_OPTIONS[name] then
-        set_option(name, value == nil and true or value)
+      if value == nil and takes_value(name) then value = next_value(name) end
+      if VALUE_OPTIONS[name] then
+        if value == "" then usage_error("option --" .. name .. " needs a value") end
+        set_option(name, value)
+      elseif FLAG_OPTIONS[name] then
+        set_option(name, flag_value(name, value))
       else
-        -- recipe-specific option: validated against the recipe's @option lines later
-        arg[name] = (value == nil) and true or value
-        opts._recipe_flags = opts._recipe_flags or {}
-        opts._recipe_flags[#opts._recipe_flags + 1] = name
+        -- recipe-specific option: checked against the recipe's @option lines later
+        recipe_flag(name, value == nil and true or value)
       end
     elseif w:sub(1, 1) == "-" and #w > 1 and not w:match("^%-%d") then
-      for c in w:sub(2):gmatch(".") do
-        if SHORT[c] then set_option(SHORT[c], true)
+      local j = 2
+      while j <= #w do
+        local c = w:sub(j, j)
+        local long = SHORT[c]
+        if long and VALUE_OPTIONS[long] then
+          -- -p PORT or -pPORT
+          local value = w:sub(j + 1)
+          if value == "" then value = next_value(long) end
+          set_option(long, value)
+          break
+        elseif long then
+          set_option(long, true)
+        elseif declared[c] and takes_value(c) then
+          local value = w:sub(j + 1)
+          if value == "" then value = next_value(c) end
+          recipe_flag(c, value)
+          break
         else
-          arg[c] = true
-          opts._recipe_flags = opts._recipe_flags or {}
-          opts._recipe_flags[#opts._recipe_flags + 1] = c
+          recipe_flag(c, true)
         end
+        j = j + 1
       end
     elseif command == nil then
       command = w
@@ -124,11 +165,34 @@ function M.parse(argv, declared)
     end
     i = i + 1
   end
+  if opts.baud ~= nil then
+    local b = math.tointeger(tonumber(opts.baud))
+    if not b or b <= 0 then usage_error("--baud " .. tostring(opts.baud) .. ": expected a baud rate, e.g. 115200") end
+    opts.baud = b
+  end
   for _, k in ipairs(RECIPE_OPTIONS) do
     if opts[k] ~= nil and arg[k] == nil then arg[k] = opts[k] end
   end
   return { command = command, opts = opts, arg = arg, words = words }
 end
+
+-- A built-in command refuses options it does not know, naming the closest it does.
+local function check_builtin_options(parsed, name, accepted)
+  local known = {}
+  for k in pairs(GLOBAL_OPTIONS) do known[#known + 1] = k end
+  for k in pairs(accepted) do known[#known + 1] = k end
+  local function refuse(opt)
+    local near = M.closest(opt, known)
+    usage_error(string.format("%s: unknown option --%s%s (mpctl help%s)", name, opt,
+      #near > 0 and ("; did you mean --" .. table.concat(near, ", --") .. "?") or "",
+      name:sub(1, 1) == "-" and "" or (" " .. name)))
+  end
+  for _, o in ipairs(parsed.opts._given) do
+    if not GLOBAL_OPTIONS[o] and not accepted[o] then refuse(o) end
+  end
+  for _, o in ipairs(parsed.opts._recipe_flags or {}) do refuse(o) end
+end
+M.check_builtin_options = check_builtin_options
 
 -- ---------------------------------------------------------------------------------------
 -- recipes
@@ -158,24 +222,9 @@ function M.installed_recipe_dirs(info)
   return info.datadir and { info.datadir .. "/recipes" } or {}
 end
 
--- Reads a recipe's declared description (`--- text`) and options (`-- @option name: help`).
+-- A recipe's header: description, typed options, @raw-args (see mpctl.options).
 function M.recipe_meta(path)
-  local meta = { options = {}, option_names = {} }
-  local f = io.open(path, "r")
-  if not f then return meta end
-  for line in f:lines() do
-    local d = line:match("^%-%-%-%s*(.-)%s*$")
-    if d and not meta.description and d ~= "" then meta.description = d end
-    local name, help = line:match("^%-%-%s*@option%s+([%w_%-]+)%s*:?%s*(.-)%s*$")
-    if name then
-      meta.options[#meta.options + 1] = { name = name, help = help }
-      meta.option_names[name] = true
-    end
-    if line:match("^%-%-%s*@raw%-args") then meta.raw_args = true end
-    if not line:match("^%-%-") and not line:match("^%s*$") then break end
-  end
-  f:close()
-  return meta
+  return require("mpctl.options").read_meta(path)
 end
 
 -- Every recipe name found, first one wins: { name = path }.
@@ -273,24 +322,23 @@ local function recipe_help(path, name)
   local meta = M.recipe_meta(path)
   local out = { "mpctl " .. name .. ": " .. (meta.description or "(no description)"), "  file: " .. path }
   if #meta.options > 0 then
-    out[#out + 1] = "  options (as --name or name=value):"
-    for _, o in ipairs(meta.options) do
-      out[#out + 1] = string.format("    %-14s %s", o.name, o.help)
-    end
+    out[#out + 1] = "  options (name=VALUE, --name=VALUE, --name VALUE; a yes|no option alone: --name):"
+    for _, line in ipairs(require("mpctl.options").help_lines(meta)) do out[#out + 1] = line end
   end
   return table.concat(out, "\n") .. "\n"
 end
 
-local function run_recipe(parsed, info)
+local function run_recipe(parsed, info, say)
   local path = M.find_recipe(parsed.command, info)
   local name = path:match("([^/]+)%.lua$") or path
   if parsed.opts.help then
-    io.stdout:write(recipe_help(path, name))
+    say(parsed.opts, recipe_help(path, name))
     return EXIT_OK
   end
   local meta = M.recipe_meta(path)
   if meta.raw_args then unparse_keys(parsed) end
   check_recipe_options(parsed, meta, name)
+  require("mpctl.options").apply(meta, parsed.arg, name)
   local sandbox = require("mpctl.sandbox")
   local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg,
     recipe_dirs = M.installed_recipe_dirs(info) })
@@ -317,16 +365,11 @@ end
 
 local function cmd_recipes(parsed, info)
   local found, order = M.all_recipes(info)
-  local ui = require("mpctl.ui")
-  if parsed.opts.json then
-    for _, name in ipairs(order) do
-      io.stdout:write(ui.json_encode({ name = name, path = found[name],
-        description = M.recipe_meta(found[name]).description or "" }) .. "\n")
-    end
-    return EXIT_OK
-  end
+  local output = require("mpctl.output")
   for _, name in ipairs(order) do
-    io.stdout:write(string.format("%-18s %s\n", name, M.recipe_meta(found[name]).description or ""))
+    local description = M.recipe_meta(found[name]).description or ""
+    output.result({ event = "recipe", name = name, path = found[name], description = description },
+      string.format("%-18s %s\n", name, description))
   end
   return EXIT_OK
 end
@@ -394,11 +437,12 @@ local function cmd_ports(parsed)
     end
   end
   if parsed.opts.json then
-    for _, r in ipairs(rows) do io.stdout:write(ui.json_encode(r) .. "\n") end
+    for _, r in ipairs(rows) do ui.event(r) end
     return EXIT_OK
   end
+  local output = require("mpctl.output")
   if #rows == 0 then
-    io.stdout:write("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
+    output.out("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
     return EXIT_OK
   end
   for _, r in ipairs(rows) do
@@ -408,7 +452,7 @@ local function cmd_ports(parsed)
       runs = "runs MicroPython " .. (r.firmware.version or "?") ..
         (r.firmware.board and (" (" .. r.firmware.board .. (r.firmware.variant and ("-" .. r.firmware.variant) or "") .. ")") or "")
     end
-    io.stdout:write(string.format("%-20s %-10s %-14s %-30s %s %s\n", r.path, r.usb or "-", r.serial or "-",
+    output.out(string.format("%-20s %-10s %-14s %-30s %s %s\n", r.path, r.usb or "-", r.serial or "-",
       what, #r.families > 0 and ("looks like: " .. table.concat(r.families, "/")) or "", runs))
   end
   return EXIT_OK
@@ -420,7 +464,19 @@ local function cmd_test(parsed, info)
   if #paths == 0 then usage_error("mpctl test needs at least one file or folder") end
   local sandbox = require("mpctl.sandbox")
   local test = require("mpctl.test")
-  local _, failed = test.run({
+  -- -q: only the failures, on stderr (they are the errors); --json: the runner's lines arrive as
+  -- output events (mpctl.output) and a summary event ends the run.
+  local out
+  if parsed.opts.quiet and not parsed.opts.json then
+    local in_failure = false
+    out = function(s)
+      if s:match("^FAIL ") or s:match("^not ok ") then in_failure = true
+      elseif not (s:match("^      ") or s:match("^  # ")) then in_failure = false end
+      if in_failure then io.stderr:write(s) end
+    end
+  end
+  local passed, failed, skipped = test.run({
+    out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
     port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
     exe = info.exe,
@@ -428,6 +484,7 @@ local function cmd_test(parsed, info)
       return sandbox.env(file, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg })
     end,
   })
+  require("mpctl.ui").event({ event = "test_summary", passed = passed, failed = failed, skipped = skipped })
   return failed > 0 and EXIT_FAIL or EXIT_OK
 end
 
@@ -466,10 +523,11 @@ local function configure_ui(opts)
   local ok, ui = pcall(require, "mpctl.ui")
   if not ok then return end
   local level = "info"
-  if opts.quiet then level = "quiet"
+  if opts.quiet then level = "error"
   elseif opts.verbose >= 2 then level = "debug"
   elseif opts.verbose == 1 then level = "verbose" end
   ui.configure({ level = level, json = opts.json and true or false })
+  require("mpctl.output").install({ json = opts.json, quiet = opts.quiet })
 end
 
 local function report_error(e, opts)
@@ -481,57 +539,89 @@ local function report_error(e, opts)
   end
   local ok, ui = pcall(require, "mpctl.ui")
   if ok and opts.json then
-    ui.event({ event = "error", message = msg, usage = type(e) == "table" and e.usage or nil })
+    local kind = type(e) == "table" and (e.kind or (e.usage and "usage") or (e.failure and "failed")) or "internal"
+    ui.event({ event = "error", kind = kind, message = msg, usage = type(e) == "table" and e.usage or nil })
   end
   io.stderr:write("mpctl: " .. msg .. "\n")
   if tb and opts.verbose and opts.verbose > 0 then io.stderr:write(tb .. "\n") end
 end
 
-function M.main(argv, info)
-  local ok, parsed = pcall(M.parse, argv)
-  if not ok then
-    io.stderr:write("mpctl: " .. (type(parsed) == "table" and parsed.msg or tostring(parsed)) .. "\n")
-    return EXIT_USAGE
-  end
+-- Options each built-in command accepts besides the global ones (--json, -q, -v, -h, --allow-*),
+-- and whether it takes words.
+local BUILTIN_OPTIONS = {
+  ports = { port = true, baud = true, probe = true, ["no-probe"] = true },
+  recipes = {},
+  test = { port = true, baud = true, board = true, device = true, tap = true, junit = true, words = true },
+  sim = { listen = true, words = true },
+}
+
+-- Text a person asked for (help): stdout, or an output event under --json (mpctl.output).
+local function say(_, text)
+  require("mpctl.output").out(text)
+end
+
+local function dispatch(argv, parsed, info)
   local opts = parsed.opts
-  configure_ui(opts)
-  if opts.version and not parsed.command then
-    io.stdout:write("mpctl " .. info.version .. "\n")
+  local cmd = parsed.command
+  if opts.version and not cmd then
+    check_builtin_options(parsed, "--version", { version = true })
+    require("mpctl.output").result({ event = "version", version = info.version }, "mpctl " .. info.version .. "\n")
     return EXIT_OK
   end
-  local cmd = parsed.command
+  if opts.version then usage_error("--version takes no command (mpctl --version)") end
   if cmd == "help" then
     if parsed.arg[1] then
       parsed.command, parsed.opts.help = parsed.arg[1], true
       table.remove(parsed.arg, 1)
       cmd = parsed.command
     else
-      io.stdout:write(USAGE)
+      say(opts, USAGE)
       return EXIT_OK
     end
   end
   if not cmd then
-    if opts.help then io.stdout:write(USAGE) return EXIT_OK end
+    if opts.help then say(opts, USAGE) return EXIT_OK end
     io.stderr:write(USAGE)
     return EXIT_USAGE
   end
-  if opts.help and BUILTIN[cmd] then
-    io.stdout:write(USAGE)
-    return EXIT_OK
-  end
-  local rok, rv = pcall(function()
-    if BUILTIN[cmd] then return BUILTIN[cmd](parsed, info) end
-    -- now that the recipe is known, parse again so its declared options take values
-    if not parsed.opts.help then
-      local meta = M.recipe_meta(M.find_recipe(cmd, info))
-      if next(meta.option_names) then parsed = M.parse(argv, meta.option_names) end
+  if BUILTIN[cmd] then
+    if opts.help then say(opts, USAGE) return EXIT_OK end
+    local accepted = BUILTIN_OPTIONS[cmd] or {}
+    check_builtin_options(parsed, cmd, accepted)
+    if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then
+      usage_error(string.format("%s takes no words or settings (got '%s'; mpctl help)", cmd, parsed.words[1]))
     end
-    return run_recipe(parsed, info)
-  end)
+    return BUILTIN[cmd](parsed, info)
+  end
+  -- now that the recipe is known, parse again so its declared options take values
+  local path = M.find_recipe(cmd, info)
+  if not parsed.opts.help then
+    local meta = M.recipe_meta(path)
+    if next(meta.option_names) then
+      parsed = M.parse(argv, meta.by_name)
+      parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+    end
+  end
+  return run_recipe(parsed, info, say)
+end
+
+function M.main(argv, info)
+  local ok, parsed = pcall(M.parse, argv)
+  if not ok then
+    local json = false
+    for _, w in ipairs(argv) do if w == "--json" then json = true end end
+    configure_ui({ json = json, verbose = 0 })
+    report_error(parsed, { json = json, verbose = 0 })
+    return EXIT_USAGE
+  end
+  local opts = parsed.opts
+  configure_ui(opts)
+  local rok, rv = pcall(dispatch, argv, parsed, info)
   if rok then return rv end
   local mpctl = require("mpctl")
   report_error(rv, opts)
-  if type(rv) == "table" and (rv.usage or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
+  if type(rv) == "table" and (rv.usage or rv.kind == "usage" or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
+  if type(rv) == "table" and rv.kind == "interrupted" then return EXIT_INTERRUPTED end
   return EXIT_FAIL
 end
 

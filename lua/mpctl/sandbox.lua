@@ -77,6 +77,11 @@ function M.env(path, opts)
     if loaded[name] ~= nil then return loaded[name] end
     local file = package.searchpath(name, search)
     if file then
+      -- a required recipe's own typed options: defaults for what its caller left unset, and
+      -- the same checks as on the command line
+      local options = require("mpctl.options")
+      local meta = options.read_meta(file)
+      if #meta.options > 0 then options.apply(meta, env.arg, name) end
       local chunk = assert(loadfile(file, "t", env))
       local v = chunk(name, file)
       if v == nil then v = true end

@@ -165,3 +165,58 @@ test("a recipe's declared option written --name VALUE takes the next word", func
   test.eq(rc, 2)
   test.contains(out, "option --x needs a value")
 end)
+
+test("typed options: a bad value is refused with exit 2, naming the accepted values", function()
+  for _, case in ipairs({
+    { "esp32_flash --port sim://esp32 verify=yse", "bad value for verify: 'yse' (accepted values: yes, no)" },
+    { "esp32_flash --port sim://esp32 erase=maybe", "bad value for erase: 'maybe' (accepted values: yes, no)" },
+    { "esp32_flash --port sim://esp32 --verify=x", "bad value for verify: 'x'" },
+    { "esp32_flash --port sim://esp32 reset=hard", "accepted values: classic, usb-jtag, none" },
+    { "esp32_flash --port sim://esp32 timeout=soon", "bad value for timeout: 'soon' (expected a number of seconds" },
+    { "history last=many", "bad value for last: 'many' (expected an integer" },
+    { "-b fast ports", "--baud fast: expected a baud rate" },
+  }) do
+    local rc, out = run(case[1])
+    test.eq(rc, 2, case[1] .. ": " .. out)
+    test.contains(out, case[2])
+  end
+end)
+
+test("typed options reach arg typed, with defaults; --name alone is a yes|no flag", function()
+  local rc, out = run(probe .. " what=types")
+  test.eq(rc, 0, out)
+  test.contains(out, "flag=nil:nil level=number:3 size=number:4096 mode=string:fast name=nil:nil")
+  -- --flag does not swallow the next word; 0x.. integers; --name=VALUE; -p/-b
+  rc, out = run(probe .. " what=types --flag level=0.5 --size=0x10 mode=slow --name FILE.bin -p sim://x -b 9600")
+  test.eq(rc, 0, out)
+  test.contains(out, "flag=boolean:true level=number:0.5 size=number:16 mode=string:slow name=string:FILE.bin")
+  test.contains(out, "port=sim://x baud=number:9600")
+  rc, out = run(probe .. " what=types --flag=no mode=other")
+  test.eq(rc, 2, out)
+  test.contains(out, "bad value for mode: 'other' (accepted values: fast, slow)")
+  rc, out = run(probe .. " what=types --flag=no")
+  test.eq(rc, 0, out)
+  test.contains(out, "flag=boolean:false")
+end)
+
+test("help shows each option's type and default", function()
+  local rc, out = run("help esp32_flash")
+  test.eq(rc, 0, out)
+  test.ok(out:match("verify%s+yes|no = yes%s+check"), out)
+  test.ok(out:match("timeout%s+seconds = 10%s+how long"), out)
+  test.ok(out:match("backup%s+FILE|flash|files|all%s+keep"), out)
+end)
+
+test("built-in commands refuse what they do not know", function()
+  for _, case in ipairs({
+    { "ports --bogus", "ports: unknown option --bogus" },
+    { "--version --bogus", "unknown option --bogus" },
+    { "recipes --port x", "recipes: unknown option --port" },
+    { "recipes extra", "recipes takes no words" },
+    { "ports --prob", "--probe?" },
+  }) do
+    local rc, out = run(case[1])
+    test.eq(rc, 2, case[1] .. ": " .. out)
+    test.contains(out, case[2])
+  end
+end)

@@ -1,6 +1,6 @@
 --- Run Python code on the board and print its output (exit 1 on a device traceback).
 -- @raw-args
--- @option timeout: seconds the code may run (default 60)
+-- @option timeout: seconds = 60; how long the code may run
 --
 -- mpctl exec --port /dev/ttyACM0 'import os; print(os.listdir())'
 -- Words are joined with spaces, so unquoted code works too: mpctl exec --port P x=1 -- print(x)

@@ -1,18 +1,18 @@
 --- Find, download, cache and pin MicroPython firmware: mpctl firmware list|fetch|pin|cache|identify.
--- @option version: X.Y.Z, latest (newest release, the default) or preview
--- @option type: file type: bin, app-bin, uf2, dfu, hex (default: what the board's port flashes)
--- @option variant: board variant, e.g. SPIRAM for ESP32_GENERIC-SPIRAM files
--- @option sha256: expected SHA-256 of the file; a mismatch fails and keeps nothing
--- @option mirror: team mirror (http(s)://... or a folder with micropython.org's layout); default $MPCTL_MIRROR, else micropython.org
--- @option lock: lock file to check and extend (default: firmware.lock in to= or in the current folder)
--- @option to: also copy the file into this folder (a firmware.lock there is used and extended)
--- @option offline: yes = the cache only, no network (list shows the board page cached earlier)
--- @option refresh: yes = ask the source even for an exact version already in the cache
--- @option ca_file: CA bundle for an HTTPS mirror with a private CA
--- @option cache: cache folder (default $MPCTL_CACHE_DIR or ~/.cache/mpctl/firmware)
--- @option stall: seconds without data before a download is retried (default 30)
--- @option retries: download attempts after the first (default 3)
--- @option all: yes = list every version, not just the newest 12
+-- @option version: VERSION|latest|preview = latest; X.Y.Z, latest (newest release) or preview
+-- @option type: bin|app-bin|uf2|dfu|hex|zip; file type (default: what the board's port flashes)
+-- @option variant: TEXT; board variant, e.g. SPIRAM for ESP32_GENERIC-SPIRAM files
+-- @option sha256: HEX; expected SHA-256 of the file; a mismatch fails and keeps nothing
+-- @option mirror: URL|DIR; team mirror (http(s)://... or a folder with micropython.org's layout); default $MPCTL_MIRROR, else micropython.org
+-- @option lock: FILE; lock file to check and extend (default: firmware.lock in to= or in the current folder)
+-- @option to: DIR; also copy the file into this folder (a firmware.lock there is used and extended)
+-- @option offline: yes|no = no; the cache only, no network (list shows the board page cached earlier)
+-- @option refresh: yes|no = no; ask the source even for an exact version already in the cache
+-- @option ca_file: FILE; CA bundle for an HTTPS mirror with a private CA
+-- @option cache: DIR; cache folder (default $MPCTL_CACHE_DIR or ~/.cache/mpctl/firmware)
+-- @option stall: seconds = 30; how long without data before a download is retried
+-- @option retries: integer; download attempts after the first (default 3)
+-- @option all: yes|no = no; list every version, not just the newest 12
 --
 --   mpctl firmware list board=ESP32_GENERIC
 --   mpctl firmware fetch board=ESP32_GENERIC version=1.24.1 [type=app-bin] [sha256=HEX]
@@ -25,13 +25,11 @@ local fw, ui, fs = mpctl.firmware, mpctl.ui, mpctl.fs
 local json = ui.config().json
 local sub = arg[1] or "list"
 
-local yes = mpctl.yes
-
-local function out(line) io.stdout:write(line, "\n") end
+local function out(line) ui.out(line .. "\n") end
 
 local opts = {
   source = arg.mirror, type = arg.type, variant = arg.variant, sha256 = arg.sha256, lock = arg.lock,
-  to = arg.to, offline = yes(arg.offline) or nil, refresh = yes(arg.refresh) or nil, ca_file = arg.ca_file,
+  to = arg.to, offline = arg.offline or nil, refresh = arg.refresh or nil, ca_file = arg.ca_file,
   cache_dir = arg.cache,
   stall_timeout = tonumber(arg.stall), retries = tonumber(arg.retries),
 }
@@ -117,7 +115,7 @@ local function cmd_list()
   if #rows == 0 then
     out("  no firmware files" .. (opts.variant and (" for variant " .. opts.variant) or ""))
   end
-  local limit = yes(arg.all) and #rows or math.min(#rows, 12)
+  local limit = arg.all and #rows or math.min(#rows, 12)
   for i = 1, limit do
     local r = rows[i]
     out(string.format("  %-32s %-10s  %s%s", r.version, date_text(r.date), table.concat(r.types, " "),

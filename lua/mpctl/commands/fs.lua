@@ -1,17 +1,17 @@
 --- Files on the board: ls, cat, cp, rm, mkdir, sha256 (':' marks a device path, as in mpremote).
 -- @raw-args
--- @option r: cp/rm: recursive (cp -r lib :lib)
--- @option f: cp: copy even when the device file's sha256 already matches
--- @option force: same as -f
--- @option mode: cp: transfer mode binary|base64 (default: best the device offers)
--- @option compress: cp: no = never deflate (default: files that shrink by 10 % or more go deflated)
+-- @option r: yes|no = no; cp/rm: recursive (cp -r lib :lib)
+-- @option f: yes|no = no; cp: copy even when the device file's sha256 already matches
+-- @option force: yes|no = no; same as -f
+-- @option mode: binary|base64; cp: transfer mode (default: the best the device offers)
+-- @option compress: yes|no = yes; cp: deflate files that shrink by 10 % or more (no: never)
 --
 -- mpctl fs --port P ls [:dir]          mpctl fs --port P cat :boot.py
 -- mpctl fs --port P cp main.py :main.py    mpctl fs --port P cp :data.csv .    mpctl fs --port P cp -r lib :lib
 -- mpctl fs --port P rm [-r] :old.py    mpctl fs --port P mkdir :lib    mpctl fs --port P sha256 :main.py
 -- Every copy is verified by sha256 computed on the device; a file already identical is skipped.
 
-local lfs = mpctl.fs
+local lfs, ui = mpctl.fs, mpctl.ui
 local words = {}
 for _, w in ipairs(arg) do words[#words + 1] = w end
 local sub = table.remove(words, 1)
@@ -78,18 +78,19 @@ end
 if sub == "ls" then
   local p = dev(words[1] or ":")
   for _, e in ipairs(r:ls(p)) do
-    if e.type == "dir" then print(string.format("%10s  %s/", "", e.name))
-    else print(string.format("%10s  %s", e.size and tostring(e.size) or "?", e.name)) end
+    local line = e.type == "dir" and string.format("%10s  %s/\n", "", e.name)
+      or string.format("%10s  %s\n", e.size and tostring(e.size) or "?", e.name)
+    ui.result({ event = "file", path = p, name = e.name, type = e.type, size = e.size }, line)
   end
 elseif sub == "cat" then
   if not words[1] then mpctl.usage_error("fs cat needs a device file") end
-  for _, p in ipairs(words) do io.stdout:write((r:get(dev(p)))) end
+  for _, p in ipairs(words) do ui.out((r:get(dev(p)))) end
 elseif sub == "sha256" then
   if not words[1] then mpctl.usage_error("fs sha256 needs a device file") end
   for _, p in ipairs(words) do
     local h = r:sha256(dev(p))
     if not h then mpctl.fail("no device file :" .. dev(p)) end
-    print(h .. "  :" .. dev(p))
+    ui.result({ event = "sha256", path = dev(p), sha256 = h }, h .. "  :" .. dev(p) .. "\n")
   end
 elseif sub == "rm" then
   if not words[1] then mpctl.usage_error("fs rm needs a device path") end

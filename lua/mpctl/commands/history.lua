@@ -1,7 +1,7 @@
 --- What was flashed where: one line per flash, oldest first (--json: one JSON record per line).
--- @option device: only this device (MAC address or unique id)
--- @option last: only the newest N records
--- @option file: history file (default $MPCTL_HISTORY, else ~/.local/state/mpctl/history.jsonl)
+-- @option device: TEXT; only this device (MAC address or unique id)
+-- @option last: integer; only the newest N records
+-- @option file: FILE; history file (default $MPCTL_HISTORY, else ~/.local/state/mpctl/history.jsonl)
 --
 --   mpctl history                     mpctl history --port /dev/ttyUSB0 last=5
 --   mpctl history --device 24:0a:c4:12:34:56 --json
@@ -22,15 +22,15 @@ if ui.config().json then
   for i = first, #recs do
     local r = recs[i]
     r.line = nil
-    io.stdout:write(ui.json_encode(r), "\n")
+    ui.event(r)
   end
   return
 end
 if #recs == 0 then
-  io.stdout:write("no flashes recorded", (o.port or o.device or o.board) and " for that filter" or "",
-    " in ", history.path(o), "\n")
+  ui.out("no flashes recorded" .. ((o.port or o.device or o.board) and " for that filter" or "") ..
+    " in " .. history.path(o) .. "\n")
   return
 end
-io.stdout:write(string.format("%-20s %-7s %-18s %-17s %-18s %-14s %-12s %s\n", "time", "result", "board", "device",
+ui.out(string.format("%-20s %-7s %-18s %-17s %-18s %-14s %-12s %s\n", "time", "result", "board", "device",
   "port", "version", "sha256", "took"))
-for i = first, #recs do io.stdout:write(history.format(recs[i]), "\n") end
+for i = first, #recs do ui.out(history.format(recs[i]) .. "\n") end

@@ -1,5 +1,5 @@
 --- Interactive MicroPython REPL on the board (Ctrl-] quits; Ctrl-C and Ctrl-D go to the board).
--- @option raw: do not leave a raw REPL or show the banner on connect
+-- @option raw: yes|no = no; do not leave a raw REPL or show the banner on connect
 --
 -- mpctl repl --port /dev/ttyACM0
 -- With stdin not a terminal, lines are sent as typed (\n becomes \r) and the session ends once the

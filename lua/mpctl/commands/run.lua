@@ -1,6 +1,6 @@
 --- Run a local Python script on the board, streaming its output (exit 1 on a device traceback).
 -- @raw-args
--- @option timeout: seconds the script may run (default 3600)
+-- @option timeout: seconds = 3600; how long the script may run
 --
 -- mpctl run --port /dev/ttyACM0 blink.py
 
