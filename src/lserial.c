@@ -59,7 +59,7 @@ static struct port *check_open(lua_State *L, int idx)
 {
     struct port *p = check_port(L, idx);
     if (p->fd < 0)
-        luaL_error(L, "serial %s: port is closed", p->name);
+        mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     return p;
 }
 
@@ -90,29 +90,20 @@ static double opt_field_number(lua_State *L, int idx, const char *key, double de
     return v;
 }
 
+/* A wait that ended without what it waited for: kind eof (r < 0) or timeout, with the bytes
+ * seen. The kind comes from how the wait ended, never from the text (a URL may hold "timeout"). */
 static void raise_wait(lua_State *L, struct port *p, const char *what, int r, double timeout,
                        const char *detail)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    lua_pushfstring(L, "%s on %s: ", what, p->name);
-    luaL_addvalue(&b);
     if (r < 0) {
         port_push_eof_reason(L, p);
-        luaL_addvalue(&b);
     } else {
         char secs[32];
         snprintf(secs, sizeof secs, "%.1f", timeout);
         lua_pushfstring(L, "timeout after %s s", secs);
-        luaL_addvalue(&b);
     }
-    luaL_addstring(&b, detail);
-    luaL_addstring(&b, "; last bytes seen: \"");
-    mpctl_push_escaped(L, port_buf_ptr(&p->in), p->in.len, 64);
-    luaL_addvalue(&b);
-    luaL_addstring(&b, "\"");
-    luaL_pushresult(&b);
-    lua_error(L);
+    mpctl_raise_seen(L, r < 0 ? "eof" : "timeout", p->name, port_buf_ptr(&p->in), p->in.len, "%s on %s: %s%s",
+                     what, p->name, lua_tostring(L, -1), detail);
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
@@ -421,8 +412,7 @@ static int port_drain(lua_State *L)
             lua_pushboolean(L, 0);
             return 1;
         }
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
+        mpctl_sleep_l(L, 0.001);
     }
 }
 
@@ -545,9 +535,9 @@ static void parse_rfc_query(lua_State *L, struct port *p, const char *url)
         } else if (kl > 8 && strncmp(q, "timeout=", 8) == 0) {
             p->ack_timeout = atof(q + 8);
             if (!(p->ack_timeout > 0))
-                luaL_error(L, "serial %s: timeout= wants seconds > 0", url);
+                mpctl_raise(L, "usage", url, "serial %s: timeout= wants seconds > 0", url);
         } else if (kl > 0) {
-            luaL_error(L, "serial %s: unknown option \"%s\" (known: ign_set_control, timeout=SECONDS)",
+            mpctl_raise(L, "usage", url, "serial %s: unknown option \"%s\" (known: ign_set_control, timeout=SECONDS)",
                        url, lua_pushlstring(L, q, kl));
         }
         q += kl;
@@ -558,7 +548,7 @@ static void apply_initial(lua_State *L, struct port *p, int opts)
 {
     long baud = (long)opt_field_number(L, opts, "baud", 115200);
     if (baud <= 0)
-        luaL_error(L, "serial %s: baud must be positive", p->name);
+        mpctl_raise(L, "usage", p->name, "serial %s: baud must be positive", p->name);
     if (p->kind == PORT_LOCAL)
         local_set_baud(L, p, baud);
     else if (p->kind == PORT_RFC_CLIENT)
@@ -574,7 +564,7 @@ static int take_fd_number(lua_State *L, const char *url, const char *num)
     char *end;
     long fd = strtol(num, &end, 10);
     if (*num == '\0' || *end != '\0' || fd < 0 || fd > 1 << 20 || fcntl((int)fd, F_GETFD) < 0)
-        luaL_error(L, "serial %s: not an open file descriptor", url);
+        mpctl_raise(L, "not_found", url, "serial %s: not an open file descriptor", url);
     fcntl((int)fd, F_SETFD, FD_CLOEXEC);
     port_set_nonblock((int)fd);
     return (int)fd;
@@ -614,7 +604,7 @@ static int open_body(lua_State *L)
         name_port(p, url, PORT_RAW, "fd");
         p->fd = take_fd_number(L, url, url + 5);
     } else if (strstr(url, "://") != NULL) {
-        return luaL_error(L, "serial %s: unknown scheme (use a device path, socket://, rfc2217://, "
+        return mpctl_raise(L, "usage", url, "serial %s: unknown scheme (use a device path, socket://, rfc2217://, "
                              "sim:// or fd://)", url);
     } else {
         name_port(p, url, PORT_LOCAL, "local");
@@ -700,7 +690,7 @@ static void listen_pty(lua_State *L, struct listener *l)
     int m, s;
     char name[128];
     if (openpty(&m, &s, name, NULL, NULL) != 0)
-        luaL_error(L, "serial pty: openpty: %s", strerror(errno));
+        mpctl_raise(L, "io", "pty", "serial pty: openpty: %s", strerror(errno));
     l->fd = m;
     l->slave_fd = s;
     fcntl(m, F_SETFD, FD_CLOEXEC);
@@ -741,7 +731,7 @@ static int serial_listen(lua_State *L)
         l->kind = LISTEN_RFC2217;
         l->fd = net_listen(L, url, url + 10, &l->port);
     } else {
-        return luaL_error(L, "serial listen %s: expected pty, socket://HOST:PORT, rfc2217://HOST:PORT "
+        return mpctl_raise(L, "usage", url, "serial listen %s: expected pty, socket://HOST:PORT, rfc2217://HOST:PORT "
                              "or fd://N", url);
     }
     return 1;
@@ -764,7 +754,7 @@ static int listener_accept(lua_State *L)
         return 1;
     }
     if (l->fd < 0)
-        return luaL_error(L, "serial listen %s: listener is closed", l->url);
+        return mpctl_raise(L, "io", l->url, "serial listen %s: listener is closed", l->url);
     int fd = net_accept(L, l->fd, l->url, timeout);
     if (fd < 0)
         return luaL_pushfail(L), 1;
@@ -892,9 +882,9 @@ static int serial_poll(lua_State *L)
             any_now |= ready_now(L, -1);
             lua_pop(L, 1);
         }
-        int r = poll(pfds, (nfds_t)n, any_now ? 0 : port_ms_left(deadline));
+        int r = mpctl_poll(L, pfds, (unsigned long)n, any_now ? mpctl_now() : deadline);
         if (r < 0 && errno != EINTR)
-            return luaL_error(L, "serial.poll: %s", strerror(errno));
+            return mpctl_raise(L, "io", NULL, "serial.poll: %s", strerror(errno));
         lua_newtable(L);
         int found = 0;
         for (int i = 1; i <= n; i++) {

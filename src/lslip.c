@@ -8,6 +8,7 @@
  * work over every port backend, including Lua tables that imitate a port in tests. */
 #include "mpctl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,7 +195,7 @@ static int slip_decode(lua_State *L)
         unsigned char c = s[i];
         if (c == SLIP_ESC) {
             if (i + 1 >= n)
-                return luaL_error(L, "slip.decode: truncated escape: 0xDB at the end of the frame (offset %d)",
+                return mpctl_raise(L, "protocol", NULL, "slip.decode: truncated escape: 0xDB at the end of the frame (offset %d)",
                                   (int)i);
             unsigned char e = s[++i];
             if (e == SLIP_ESC_END)
@@ -202,10 +203,10 @@ static int slip_decode(lua_State *L)
             else if (e == SLIP_ESC_ESC)
                 *p++ = SLIP_ESC;
             else
-                return luaL_error(L, "slip.decode: bad escape 0xDB %s at offset %d (expected 0xDC or 0xDD)",
+                return mpctl_raise(L, "protocol", NULL, "slip.decode: bad escape 0xDB %s at offset %d (expected 0xDC or 0xDD)",
                                   hexbyte(e).s, (int)(i - 1));
         } else if (c == SLIP_END) {
-            return luaL_error(L, "slip.decode: unescaped 0xC0 at offset %d inside the frame", (int)i);
+            return mpctl_raise(L, "protocol", NULL, "slip.decode: unescaped 0xC0 at offset %d inside the frame", (int)i);
         } else {
             *p++ = c;
         }
@@ -289,6 +290,22 @@ static void seen_push(lua_State *L, const struct seen *sn)
     }
 }
 
+/* Raise an error object of `kind`; `seen_idx` (0 for none) is the stack index of the escaped
+ * bytes seen, kept as the error's `seen` field. */
+static int raise_slip(lua_State *L, const char *kind, const char *where, int seen_idx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *detail = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    mpctl_push_error(L, kind, where, detail);
+    if (seen_idx) {
+        lua_pushvalue(L, seen_idx);
+        lua_setfield(L, -2, "seen");
+    }
+    return lua_error(L);
+}
+
 static int read_frame_timeout(lua_State *L, int port, double timeout, const struct slip_dec *d,
                               const struct seen *sn)
 {
@@ -296,10 +313,12 @@ static int read_frame_timeout(lua_State *L, int port, double timeout, const stru
     seen_push(L, sn);
     const char *seen = lua_tostring(L, -1);
     if (d->state == OUTSIDE)
-        return luaL_error(L, "slip.read_frame on %s: timeout after %f s waiting for a frame start (0xC0); "
+        return raise_slip(L, "timeout", name, lua_gettop(L),
+                          "slip.read_frame on %s: timeout after %f s waiting for a frame start (0xC0); "
                              "%d bytes seen: \"%s\"",
                           name, timeout, (int)sn->total, seen);
-    return luaL_error(L, "slip.read_frame on %s: timeout after %f s waiting for the end of a frame "
+    return raise_slip(L, "timeout", name, lua_gettop(L),
+                      "slip.read_frame on %s: timeout after %f s waiting for the end of a frame "
                          "(%d payload bytes so far); last bytes seen: \"%s\"",
                       name, timeout, (int)d->len, seen);
 }
@@ -334,7 +353,8 @@ static int slip_read_frame(lua_State *L)
             if (port_is_eof(L, port)) {
                 const char *name = port_name(L, port);
                 seen_push(L, &sn);
-                return luaL_error(L, "slip.read_frame on %s: port closed by the peer %s; last bytes seen: \"%s\"",
+                return raise_slip(L, "eof", name, lua_gettop(L),
+                                  "slip.read_frame on %s: port closed by the peer %s; last bytes seen: \"%s\"",
                                   name, d->state == OUTSIDE ? "before a frame" : "in the middle of a frame",
                                   lua_tostring(L, -1));
             }
@@ -349,7 +369,8 @@ static int slip_read_frame(lua_State *L)
         if (ev == NEED_MORE) {
             lua_pop(L, 1);
             if (d->state != OUTSIDE && d->len > (size_t)max)
-                return luaL_error(L, "slip.read_frame on %s: frame longer than %d bytes without an end (0xC0)",
+                return raise_slip(L, "protocol", port_name(L, port), 0,
+                                  "slip.read_frame on %s: frame longer than %d bytes without an end (0xC0)",
                                   port_name(L, port), (int)max);
             /* A device spewing noise (a boot log at full speed) must not keep us past the
              * deadline; a frame already under way may still complete from buffered bytes
@@ -360,12 +381,14 @@ static int slip_read_frame(lua_State *L)
         }
         port_unread(L, port, s + used, n - used);
         if (d->len > (size_t)max) /* ended within the chunk that took it past the bound */
-            return luaL_error(L, "slip.read_frame on %s: frame longer than %I bytes (%I bytes to its end)",
+            return raise_slip(L, "protocol", port_name(L, port), 0,
+                              "slip.read_frame on %s: frame longer than %I bytes (%I bytes to its end)",
                               port_name(L, port), max, (lua_Integer)d->len);
         if (ev == BAD_ESCAPE) {
             const char *name = port_name(L, port);
             seen_push(L, &sn);
-            return luaL_error(L, "slip.read_frame on %s: bad escape 0xDB %s at payload offset %d "
+            return raise_slip(L, "protocol", name, lua_gettop(L),
+                              "slip.read_frame on %s: bad escape 0xDB %s at payload offset %d "
                                  "(expected 0xDC or 0xDD); last bytes seen: \"%s\"",
                               name, hexbyte(d->bad).s, (int)d->bad_at, lua_tostring(L, -1));
         }

@@ -168,7 +168,7 @@ static ssize_t read_some(lua_State *L, struct port *p)
     if (r < 0 && (errno == EIO || errno == ECONNRESET))
         return -1; /* a pty whose other side closed, a USB adapter unplugged, a peer's RST */
     if (r < 0)
-        return luaL_error(L, "serial %s: read: %s", p->name, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), p->name, "serial %s: read: %s", p->name, strerror(errno));
     if (r == 0)
         return -1;
     if (p->kind != PORT_RFC_CLIENT && p->kind != PORT_RFC_SERVER) {
@@ -185,11 +185,11 @@ static ssize_t read_some(lua_State *L, struct port *p)
 int port_fill_once(lua_State *L, struct port *p, double deadline)
 {
     if (p->fd < 0)
-        return luaL_error(L, "serial %s: port is closed", p->name);
+        return mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     for (;;) {
         if (p->eof)
             return -1;
-        int rev = wait_fd(p->fd, POLLIN, deadline);
+        int rev = mpctl_wait_fd(L, p->fd, POLLIN, deadline); /* raises `interrupted` on Ctrl-C */
         if (rev == 0)
             return 0;
         ssize_t n = read_some(L, p);
@@ -240,7 +240,7 @@ void port_push_eof_reason(lua_State *L, struct port *p)
 void port_write_raw(lua_State *L, struct port *p, const char *data, size_t n, double deadline)
 {
     if (p->fd < 0)
-        luaL_error(L, "serial %s: port is closed", p->name);
+        mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     size_t off = 0;
     while (off < n) {
         ssize_t w = write(p->fd, data + off, n - off);
@@ -251,8 +251,8 @@ void port_write_raw(lua_State *L, struct port *p, const char *data, size_t n, do
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EAGAIN) {
-            if (wait_fd(p->fd, POLLOUT, deadline) == 0)
-                luaL_error(L, "serial %s: write: timeout with %d of %d bytes written", p->name,
+            if (mpctl_wait_fd(L, p->fd, POLLOUT, deadline) == 0)
+                mpctl_raise(L, "timeout", p->name, "serial %s: write: timeout with %d of %d bytes written", p->name,
                            (int)off, (int)n);
             continue;
         }
@@ -261,10 +261,11 @@ void port_write_raw(lua_State *L, struct port *p, const char *data, size_t n, do
             if (p->child > 0)
                 sim_reap(p, 0.5);
             port_push_eof_reason(L, p);
-            lua_pushfstring(L, "serial %s: write: %s (%s)", p->name, strerror(errno), lua_tostring(L, -1));
-            lua_error(L);
+            mpctl_raise(L, "eof", p->name, "serial %s: write: %s (%s)", p->name, strerror(errno),
+                        lua_tostring(L, -1));
         }
-        luaL_error(L, "serial %s: write: %s", p->name, w < 0 ? strerror(errno) : "wrote nothing");
+        mpctl_raise(L, w < 0 ? mpctl_errno_kind(errno) : "io", p->name, "serial %s: write: %s", p->name,
+                    w < 0 ? strerror(errno) : "wrote nothing");
     }
 }
 

@@ -90,7 +90,8 @@ int local_list(lua_State *L)
 
 static void raise_busy(lua_State *L, const char *path)
 {
-    luaL_error(L, "serial %s: port is busy (in use by another program, or already open in this one)", path);
+    mpctl_raise(L, "busy", path, "serial %s: port is busy (in use by another program, or already open in this one)",
+                path);
 }
 
 static void raise_open_error(lua_State *L, const char *path, int err)
@@ -98,8 +99,8 @@ static void raise_open_error(lua_State *L, const char *path, int err)
     if (err == EBUSY)
         raise_busy(L, path);
     if (err == EACCES)
-        luaL_error(L, "serial %s: permission denied (is the user in the dialout group?)", path);
-    luaL_error(L, "serial %s: open: %s", path, strerror(err));
+        mpctl_raise(L, "access", path, "serial %s: permission denied (is the user in the dialout group?)", path);
+    mpctl_raise(L, mpctl_errno_kind(err), path, "serial %s: open: %s", path, strerror(err));
 }
 
 static int probe_signals(int fd)
@@ -117,7 +118,7 @@ static int open_plain_tty(lua_State *L, const char *path)
     struct termios t;
     if (!isatty(fd) || tcgetattr(fd, &t) != 0) {
         close(fd);
-        luaL_error(L, "serial %s: not a serial port (no tty)", path);
+        mpctl_raise(L, "unsupported", path, "serial %s: not a serial port (no tty)", path);
     }
     cfmakeraw(&t);
     t.c_cflag |= CLOCAL | CREAD;
@@ -154,7 +155,7 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
     struct stat st;
     if (stat(path, &st) != 0 && errno == ENOENT) {
         local_push_present(L);
-        luaL_error(L, "serial: no such port %s; %s", path, lua_tostring(L, -1));
+        mpctl_raise(L, "not_found", path, "serial: no such port %s; %s", path, lua_tostring(L, -1));
     }
     int fd = open_with_libserialport(L, p, path);
     if (fd < 0)
@@ -168,7 +169,7 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
             port_release(p);
             if (err == EWOULDBLOCK)
                 raise_busy(L, path);
-            luaL_error(L, "serial %s: lock: %s", path, strerror(err));
+            mpctl_raise(L, mpctl_errno_kind(err), path, "serial %s: lock: %s", path, strerror(err));
         }
         p->exclusive = 1;
     }
@@ -200,7 +201,7 @@ void local_set_baud(lua_State *L, struct port *p, long baud)
 {
     if (p->sp) {
         if (sp_set_baudrate(p->sp, (int)baud) != SP_OK)
-            luaL_error(L, "serial %s: cannot set baud rate %d: %s", p->name, (int)baud,
+            mpctl_raise(L, "unsupported", p->name, "serial %s: cannot set baud rate %d: %s", p->name, (int)baud,
                        sp_last_error_message());
     } else {
         /* A pty has no wire: a rate termios cannot name is only recorded. */
@@ -241,7 +242,7 @@ void local_set_signals(lua_State *L, struct port *p, int dtr, int rts)
         p->signals = 0;
         return;
     }
-    luaL_error(L, "serial %s: set DTR/RTS: %s", p->name, strerror(errno));
+    mpctl_raise(L, mpctl_errno_kind(errno), p->name, "serial %s: set DTR/RTS: %s", p->name, strerror(errno));
 }
 
 void local_send_break(lua_State *L, struct port *p, double seconds)

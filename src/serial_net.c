@@ -27,19 +27,19 @@ static void split_hostport(lua_State *L, const char *url, const char *hp, char *
     if (*hp == '[') {
         const char *close = strchr(hp, ']');
         if (close == NULL || close[1] != ':')
-            luaL_error(L, "serial %s: expected [ADDRESS]:PORT", url);
+            mpctl_raise(L, "usage", url, "serial %s: expected [ADDRESS]:PORT", url);
         h = hp + 1;
         hl = (size_t)(close - h);
         colon = close + 1;
     } else {
         colon = strrchr(hp, ':');
         if (colon == NULL)
-            luaL_error(L, "serial %s: expected HOST:PORT", url);
+            mpctl_raise(L, "usage", url, "serial %s: expected HOST:PORT", url);
         hl = (size_t)(colon - hp);
     }
     size_t pl = strcspn(colon + 1, "?/");
     if (hl == 0 || hl >= hostsz || pl == 0 || pl >= portsz)
-        luaL_error(L, "serial %s: expected HOST:PORT", url);
+        mpctl_raise(L, "usage", url, "serial %s: expected HOST:PORT", url);
     memcpy(host, h, hl);
     host[hl] = '\0';
     memcpy(port, colon + 1, pl);
@@ -53,7 +53,7 @@ static void nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static int connect_one(const struct addrinfo *ai, double deadline, int *err)
+static int connect_one(lua_State *L, const struct addrinfo *ai, double deadline, int *err)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
@@ -63,16 +63,17 @@ static int connect_one(const struct addrinfo *ai, double deadline, int *err)
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
         return fd;
     if (errno == EINPROGRESS) {
+        /* a signal (SIGCHLD of a simulator) must not end the connect early; Ctrl-C does, and the
+         * socket must not leak when it does */
         struct pollfd pfd = {fd, POLLOUT, 0};
-        int r;
-        do { /* a signal (SIGCHLD of a simulator) must not end the connect early */
-            r = poll(&pfd, 1, port_ms_left(deadline));
-        } while (r < 0 && errno == EINTR);
+        int r = mpctl_poll_nothrow(L, &pfd, 1, deadline);
         socklen_t len = sizeof *err;
         if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) == 0 && *err == 0)
             return fd;
         if (r == 0)
             *err = ETIMEDOUT;
+        else if (r == MPCTL_POLL_INTERRUPTED)
+            *err = EINTR;
         else if (r < 0)
             *err = errno;
     } else {
@@ -90,14 +91,16 @@ int net_connect(lua_State *L, const char *url, const char *hostport, double time
     hints.ai_socktype = SOCK_STREAM;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0)
-        luaL_error(L, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
+        mpctl_raise(L, "not_found", url, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
     double deadline = mpctl_now() + timeout;
     int fd = -1, err = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
-        fd = connect_one(ai, deadline, &err);
+    for (struct addrinfo *ai = res; ai && fd < 0 && err != EINTR; ai = ai->ai_next)
+        fd = connect_one(L, ai, deadline, &err);
     freeaddrinfo(res);
+    if (err == EINTR)
+        mpctl_check_interrupt(L);
     if (fd < 0)
-        luaL_error(L, "serial %s: connect: %s", url, strerror(err));
+        mpctl_raise(L, err == ETIMEDOUT ? "timeout" : "io", url, "serial %s: connect: %s", url, strerror(err));
     nodelay(fd);
     return fd;
 }
@@ -111,7 +114,7 @@ int net_listen(lua_State *L, const char *url, const char *hostport, int *port_ou
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0)
-        luaL_error(L, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
+        mpctl_raise(L, "not_found", url, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)
@@ -121,7 +124,8 @@ int net_listen(lua_State *L, const char *url, const char *hostport, int *port_ou
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
-        luaL_error(L, "serial %s: listen: %s", url, strerror(err));
+        mpctl_raise(L, err == EADDRINUSE ? "busy" : mpctl_errno_kind(err), url, "serial %s: listen: %s", url,
+                    strerror(err));
     }
     freeaddrinfo(res);
     struct sockaddr_storage ss;
@@ -143,11 +147,10 @@ int net_accept(lua_State *L, int lfd, const char *url, double timeout)
             return fd;
         }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            luaL_error(L, "serial %s: accept: %s", url, strerror(errno));
+            mpctl_raise(L, mpctl_errno_kind(errno), url, "serial %s: accept: %s", url, strerror(errno));
         if (mpctl_now() >= deadline)
             return -1;
-        struct pollfd pfd = {lfd, POLLIN, 0};
-        if (poll(&pfd, 1, port_ms_left(deadline)) == 0 && mpctl_now() >= deadline)
+        if (mpctl_wait_fd(L, lfd, POLLIN, deadline) == 0 && mpctl_now() >= deadline)
             return -1;
     }
 }
@@ -160,7 +163,7 @@ static int push_sim_argv(lua_State *L, const char *exe, const char *spec)
 {
     size_t nl = strcspn(spec, "?");
     if (nl == 0 || strspn(spec, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != nl)
-        luaL_error(L, "serial sim://%s: simulator names are letters, digits, '_' and '-'", spec);
+        mpctl_raise(L, "usage", NULL, "serial sim://%s: simulator names are letters, digits, '_' and '-'", spec);
     lua_newtable(L);
     int n = 0;
     lua_pushstring(L, exe);
@@ -219,13 +222,13 @@ int sim_spawn(lua_State *L, const char *spec, pid_t *child)
     argv[n] = NULL;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        luaL_error(L, "serial sim://%s: socketpair: %s", spec, strerror(errno));
+        mpctl_raise(L, "io", NULL, "serial sim://%s: socketpair: %s", spec, strerror(errno));
     pid_t pid = fork();
     if (pid < 0) {
         int err = errno;
         close(sv[0]);
         close(sv[1]);
-        luaL_error(L, "serial sim://%s: fork: %s", spec, strerror(err));
+        mpctl_raise(L, "io", NULL, "serial sim://%s: fork: %s", spec, strerror(err));
     }
     if (pid == 0)
         child_exec(sv[1], argv);

@@ -152,7 +152,7 @@ static void send_requests(lua_State *L, struct port *p, const uint8_t (*req)[2],
 static void raise_eof(lua_State *L, struct port *p, const char *while_doing)
 {
     port_push_eof_reason(L, p);
-    luaL_error(L, "serial %s: %s: %s", p->name, while_doing, lua_tostring(L, -1));
+    mpctl_raise(L, "eof", p->name, "serial %s: %s: %s", p->name, while_doing, lua_tostring(L, -1));
 }
 
 void rfc_client_start(lua_State *L, struct port *p, double timeout)
@@ -170,12 +170,14 @@ void rfc_client_start(lua_State *L, struct port *p, double timeout)
         if (r == 0) {
             char secs[32];
             snprintf(secs, sizeof secs, "%.1f", timeout);
-            luaL_error(L, "serial %s: no RFC 2217 answer within %s s (is it a telnet/RFC 2217 server?)",
+            mpctl_raise(L, "timeout", p->name,
+                        "serial %s: no RFC 2217 answer within %s s (is it a telnet/RFC 2217 server?)",
                        p->name, secs);
         }
     }
     if (p->opt.us[TN_OPT_COMPORT] != RFC_ON)
-        luaL_error(L, "serial %s: the server refused RFC 2217 (COM-PORT-OPTION)", p->name);
+        mpctl_raise(L, "protocol", p->name, "serial %s: the server refused RFC 2217 (COM-PORT-OPTION)",
+                    p->name);
 }
 
 void rfc_server_start(lua_State *L, struct port *p, double settle)
@@ -214,7 +216,7 @@ static void wait_acks(lua_State *L, struct port *p, int cmd, unsigned want)
         if (r == 0) {
             char secs[32];
             snprintf(secs, sizeof secs, "%.1f", p->ack_timeout);
-            luaL_error(L,
+            mpctl_raise(L, "timeout", p->name,
                        "serial %s: no answer to %s within %s s (a server that does not answer "
                        "control changes needs ?ign_set_control in the URL)",
                        p->name, command_name(cmd), secs);

@@ -618,11 +618,16 @@ function M.main(argv, info)
   configure_ui(opts)
   local rok, rv = pcall(dispatch, argv, parsed, info)
   if rok then return rv end
-  local mpctl = require("mpctl")
-  report_error(rv, opts)
-  if type(rv) == "table" and (rv.usage or rv.kind == "usage" or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
-  if type(rv) == "table" and rv.kind == "interrupted" then return EXIT_INTERRUPTED end
-  return EXIT_FAIL
+  -- The exit code follows the error's kind (usage 2, interrupted 130, else 1). The report runs
+  -- shielded: a pending Ctrl-C must not cut it short; then the interrupt is acknowledged.
+  local errors = require("mpctl.errors")
+  return errors.shield(function()
+    require("mpctl.ui").finish_progress()
+    report_error(rv, opts)
+    require("mpctl.interrupt").acknowledge()
+    if type(rv) == "table" and (rv.usage or require("mpctl").is_usage_error(rv)) then return EXIT_USAGE end
+    return errors.exit_code(rv)
+  end)
 end
 
 return M
