@@ -1,13 +1,23 @@
 --[[ mpctl.backup: keep what a board had before it is flashed, and put it back.
 
+Works on any family through the target interface (mpctl.target): the flash is read with
+t:read, written back with t:write (skipping what is already there, verified), and identified
+with t:identify(); the files go through the MicroPython REPL.
+
     backup.dir(tag) -> new folder <XDG state>/mpctl/backups/<tag>-<UTC time>/ ($MPCTL_BACKUP_DIR overrides the root)
+    backup.files_before(port, what, opts) -> kept    step 1 of a flash, while MicroPython still runs:
+        what "files" or "all" saves the files ({dir=, files=}); opts = {tag=, timeout=}
+    backup.flash_before(t, what, kept) -> record      after connecting: what "flash", "all" or FILE saves
+        the flash; returns the history's backup field {flash=, files=} (nil when nothing was kept)
     backup.take(what, ctx) -> {flash=, files=, dir=}     what: "flash", "files", "all" or a file path
-        ctx = {chip=, repl=, dir=, regions=, tag=}; "flash" needs ctx.chip, "files" ctx.repl
-    backup.flash(chip, dir, regions) -> manifest   regions {{offset=, size=}} (default: the whole chip)
+        ctx = {target=, repl=, dir=, regions=, tag=}; "flash" needs ctx.target, "files" ctx.repl
+    backup.flash(t, dir, regions) -> manifest   regions {{offset=, size=}} (default: the whole chip)
     backup.files(repl, dir) -> manifest            every file of the MicroPython filesystem
-    backup.restore_flash(chip, path, opts) -> stats  path: a backup folder, or a raw image of flash from 0
+    backup.restore_flash(t, path, opts) -> stats  path: a backup folder, or a raw image of flash from
+        its base; one stats table per region (t:write's, with .offset)
     backup.restore_files(repl, dir) -> count        each file verified by SHA-256 on the device
-    backup.files_from_port(port, dir) -> manifest | nil, why   (before entering the bootloader)
+    backup.files_from_port(port, dir) -> manifest | nil, why, reached  (before entering the bootloader;
+        reached = false when no MicroPython REPL answered at all)
     backup.regions_for(offset, size) -> regions      the sectors a write touches
 
 Manifests (flash.json, files.json) carry SHA-256s so a damaged backup is refused, not written.
@@ -48,13 +58,15 @@ end
 
 local function sha(data) return hash.hex(hash.sha256(data)) end
 
-function M.flash(chip, dir, regions)
-  regions = regions or { { offset = 0, size = chip.flash_size } }
-  local manifest = { chip = chip.name, mac = chip.mac, flash_size = chip.flash_size, regions = ui.array({}),
-    time = time.iso(time.wall()) }
+function M.flash(t, dir, regions)
+  local info = t:identify()
+  local base = info.flash_base or 0
+  regions = regions or { { offset = base, size = info.flash_size } }
+  local manifest = { chip = info.chip, mac = info.mac, id = info.id, family = t.family, flash_size = info.flash_size,
+    flash_base = base, regions = ui.array({}), time = time.iso(time.wall()) }
   for _, r in ipairs(regions) do
     if not r.size or r.size <= 0 then fail("backup: region at 0x%X has no size (flash size unknown?)", r.offset or 0) end
-    local data = chip:read_flash(r.offset, r.size, { label = string.format("backup 0x%X", r.offset) })
+    local data = t:read(r.offset, r.size, { label = string.format("backup 0x%X", r.offset) })
     local file = string.format("flash-0x%06x.bin", r.offset)
     fs.write(fs.join(dir, file), data)
     manifest.regions[#manifest.regions + 1] = { offset = r.offset, size = #data, sha256 = sha(data), file = file }
@@ -116,11 +128,57 @@ end
 -- the board is reset into its bootloader). Returns the manifest, or nil and the reason.
 function M.files_from_port(port, dir, opts)
   local ok, r = pcall(require("mpctl.repl").attach, port, { timeout = opts and opts.timeout or 5 })
-  if not ok then return nil, "no MicroPython REPL answered on " .. tostring(port.name) .. ": " .. tostring(r) end
+  if not ok then
+    return nil, "no MicroPython REPL answered on " .. tostring(port.name) .. ": " .. tostring(r), false
+  end
   local ok2, m = pcall(M.files, r, dir)
   pcall(r.close, r)
-  if not ok2 then return nil, tostring(m) end
+  if not ok2 then return nil, tostring(m), true end
   return m
+end
+
+local function printable(why)
+  why = tostring(why):gsub("[^\32-\126]", "?")
+  return #why > 300 and why:sub(1, 300) .. "..." or why
+end
+
+-- Step 1 of a flash: the board's files, while its MicroPython still runs (the bootloader cannot
+-- read a filesystem). backup=files insists: no files backup, no flash. backup=all goes on when no
+-- MicroPython answers at all (a blank board, another firmware): the whole-flash backup taken next
+-- keeps everything the board holds, filesystem included; it says so.
+function M.files_before(port, what, opts)
+  opts = opts or {}
+  local kept = {}
+  if what ~= "files" and what ~= "all" then return kept end
+  kept.dir = M.dir(opts.tag)
+  local m, why, reached = M.files_from_port(port, kept.dir, { timeout = opts.timeout or 5 })
+  if m then
+    kept.files = kept.dir
+    ui.log("info", "backup: %d files saved to %s", #m.files, kept.dir)
+  elseif what == "all" and reached == false then
+    kept.files_skipped = printable(why)
+    ui.log("warn", "backup: the board's files could not be saved (no MicroPython answered; a blank board or " ..
+      "another firmware); the whole flash is backed up next, which keeps whatever the board holds")
+    ui.event({ event = "check", name = "backup of the board's files", skipped = true, why = "no MicroPython REPL" })
+  else
+    require("mpctl").fail("backup of the board's files: " .. printable(why))
+  end
+  return kept
+end
+
+-- After connecting: the flash (backup=flash|all: into the backup folder; backup=FILE: one raw
+-- file). Returns the history's backup field.
+function M.flash_before(t, what, kept)
+  kept = kept or {}
+  if what and what ~= "files" and what ~= false and what ~= "no" then
+    local w = (what == "all" or what == "yes" or what == true) and "flash" or what
+    local got = M.take(w, { target = t, dir = kept.dir, tag = t.board and t.board.id })
+    kept.flash = got.flash
+    ui.log("info", "backup: %s of flash saved to %s", require("mpctl.target").size_name(t:identify().flash_size),
+      got.flash)
+  end
+  if not (kept.flash or kept.files) then return nil end
+  return { flash = kept.flash, files = kept.files, files_skipped = kept.files_skipped }
 end
 
 -- what: "flash" | "files" | "all" | a path for a raw whole-flash image (the esp32_flash style).
@@ -129,10 +187,12 @@ function M.take(what, ctx)
   if what == nil or what == false or what == "no" then return out end
   local want_flash = what == "flash" or what == "all" or what == "yes" or what == true
   local want_files = what == "files" or what == "all"
+  local t = ctx.target
   if not want_flash and not want_files then
     -- a file name: the whole flash as one raw image
-    if not ctx.chip then fail("backup=%s: needs the board in its bootloader", tostring(what)) end
-    local data = ctx.chip:read_flash(0, ctx.chip.flash_size, { label = "backup" })
+    if not t then fail("backup=%s: needs the board in its bootloader", tostring(what)) end
+    local info = t:identify()
+    local data = t:read(info.flash_base or 0, info.flash_size, { label = "backup" })
     fs.write(what, data)
     out.flash = what
     return out
@@ -144,8 +204,8 @@ function M.take(what, ctx)
     out.files = out.dir
   end
   if want_flash then
-    if not ctx.chip then fail("backup of flash needs the board in its bootloader") end
-    M.flash(ctx.chip, out.dir, ctx.regions)
+    if not t then fail("backup of flash needs the board in its bootloader") end
+    M.flash(t, out.dir, ctx.regions)
     out.flash = out.dir
   end
   return out
@@ -160,12 +220,12 @@ local function read_manifest(path)
   return m
 end
 
--- Regions to write back: from a backup folder's flash.json, or a raw image starting at 0.
-function M.load_flash(path)
+-- Regions to write back: from a backup folder's flash.json, or a raw image starting at `base`.
+function M.load_flash(path, base)
   local st = fs.stat(path)
   if not st then fail("flash backup %s does not exist", path) end
   if st.type == "file" then
-    return { { offset = 0, data = fs.read(path), file = path } }
+    return { { offset = base or 0, data = fs.read(path), file = path } }
   end
   local mpath = fs.join(path, "flash.json")
   if not fs.exists(mpath) then fail("%s has no flash.json: not a flash backup", path) end
@@ -177,21 +237,24 @@ function M.load_flash(path)
     if got ~= r.sha256 then
       fail("flash backup %s is damaged: sha256 %s, manifest says %s; nothing written", fs.join(path, r.file), got, r.sha256)
     end
-    out[#out + 1] = { offset = r.offset, data = data, file = fs.join(path, r.file), sha256 = got }
+    out[#out + 1] = { offset = r.offset, data = data, file = fs.join(path, r.file), sha256 = got,
+      name = string.format("backup 0x%X", r.offset) }
   end
   if #out == 0 then fail("flash backup %s lists no regions", path) end
   return out, manifest
 end
 
-function M.restore_flash(chip, path, opts)
+function M.restore_flash(t, path, opts)
   opts = opts or {}
-  local regions, manifest = M.load_flash(path)
-  if manifest and manifest.mac and chip.mac and manifest.mac:lower() ~= chip.mac:lower() and not opts.force then
-    fail("flash backup %s was taken from %s, this board is %s (force=yes to write it anyway)", path, manifest.mac, chip.mac)
+  local info = t:identify()
+  local regions, manifest = M.load_flash(path, info.flash_base)
+  local was = manifest and (manifest.id or manifest.mac)
+  if was and info.id and tostring(was):lower() ~= tostring(info.id):lower() and not opts.force then
+    fail("flash backup %s was taken from %s, this board is %s (force=yes to write it anyway)", path, was, info.id)
   end
   local stats = {}
   for _, r in ipairs(regions) do
-    stats[#stats + 1] = chip:write(r.offset, r.data, { verify = true, label = string.format("restore 0x%X", r.offset) })
+    stats[#stats + 1] = t:write({ r }, { verify = true, label = string.format("restore 0x%X", r.offset) })
     stats[#stats].offset = r.offset
   end
   return stats

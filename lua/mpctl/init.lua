@@ -5,6 +5,9 @@
 
 local M = {}
 
+-- When this run began: history records count their duration from here.
+M.t_start = require("mpctl.time").now()
+
 local info = debug.getregistry()["mpctl.info"] or {}
 M.version = info.version or "0.0.0"
 M.datadir = info.datadir
@@ -50,6 +53,23 @@ function M.yes(v, default)
   return v == true or v == "yes" or v == "1" or v == "true" or v == "on"
 end
 
+-- mpctl.skip("MD5 check", "verify=no"): a step that was not made, said as such. A check that
+-- was skipped never prints `ok`: the line reads `skipped: MD5 check (verify=no)` and the --json
+-- event is a `check` with skipped = true (and no ok field).
+function M.skip(what, why)
+  local ui = require("mpctl.ui")
+  ui.log("info", "skipped: %s%s", what, why and (" (" .. why .. ")") or "")
+  ui.event({ event = "check", name = what, skipped = true, why = why })
+end
+
+-- The verification of a write (stats from a target's write): ok when it was made and matched,
+-- skipped when it was not made (verify=no, a loader that cannot hash), else a failed check.
+function M.verified(st, what, skipped_what)
+  if st.verified then return M.check(true, what) end
+  if st.verify_skipped then return M.skip(skipped_what or "MD5 check", st.verify_why) end
+  return M.check(false, what, "the write was not verified")
+end
+
 function M.log(fmt, ...) require("mpctl.ui").log("info", fmt, ...) end
 function M.warn(fmt, ...) require("mpctl.ui").log("warn", fmt, ...) end
 function M.verbose(fmt, ...) require("mpctl.ui").log("verbose", fmt, ...) end
@@ -87,6 +107,58 @@ function M.record(entry)
   return require("mpctl.history").record(entry)
 end
 
+-- mpctl.attempt(record, opts) -> the record, to be closed:
+--
+--     local rec <close> = mpctl.attempt{ board = board.id, port = arg.port, firmware = ... }
+--     rec:target(t)        -- chip and device id from the connected target
+--     rec.backup = ...     -- any field set on it goes into the history line
+--
+-- Whatever way the recipe ends, one history line is written when `rec` goes out of scope:
+-- result "ok" (normal end), "failed" (an error: its kind and text), or "interrupted" (Ctrl-C,
+-- SIGTERM); for an error raised while writing, the offset reached and the hint that running the
+-- same command again resumes. The duration counts from mpctl's start. The line is written with
+-- interruption held off (errors.shield). opts.path: history file.
+local Attempt = {}
+
+function Attempt.target(rec, t)
+  local info = t:identify()
+  rec.family, rec.chip, rec.device = t.family, info.chip, info.id
+  return rec
+end
+
+
+local function close_attempt(rec, err)
+  local meta = getmetatable(rec)
+  if meta.closed then return end
+  meta.closed = true
+  local line = {}
+  for k, v in pairs(rec) do line[k] = v end
+  local time = require("mpctl.time")
+  line.duration = time.now() - (meta.t0 or M.t_start)
+  if err == nil then
+    line.result = line.result or "ok"
+  else
+    local kind = errors.kind(err)
+    line.result = kind == "interrupted" and "interrupted" or "failed"
+    line.error_kind = kind
+    line.error = tostring(type(err) == "table" and err.msg or err)
+    if type(err) == "table" then
+      if type(err.offset) == "number" then line.offset = err.offset end
+      if type(err.hint) == "string" then line.hint = err.hint end
+    end
+  end
+  local history = require("mpctl.history")
+  -- held off from interrupts: a second Ctrl-C must not cut the line in half
+  local ok, why = pcall(errors.shield, history.record, line, meta.opts)
+  if not ok then M.warn("could not write the history record: %s", tostring(why)) end
+end
+
+function M.attempt(rec, opts)
+  rec = rec or {}
+  return setmetatable(rec, { __index = Attempt, __close = close_attempt, opts = opts,
+    t0 = opts and opts.t0 or nil })
+end
+
 -- A board named on the command line: a typo there is a usage error (exit 2), with the known ids.
 function M.board(id)
   local ok, b = pcall(require("mpctl.board").load, id)
@@ -98,7 +170,7 @@ end
 local NATIVE_OR_LIB = {
   serial = true, slip = true, hash = true, zlib = true, fs = true, time = true, ui = true,
   http = true, archive = true, usb = true, repl = true, esp = true, firmware = true,
-  history = true, test = true, board = true, dfu = true, rp2 = true, backup = true,
+  history = true, test = true, board = true, dfu = true, rp2 = true, backup = true, target = true, errors = true,
 }
 
 setmetatable(M, {

@@ -13,13 +13,18 @@ local firmware = require("mpctl.firmware")
 local dir = fs.tmpdir()
 local port, r
 
--- A chip stand-in with a flash array: enough for backup.flash/restore_flash's bookkeeping.
+-- A target stand-in (the mpctl.target interface) over a flash array: enough for
+-- backup.flash/restore_flash's bookkeeping.
 local function fake_chip(mem, mac)
-  local chip = { name = "ESP32", mac = mac or "24:0a:c4:00:00:01", flash_size = #mem.data, writes = {} }
-  function chip.read_flash(_, off, size) return mem.data:sub(off + 1, off + size) end
-  function chip.write(self, off, data)
-    mem.data = mem.data:sub(1, off) .. data .. mem.data:sub(off + #data + 1)
-    self.writes[#self.writes + 1] = { off, #data }
+  local chip = { family = "esp", board = { id = "ESP32_GENERIC" }, writes = {} }
+  function chip.identify() return { chip = "ESP32", id = mac or "24:0a:c4:00:00:01", mac = mac or "24:0a:c4:00:00:01",
+    flash_size = #mem.data, flash_base = 0 } end
+  function chip.read(_, off, size) return mem.data:sub(off + 1, off + size) end
+  function chip.write(self, parts)
+    for _, p in ipairs(parts) do
+      mem.data = mem.data:sub(1, p.offset) .. p.data .. mem.data:sub(p.offset + #p.data + 1)
+      self.writes[#self.writes + 1] = { p.offset, #p.data }
+    end
     return { verified = true }
   end
   return chip
@@ -57,7 +62,7 @@ test("take(path) saves the whole flash as one raw image, restorable as is", func
   local mem = { data = string.rep("Z", 0x2000) }
   local chip = fake_chip(mem)
   local file = fs.join(dir, "whole.bin")
-  test.eq(backup.take(file, { chip = chip }).flash, file)
+  test.eq(backup.take(file, { target = chip }).flash, file)
   mem.data = string.rep("Y", 0x2000)
   backup.restore_flash(chip, file)
   test.eq(mem.data, string.rep("Z", 0x2000))

@@ -61,6 +61,62 @@ test("a torn last line is skipped with a warning, and the next append starts a f
   test.contains(warnings[1], "not a JSON record")
 end)
 
+test("a valid JSON line with a field of an unexpected type is skipped with a warning, not fatal", function()
+  local o = { path = fs.join(dir, "h3", "history.jsonl") }
+  history.record(rec("/dev/ttyUSB0", "id-3", "1.22.0"), o)
+  local f = assert(io.open(o.path, "ab"))
+  f:write('{"board":"ESP32_GENERIC","result":"ok","duration":"12 s"}\n')
+  f:write('{"board":"ESP32_GENERIC","result":"ok","firmware":{"version":1.24}}\n')
+  f:write('{"board":"ESP32_GENERIC","result":"ok","firmware":"x.bin"}\n')
+  f:write('[1,2,3]\n')
+  f:close()
+  history.record(rec("/dev/ttyUSB0", "id-3", "1.23.0"), o)
+  local all, warnings = history.read(o)
+  test.eq(#all, 2)
+  test.eq({ all[1].firmware.version, all[2].firmware.version }, { "1.22.0", "1.23.0" })
+  test.eq(#warnings, 4)
+  test.contains(warnings[1], "history.jsonl:2: field duration is a string, not a number")
+  test.contains(warnings[2], "history.jsonl:3: field firmware.version is a number, not a string")
+  test.contains(warnings[3], "history.jsonl:4: field firmware is a string, not an object")
+  test.contains(warnings[4], "history.jsonl:5: not a JSON record")
+  -- every record left formats without error, and the stack only holds the valid ones
+  for _, r in ipairs(all) do test.ok(history.format(r):find("ESP32_GENERIC", 1, true), "formats") end
+  test.eq(#history.stack(o), 2)
+end)
+
+test("the mpctl history command lists the good lines and warns about a bad one (exit 0)", function()
+  local exe = test.exe()
+  if not exe then test.skip("needs the mpctl executable") end
+  local o = { path = fs.join(dir, "h3", "history.jsonl") }
+  local proc = require("mpctl.proc")
+  local out, err = fs.join(dir, "out"), fs.join(dir, "err")
+  local p = proc.spawn({ argv = { "/bin/sh", "-c", 'exec "$0" history file="$1" >"$2" 2>"$3"', exe, o.path, out, err },
+    pty = false })
+  local code = p:wait(60)
+  p:close()
+  test.eq(code, 0, fs.read(err))
+  test.contains(fs.read(out), "1.22.0")
+  test.contains(fs.read(out), "1.23.0")
+  test.contains(fs.read(err), "field duration is a string, not a number")
+end)
+
+test("stack: flashes push, rollbacks pop, failed and interrupted attempts change nothing", function()
+  local o = { path = fs.join(dir, "h4", "history.jsonl") }
+  history.record(rec("/dev/ttyUSB0", "id-4", "1.22.0"), o)
+  history.record(rec("/dev/ttyUSB0", "id-4", "1.23.0"), o)
+  history.record(rec("/dev/ttyUSB0", "id-4", "1.24.0", "interrupted"), o)
+  history.record(rec("/dev/ttyUSB0", "id-4", "1.24.1"), o)
+  local r = rec("/dev/ttyUSB0", "id-4", "1.23.0")
+  r.kind = "rollback"
+  history.record(r, o)
+  local stack, devices = history.stack(o)
+  test.eq(#stack, 2)
+  test.eq(stack[2].firmware.version, "1.23.0")
+  test.eq(devices, { "id-4" })
+  local line = history.format(history.read(o)[5])
+  test.contains(line, "rollback")
+end)
+
 test("no history file reads as empty", function()
   local all, warnings = history.read({ path = fs.join(dir, "none.jsonl") })
   test.eq(#all, 0)

@@ -166,6 +166,78 @@ test("rollback refuses a different board, and says so when nothing was recorded"
   test.contains(err, "force=yes")
 end)
 
+-- mpctl run in a given folder (the history must not depend on where a command ran).
+local function mpctl_in(cwd, args)
+  local dir = fs.tmpdir()
+  local out, err = fs.join(dir, "out"), fs.join(dir, "err")
+  local sh = { "cd '" .. cwd .. "' && exec" }
+  for _, a in ipairs({ exe, table.unpack(args) }) do sh[#sh + 1] = "'" .. tostring(a):gsub("'", "'\\''") .. "'" end
+  local proc = require("mpctl.proc")
+  local p = proc.spawn({ argv = { "/bin/sh", "-c", table.concat(sh, " ") .. " >'" .. out .. "' 2>'" .. err .. "'" },
+    pty = false, env = ENV })
+  local code = p:wait(120)
+  if code == nil then p:kill("KILL") p:wait(5) end
+  p:close()
+  local o, e = fs.read(out), fs.read(err)
+  fs.remove(dir, { recursive = true })
+  return code, o, e
+end
+
+test("firmware= given relative to one folder; rollback from another finds it by its absolute path", function()
+  local board = fs.join(top, "board6.bin")
+  local port = sim(board)
+  local here_dir, there = fs.join(top, "work"), fs.join(top, "elsewhere")
+  fs.mkdir(here_dir, { parents = true })
+  fs.mkdir(there, { parents = true })
+  local name = "ESP32_GENERIC-20241025-v1.24.0.bin" -- a release file's name carries its version
+  fs.write(fs.join(here_dir, name), A)
+  local code, _, err = mpctl_in(here_dir, { "esp32_flash", "--port", port, "firmware=" .. name, "repl=no" })
+  test.eq(code, 0, err)
+  code, _, err = mpctl_in(here_dir, { "esp32_flash", "--port", port, "firmware=../B.bin", "repl=no" })
+  test.eq(code, 0, err)
+  local recs = history.read({ path = hist, port = port })
+  test.eq(recs[1].firmware.path, fs.realpath(fs.join(here_dir, name)), "absolute path recorded")
+  test.eq(recs[1].firmware.version, "1.24.0", "version from the release file's name")
+  test.eq(recs[2].firmware.path, fs.realpath(b_path))
+  code, _, err = mpctl_in(there, { "rollback", "--port", port })
+  test.eq(code, 0, err)
+  test.eq(flash_at(board, OFFSET, #A), A, "A is back")
+  test.contains(err, "to MicroPython 1.24.0", "the final message names the version restored")
+  local out
+  code, out, err = mpctl_in(there, { "history", "--port", port })
+  test.eq(code, 0, err)
+  local last = out:match("([^\n]+)\n$")
+  test.contains(last, " rollback ")
+  test.contains(last, "1.24.0")
+  test.contains(last, "rollback of " .. recs[2].time)
+end)
+
+test("backup=all on a board without MicroPython: the flash is kept, the files are said to be unsaved, the flash goes on",
+  function()
+  local board = fs.join(top, "board7.bin")
+  local port = sim(board) -- app=none: whatever is on flash, no MicroPython answers
+  local code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. a_path, "repl=no" })
+  test.eq(code, 0, err)
+  local before = fs.read(board)
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no", "backup=all", "timeout=1" })
+  test.eq(code, 0, err)
+  test.contains(err, "files could not be saved")
+  test.eq(flash_at(board, OFFSET, #B), B, "B was written")
+  local recs = history.read({ path = hist, port = port })
+  local bk = recs[#recs].backup
+  test.ok(type(bk) == "table" and bk.flash and fs.exists(fs.join(bk.flash, "flash.json")), "flash backup folder recorded")
+  test.eq(bk.files, nil, "no files backup claimed")
+  test.ok(type(bk.files_skipped) == "string", "why the files were not saved is recorded")
+  code, _, err = mpctl({ "rollback", "--port", port })
+  test.eq(code, 0, err)
+  test.eq(fs.read(board), before, "the whole flash is as it was before B")
+  -- backup=files alone insists: without the files there is no backup at all, so nothing is written
+  code, _, err = mpctl({ "esp32_flash", "--port", port, "firmware=" .. b_path, "repl=no", "backup=files", "timeout=1" })
+  test.eq(code, 1, err)
+  test.contains(err, "backup of the board's files")
+  test.eq(fs.read(board), before, "nothing written")
+end)
+
 test("rollback without --port is a usage error", function()
   local code, _, err = mpctl({ "rollback" })
   test.eq(code, 2)

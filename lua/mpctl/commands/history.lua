@@ -5,7 +5,8 @@
 --
 --   mpctl history                     mpctl history --port /dev/ttyUSB0 last=5
 --   mpctl history --device 24:0a:c4:12:34:56 --json
--- --port and --board filter too. A torn last line (a crash mid-append) is skipped with a warning.
+-- --port and --board filter too. A torn last line (a crash mid-append), or a line whose fields have
+-- unexpected types, is skipped with a warning. Rollbacks show as `rollback` in the `what` column.
 
 local history, ui = mpctl.history, mpctl.ui
 -- `--device ID` arrives as a bare flag followed by a word unless the CLI knows it takes a value.
@@ -31,6 +32,5 @@ if #recs == 0 then
     " in " .. history.path(o) .. "\n")
   return
 end
-ui.out(string.format("%-20s %-7s %-18s %-17s %-18s %-14s %-12s %s\n", "time", "result", "board", "device",
-  "port", "version", "sha256", "took"))
+ui.out(history.HEADER .. "\n")
 for i = first, #recs do ui.out(history.format(recs[i]) .. "\n") end

@@ -1,0 +1,261 @@
+--[[ mpctl.target: one interface for every board family's bootloader.
+
+Backup, rollback, the history record and the flash recipes are written once against this
+interface; a family (esp now, dfu and rp2 next) gets them by providing a driver module
+`mpctl.<family>.target` that implements it.
+
+    local target = require("mpctl.target")
+    local driver = target.driver(family)        -- "esp" | "dfu" | "rp2"; checks the driver is complete
+
+    driver.family                               -- "esp" | "dfu" | "rp2"
+    driver.connect(ctx) -> t                    -- ctx = { board = <board table>, port = <URL or open port>,
+                                                --         opts = { reset=, baud=, stub=, method=, ... }, log = fn }
+                                                -- enters the bootloader however the family does it
+    t.family, t.board
+    t:identify() -> info                        -- { chip=, flash_size= (bytes), flash_base= (0 | 0x08000000 | 0x10000000),
+                                                --   id= (MAC / unique id / USB serial), mac=?, usb=? }
+    t:check_image(parts)                        -- raises kind "refused" before anything is erased
+    t:read(addr, size, opts) -> data            -- backup; opts.progress optional
+    t:write(parts, opts) -> stats               -- parts = {{offset=, data=, name=}}; opts = {verify=true, erased=false}
+                                                -- skips identical sectors, verifies unless verify=false;
+                                                -- stats = {raw=, sent=, wire=, written=, seconds=, verified=true|false,
+                                                --          verify_skipped=bool, verify_why=, ...family extras}
+                                                -- a failure raises with e.offset (first address not known good)
+                                                --   and e.hint = "run the same command again to resume"
+    t:erase(addr, size); t:erase_all()
+    t:reset_to_app(opts) -> port                -- where the MicroPython REPL appears (same serial port for esp,
+                                                -- the CDC port for dfu/rp2), as a URL or an open port
+    t:close()                                   -- and __close
+
+Optional driver extras (used when present): `driver.demo_image(board) -> data` (a generated
+image for firmware=demo), `t:summary(stats) -> table` (family fields for the flash event),
+`t.event` (the flash event's name, default "flash").
+
+Shared helpers for drivers and recipes:
+
+    target.connect(board, port, opts) -> t      -- driver(board.family).connect{...}, checked, logged
+    target.check(t)                             -- raises when a target lacks an operation
+    target.error(kind, where, detail, extra)    -- a structured error (mpctl.errors when present)
+    target.resumable(e, offset) -> e            -- adds e.offset and the resume hint to an error
+    target.extent(parts) -> first, last         -- the address range a list of parts covers
+    target.size_name(bytes) -> "4MB"
+    target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
+    target.repl(app, opts) -> repl              -- attach to what t:reset_to_app() returned
+    target.image(board, firmware, version) -> image  -- firmware=FILE|demo or version=: {file=, path=, sha256=,
+                                                --   version=, source=, cache=, parts=}
+    target.report(t, image, stats, t0)          -- the summary line and the flash event
+    target.RESUME_HINT
+]]
+local M = {}
+
+M.RESUME_HINT = "run the same command again to resume"
+
+-- Every operation a connected target must provide (the contract above).
+M.OPERATIONS = { "identify", "check_image", "read", "write", "erase", "erase_all", "reset_to_app", "close" }
+
+local errors = require("mpctl.errors")
+
+M.new_error = errors.new
+
+function M.error(kind, where, detail, extra)
+  errors.raise(kind, where, detail, extra)
+end
+
+-- The kind of an error value ("internal" for a plain string: a bug), and its readable text.
+function M.kind(e) return errors.kind(e) end
+
+function M.text(e)
+  if type(e) == "table" and e.msg then return tostring(e.msg) end
+  return tostring(e)
+end
+
+-- An error raised while writing, made into one a person can act on: the first address not known
+-- good and the hint that a rerun resumes (the write skips what is already on flash). A plain
+-- string from a driver becomes kind "io" (the write failed), keeping its text. An error that had
+-- no hint yet (an interrupt, say) gets both into its message too.
+function M.resumable(e, offset, where)
+  if not errors.is_error(e) then
+    -- the driver's own text already says where it stopped and what to do
+    e = errors.new({ kind = "io", where = where, detail = tostring(e), msg = tostring(e), offset = offset,
+      hint = M.RESUME_HINT })
+  end
+  if e.offset == nil then e.offset = offset end
+  if e.hint == nil then
+    e.hint = M.RESUME_HINT
+    e.msg = string.format("%s while writing at 0x%X%s; %s", tostring(e.msg or e.detail or e.kind),
+      e.offset or 0, where and (" (" .. where .. ")") or "", e.hint)
+  end
+  return e
+end
+
+local DRIVERS = { esp = "mpctl.esp.target", dfu = "mpctl.dfu.target", rp2 = "mpctl.rp2.target" }
+
+-- The driver of a family, checked: a module that lacks connect or names another family is a bug
+-- in that driver, said as such rather than found later as "attempt to call a nil value".
+function M.driver(family)
+  local name = DRIVERS[family]
+  if not name then
+    M.error("unsupported", tostring(family), "no bootloader driver for the board family '" .. tostring(family) ..
+      "' (known: esp, dfu, rp2)")
+  end
+  local ok, d = pcall(require, name)
+  if not ok then
+    local missing = tostring(d):find("module '" .. name .. "' not found", 1, true)
+    if missing then
+      M.error("unsupported", family, "flashing " .. family .. " boards is not implemented yet (" .. name ..
+        " is missing)")
+    end
+    error(d, 0)
+  end
+  if type(d) ~= "table" or d.family ~= family or type(d.connect) ~= "function" then
+    M.error("internal", name, "is not a target driver for '" .. family .. "' (needs family and connect)")
+  end
+  return d
+end
+
+-- Raises when a connected target lacks one of the operations (a driver bug, caught at connect).
+function M.check(t)
+  local missing = {}
+  for _, op in ipairs(M.OPERATIONS) do
+    if type(t[op]) ~= "function" then missing[#missing + 1] = op end
+  end
+  if #missing > 0 or not t.family or not t.board then
+    if not t.family then missing[#missing + 1] = "family" end
+    if not t.board then missing[#missing + 1] = "board" end
+    M.error("internal", tostring(t.family), "target driver lacks: " .. table.concat(missing, ", "))
+  end
+  return t
+end
+
+function M.size_name(n)
+  if not n then return "?" end
+  if n >= 1048576 and n % 1048576 == 0 then return (n // 1048576) .. "MB" end
+  if n >= 1024 and n % 1024 == 0 then return (n // 1024) .. "KB" end
+  return tostring(n) .. " bytes"
+end
+
+-- Lowest start and highest end of a list of parts.
+function M.extent(parts)
+  local first, last
+  for _, p in ipairs(parts) do
+    local e = p.offset + #p.data
+    if not first or p.offset < first then first = p.offset end
+    if not last or e > last then last = e end
+  end
+  return first, last
+end
+
+-- Connect through the board's family driver; the target is checked and introduced in one line.
+function M.connect(board, port, opts)
+  local d = M.driver(board.family)
+  local t = M.check(d.connect({ board = board, port = port, opts = opts or {},
+    log = function(level, fmt, ...) require("mpctl.ui").log(level, fmt, ...) end }))
+  if not getmetatable(t) or not getmetatable(t).__close then
+    -- A `local t <close>` needs a __close metamethod; a driver may forget it, close() is the contract.
+    M.error("internal", board.family, "target driver's targets need a __close metamethod")
+  end
+  return t
+end
+
+local function abs(path)
+  local fs = require("mpctl.fs")
+  local ok, real = pcall(fs.realpath, path)
+  return ok and real or path
+end
+
+-- The firmware a flash recipe writes: firmware=FILE (a file, kept by its absolute path so that a
+-- rollback from another folder finds it), firmware=demo (a generated image, when the family's
+-- driver can make one), else version= (default latest) through the firmware cache. `parts` are
+-- what goes where: one image at the board's offset, or an ESP-IDF bundle's files.
+function M.image(board, firmware, version)
+  local fw = require("mpctl.firmware")
+  local fs, hash = require("mpctl.fs"), require("mpctl.hash")
+  local mpctl = require("mpctl")
+  local img
+  if firmware == "demo" then
+    local d = M.driver(board.family)
+    if not d.demo_image then mpctl.usage_error("firmware=demo: no demo image for " .. board.family .. " boards") end
+    local data = d.demo_image(board)
+    return { file = "demo image (generated)", sha256 = hash.hex(hash.sha256(data)), source = "demo",
+      parts = { { offset = board.offset or 0, data = data, name = "demo image" } } }
+  elseif firmware then
+    if firmware ~= "-" and not fs.stat(firmware) then mpctl.usage_error("firmware file " .. firmware .. " not found") end
+    -- firmware.parts reads regular files only (or "-"), bounded by the flash: a FIFO or /dev/zero
+    -- is refused before anything reads it, so it is read first and hashed from what was read.
+    local parts = fw.parts(firmware, board)
+    local path = firmware == "-" and "-" or abs(firmware)
+    local sha = fw.is_bundle(firmware) and hash.file(path, "sha256") or hash.hex(hash.sha256(parts[1].data))
+    img = { file = firmware == "-" and "standard input" or fs.basename(path), path = firmware ~= "-" and path or nil,
+      sha256 = sha, source = "file", parts = parts }
+    -- the same bytes may be in the firmware cache (fetched earlier): then the record names it too
+    local cached, meta = fw.cached_by_sha256(img.sha256)
+    if cached then img.cache, img.version = cached, meta and meta.version end
+    -- a release file's name says its version (BOARD-YYYYMMDD-vX.Y.Z.ext)
+    local named = not img.version and fw.parse_name(img.file)
+    if named then img.version = named.version end
+  else
+    local got = fw.get(board, version or "latest")
+    img = { file = got.file, path = abs(got.path), sha256 = got.sha256, version = got.version,
+      source = got.url or got.source, cache = got.path }
+  end
+  img.parts = img.parts or fw.parts(img.path, board)
+  return img
+end
+
+-- Which board is on a port, asked of its MicroPython (sys.implementation); nil when none answers.
+function M.board_on_port(url)
+  local ok, id = pcall(function()
+    local p <close> = require("mpctl.serial").open(url, { baud = 115200 })
+    local r = require("mpctl.repl").attach(p, { timeout = 5 })
+    local got = require("mpctl.firmware").identify(r)
+    r:close()
+    return got
+  end)
+  return ok and id.board or nil
+end
+
+-- The MicroPython REPL where t:reset_to_app() said it appears (an open port, or a URL to open).
+function M.repl(app, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  if type(app) == "string" then
+    app = require("mpctl.serial").open(app, { baud = 115200 })
+    o.owns_port = true
+  end
+  return require("mpctl.repl").attach(app, o)
+end
+
+-- The record of the image kept in the history (no data).
+function M.image_record(img)
+  return { file = img.file, path = img.path, sha256 = img.sha256, version = img.version, source = img.source,
+    cache = img.cache }
+end
+
+-- The summary line after a write and the flash event (--json): what was written, how much went
+-- over the wire, how long it took.
+function M.report(t, img, st, t0)
+  local mpctl = require("mpctl")
+  local time = require("mpctl.time")
+  local secs = time.now() - (t0 or mpctl.t_start or time.now())
+  local first = M.extent(img.parts)
+  if st.written == 0 then
+    mpctl.log("flash already held all %d bytes at 0x%X: nothing written (%d bytes on the wire), %.1f s in all",
+      st.raw, first, st.wire, secs)
+  else
+    mpctl.log("wrote %d bytes at 0x%X (%d sent, %d on the wire, %s), %.1f s in all, %.1f s writing: %.0f kbit/s effective",
+      st.raw, first, st.sent, st.wire, st.written == st.raw and "every sector written" or
+        string.format("%d bytes written, the rest already on flash", st.written),
+      secs, st.seconds, st.raw * 8 / math.max(st.seconds, 1e-6) / 1000)
+  end
+  local info = t:identify()
+  local ev = { event = t.event or "flash", board = t.board.id, chip = info.chip, device = info.id, bytes = st.raw,
+    sent = st.sent, wire = st.wire, written = st.written, seconds = secs, write_seconds = st.seconds,
+    verified = st.verified, verify_skipped = st.verify_skipped or nil }
+  if t.summary then
+    for k, v in pairs(t:summary(st)) do ev[k] = v end
+  end
+  require("mpctl.ui").event(ev)
+  return ev
+end
+
+return M
