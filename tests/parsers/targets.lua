@@ -36,6 +36,31 @@ return function(tmpdir)
     }
   end
 
+  -- History lines (history.lua): read a file of them, then format every record as `mpctl history` does.
+  do
+    local history = require("mpctl.history")
+    local path = fs.join(tmpdir, "history.jsonl")
+    T[#T + 1] = {
+      name = "history",
+      run = function(input)
+        local f = assert(io.open(path, "wb"))
+        f:write(input)
+        f:close()
+        local recs = history.read({ path = path })
+        local lines = {}
+        for i, r in ipairs(recs) do lines[i] = history.format(r) end
+        return { recs = recs, lines = lines }
+      end,
+      check = function(r)
+        for i, rec in ipairs(r.recs) do
+          if type(rec) ~= "table" then return false, "record " .. i .. " is not a table" end
+          if type(r.lines[i]) ~= "string" then return false, "record " .. i .. " formats to no line" end
+        end
+        return true
+      end,
+    }
+  end
+
   -- The firmware index HTML: a board page's file links and the /download/ index's board ids.
   do
     local catalog = require("mpctl.firmware.catalog")
