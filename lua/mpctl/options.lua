@@ -58,17 +58,25 @@ end
 local TRUE_WORDS = { yes = true, ["true"] = true, on = true, ["1"] = true }
 local FALSE_WORDS = { no = true, ["false"] = true, off = true, ["0"] = true }
 
+-- The one yes/no parser (recipe options, mpctl.yes, simulator URL options): true or false, or
+-- nil for a word that is neither (yes/true/on/1, no/false/off/0, any case; Lua booleans as they are).
+function M.yes_no(v)
+  if v == true or v == false then return v end
+  local lv = tostring(v):lower()
+  if TRUE_WORDS[lv] then return true end
+  if FALSE_WORDS[lv] then return false end
+  return nil
+end
+
 -- Converts `value` (a string from the command line, or true for a bare --name) for option `o`.
 -- Returns the typed value, or nil and the reason (naming the accepted values).
 function M.convert(o, value)
   if o.kind == nil then return value end
   local v = value
   if o.kind == "bool" then
-    if v == true or v == false then return v end
-    local lv = tostring(v):lower()
-    if TRUE_WORDS[lv] then return true end
-    if FALSE_WORDS[lv] then return false end
-    return nil, "accepted values: yes, no"
+    local b = M.yes_no(v)
+    if b == nil then return nil, "accepted values: yes, no" end
+    return b
   end
   if v == true then return nil, "needs a value (" .. o.spec .. ")" end
   if type(v) == "number" then v = tostring(v) end

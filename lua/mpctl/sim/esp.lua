@@ -42,11 +42,9 @@ end
 
 local function bool(v, default)
   if v == nil or v == "" then return default end
-  if v == true or v == false then return v end
-  local s = tostring(v):lower()
-  if s == "1" or s == "on" or s == "true" or s == "yes" then return true end
-  if s == "0" or s == "off" or s == "false" or s == "no" then return false end
-  error("sim esp: expected on/off, got '" .. s .. "'", 0)
+  local b = require("mpctl.options").yes_no(v)
+  if b == nil then error("sim esp: expected on/off, got '" .. tostring(v) .. "'", 0) end
+  return b
 end
 
 local KNOWN = {
