@@ -321,6 +321,28 @@ test("Ctrl-C during fetch: exit 130, the bytes so far kept as .part, and the rer
   test.ok(ranged and ranged.status == 206, "resumed with a Range from byte 6000")
 end)
 
+test("esp32_flash firmware=: a FIFO, /dev/zero and a file bigger than the flash are refused at once", function()
+  local proc = require("mpctl.proc")
+  local d = fs.tmpdir()
+  local fifo = fs.join(d, "fw.bin")
+  local p = proc.spawn({ argv = { "mkfifo", fifo }, pty = false })
+  test.eq(p:wait(10), 0, "mkfifo")
+  p:close()
+  local big = fs.join(d, "big.bin")
+  local f = assert(io.open(big, "wb"))
+  f:write(string.rep("\255", 1024 * 1024))
+  f:seek("set", 17 * 1024 * 1024) -- a sparse 17 MB file: more than ESP32_GENERIC's largest flash (16 MB)
+  f:write("x")
+  f:close()
+  for path, want in pairs({ [fifo] = "is not a regular file", ["/dev/zero"] = "is not a regular file",
+    [big] = "more than the 16 MB flash" }) do
+    local code, out, err = mpctl({ "esp32_flash", "--port", "sim://esp32", "firmware=" .. path })
+    test.eq(code, 1, path .. ": " .. out .. err)
+    test.contains(err, want, path)
+  end
+  fs.remove(d, { recursive = true })
+end)
+
 test("--json: every firmware command writes JSON lines only on stdout", function()
   local env = { MPCTL_CACHE_DIR = fs.join(top, "cache-json") }
   for _, args in ipairs({ { "list", "board=ESP32_GENERIC" }, { "fetch", "board=RPI_PICO", "version=1.24.1" },
