@@ -375,6 +375,10 @@ static int port_caps(lua_State *L)
     lua_setfield(L, -2, "baud");
     lua_pushstring(L, p->label);
     lua_setfield(L, -2, "kind");
+    if (p->child > 0) { /* sim://: the simulator process, so tests can check it is gone */
+        lua_pushinteger(L, p->child);
+        lua_setfield(L, -2, "pid");
+    }
     return 1;
 }
 

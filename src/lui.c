@@ -432,14 +432,19 @@ static int pm_finish(lua_State *L)
     return 0;
 }
 
-/* __gc/__close: an abandoned bar (error unwinding) is wiped so the error prints cleanly. */
+/* __gc/__close: an abandoned bar (an error or Ctrl-C unwinding) is ended with a newline where
+ * it stopped, so the error prints on a line of its own below the last state shown. */
 static int pm_gc(lua_State *L)
 {
     struct progress *p = check_progress(L);
     if (!p->finished) {
         p->finished = 1;
-        if (p->mode == P_BAR)
-            bar_release(L, p);
+        struct conf *c = get_conf(L);
+        if (p->mode == P_BAR && c->bar == p) {
+            fputc('\n', stderr);
+            fflush(stderr);
+            c->bar = NULL;
+        }
     }
     return 0;
 }
