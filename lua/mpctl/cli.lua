@@ -7,7 +7,7 @@
 
 local M = {}
 
-local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 local USAGE = [[
 usage: mpctl [options] COMMAND|RECIPE [options] [key=value ...] [words ...]
@@ -20,6 +20,7 @@ Built-in commands:
                             --tap, --junit FILE; ends with "N passed, N failed"
   sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
   help [RECIPE]             this text, or a recipe's description and options
+  ls|cat|cp|rm|mkdir|sha256|rmdir|touch|tree|df ...   the same as mpctl fs ... (mpremote's habits)
 
 Tool commands (mpctl help NAME): fs, exec, run, repl, firmware, history
 
@@ -28,13 +29,17 @@ Workflow recipes (mpctl recipes lists them all): esp32_flash, verify_repl, rollb
   ~/.config/mpctl/recipes, then the installed recipes.
 
 Options:
-  --port PORT       serial port: /dev/ttyUSB0, socket://HOST:PORT, rfc2217://HOST:PORT, sim://NAME
-  --baud N          baud rate
+  -p, --port PORT   serial port: /dev/ttyUSB0, socket://HOST:PORT, rfc2217://HOST:PORT, sim://NAME,
+                    auto (the only attached board); default $MPCTL_PORT
+  -b, --baud N      baud rate
   --board ID        board id (boards/ID.lua), e.g. ESP32_GENERIC
   -v, --verbose     more output (twice: debug)
   -q, --quiet       errors only
   --json            events as JSON lines on stdout, for other programs
+  --allow-fs        let the recipe read and write files outside the current folder, its own
+                    folder, MPCTL_PATH, mpctl's config/cache/state folders and the temp folder
   --allow-exec      let the recipe run programs (os.execute, io.popen) and load native code
+                    (implies --allow-fs)
   --version         print the version
   -h, --help        this text
   --                everything after it is a plain word for the recipe
@@ -108,7 +113,7 @@ function M.parse(argv, declared)
   while i <= #argv do
     local w = argv[i]
     if rest then
-      if command == nil then command = w else arg[#arg + 1] = w; words[#words + 1] = w end
+      if command == nil then command, opts._command_index = w, i else arg[#arg + 1] = w; words[#words + 1] = w end
     elseif w == "--" then
       rest = true
     elseif w:sub(1, 2) == "--" and #w > 2 then
@@ -148,7 +153,7 @@ function M.parse(argv, declared)
         j = j + 1
       end
     elseif command == nil then
-      command = w
+      command, opts._command_index = w, i
     else
       words[#words + 1] = w
       local key, value = w:match("^([%a_][%w_%-]*)=(.*)$")
@@ -309,6 +314,22 @@ local function check_recipe_options(parsed, meta, name)
   end
 end
 
+-- Holds this run to the recipe sandbox's file policy unless --allow-fs or --allow-exec was
+-- given (mpctl.sandbox). `script`: the recipe file, whose folder is allowed (none for the tool
+-- commands shipped with mpctl). Paths named on the command line are allowed: they are the
+-- person's choice, not the recipe's.
+function M.confine(parsed, info, script)
+  if parsed.opts["allow-exec"] or parsed.opts["allow-fs"] then return end
+  local named = {}
+  for k, v in pairs(parsed.arg) do
+    if type(v) == "string" and k ~= "port" then named[#named + 1] = v end
+  end
+  if parsed.opts.junit then named[#named + 1] = parsed.opts.junit end
+  local sandbox = require("mpctl.sandbox")
+  sandbox.confine(sandbox.policy({ script = script, named = named, datadir = info.datadir,
+    realpath = require("mpctl.fs").realpath }))
+end
+
 -- A recipe declaring `-- @raw-args` takes key=value-looking words (Python code like `x=1`)
 -- as plain words, in the order given.
 local function unparse_keys(parsed)
@@ -340,6 +361,8 @@ local function run_recipe(parsed, info, say)
   check_recipe_options(parsed, meta, name)
   require("mpctl.options").apply(meta, parsed.arg, name)
   local sandbox = require("mpctl.sandbox")
+  local is_command = path == M.find_command(parsed.command)
+  M.confine(parsed, info, is_command and nil or path)
   local env = sandbox.env(path, { allow_exec = parsed.opts["allow-exec"], arg = parsed.arg,
     recipe_dirs = M.installed_recipe_dirs(info) })
   local chunk, err = loadfile(path, "t", env)
@@ -463,6 +486,8 @@ local function cmd_test(parsed, info)
   for i = 1, #parsed.arg do paths[i] = parsed.arg[i] end
   if #paths == 0 then usage_error("mpctl test needs at least one file or folder") end
   local sandbox = require("mpctl.sandbox")
+  if parsed.opts.port then M.default_port(parsed) end
+  M.confine(parsed, info, nil)
   local test = require("mpctl.test")
   -- -q: only the failures, on stderr (they are the errors); --json: the runner's lines arrive as
   -- output events (mpctl.output) and a summary event ends the run.
@@ -560,6 +585,49 @@ local function say(_, text)
   require("mpctl.output").out(text)
 end
 
+-- `mpctl ls|cat|cp|rm|rmdir|mkdir|touch|tree|df|sha256 ...` = `mpctl fs ...`, as mpremote
+-- users type them (fs itself says which of them it does).
+local FS_ALIASES = { ls = true, cat = true, cp = true, rm = true, rmdir = true, mkdir = true, touch = true,
+  tree = true, df = true, sha256 = true }
+
+-- The one attached device that looks like a board (its USB id is in a boards/ file: a
+-- MicroPython USB port or a bootloader's serial bridge), from `rows` (describe_ports). Several
+-- or none: a usage error listing what is there, so the person picks with --port.
+function M.auto_port(rows)
+  local hits = {}
+  for _, r in ipairs(rows) do
+    if r.boards and #r.boards > 0 then hits[#hits + 1] = r end
+  end
+  local function line(r)
+    return string.format("%s (%s%s)", r.path, r.usb or "?",
+      #r.families > 0 and (", looks like " .. table.concat(r.families, "/")) or "")
+  end
+  if #hits == 1 then return hits[1].path end
+  if #hits == 0 then
+    local present = {}
+    for _, r in ipairs(rows) do present[#present + 1] = r.path end
+    usage_error("--port auto: no MicroPython or bootloader device found by USB id (ports present: " ..
+      (#present > 0 and table.concat(present, ", ") or "none") .. "); give --port PORT")
+  end
+  local lines = {}
+  for _, r in ipairs(hits) do lines[#lines + 1] = "  " .. line(r) end
+  usage_error("--port auto: several devices could be the board; pick one with --port:\n" .. table.concat(lines, "\n"))
+end
+
+-- The port a command uses when none is given: $MPCTL_PORT; `auto` (there or in --port) picks
+-- the only attached board.
+function M.default_port(parsed)
+  local port = parsed.arg.port
+  if port == nil then
+    local env = os.getenv("MPCTL_PORT")
+    if env and env ~= "" then port = env end
+  end
+  if port == "auto" then
+    port = M.auto_port(M.describe_ports(require("mpctl.serial").list()))
+  end
+  if port ~= nil then parsed.arg.port, parsed.opts.port = port, port end
+end
+
 local function dispatch(argv, parsed, info)
   local opts = parsed.opts
   local cmd = parsed.command
@@ -593,6 +661,13 @@ local function dispatch(argv, parsed, info)
     end
     return BUILTIN[cmd](parsed, info)
   end
+  -- mpremote's file commands: `mpctl ls :` is `mpctl fs ls :`
+  if FS_ALIASES[cmd] and not M.find_command(cmd) then
+    argv = table.move(argv, 1, #argv, 1, {})
+    table.insert(argv, opts._command_index, "fs")
+    return dispatch(argv, M.parse(argv), info)
+  end
+  M.default_port(parsed)
   -- now that the recipe is known, parse again so its declared options take values
   local path = M.find_recipe(cmd, info)
   if not parsed.opts.help then
@@ -600,6 +675,7 @@ local function dispatch(argv, parsed, info)
     if next(meta.option_names) then
       parsed = M.parse(argv, meta.by_name)
       parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+      M.default_port(parsed)
     end
   end
   return run_recipe(parsed, info, say)

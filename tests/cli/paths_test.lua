@@ -52,6 +52,10 @@ test("an installed mpctl finds its own library, recipes and boards", function()
   test.eq(rc, 0, out)
   test.contains(out, "verify_repl")
   test.ok(fs.exists(prefix .. "/share/mpctl/lua/mpctl/cli.lua"), "library installed")
+  -- the tool commands come with the library, and the installed copy is the one found
+  rc, out = sh(string.format("cd / && %q/bin/mpctl help fs", prefix))
+  test.eq(rc, 0, out)
+  test.contains(out, prefix .. "/bin/../share/mpctl/lua/mpctl/commands/fs.lua")
   sh(string.format("rm -rf %q", prefix))
 end)
 
@@ -59,13 +63,15 @@ test("a team's recipe can require a workflow recipe shipped with mpctl by name",
   local dir = fs.tmpdir()
   fs.mkdir(dir .. "/recipes")
   fs.write(dir .. "/recipes/team_check.lua", "--- Our check: the shipped verify_repl, then ours.\n" ..
-    "local ok, e = pcall(require, 'verify_repl')\nprint('verify_repl ran: ' .. tostring(e))\n")
+    "local ok, e = pcall(require, 'verify_repl')\nprint('verify_repl ran: ' .. tostring(e))\n" ..
+    "print('its typed default: ' .. math.type(arg.timeout) .. ' ' .. arg.timeout)\n")
   fs.write(dir .. "/recipes/team_undo.lua", "--- Our rollback.\nreturn require('esp32_rollback')\n")
   -- from another folder, so ./recipes of the source tree does not help
   -- no --port: the shipped verify_repl is found and runs as far as its own port check
   local rc, out = sh(string.format("cd / && MPCTL_PATH=%q %q team_check", dir, exe))
   test.eq(rc, 0, out)
   test.contains(out, "verify_repl ran: no port given: use --port PORT")
+  test.contains(out, "its typed default: integer 10")
   -- esp32_rollback itself requires rollback: the chain resolves too (it stops at its own usage check)
   rc, out = sh(string.format("cd / && MPCTL_PATH=%q %q team_undo", dir, exe))
   test.eq(rc, 2, out)

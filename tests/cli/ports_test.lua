@@ -32,3 +32,37 @@ test("ports --port asks the REPL what the board runs", function()
   test.eq(row.firmware.version, "1.27.0")
   test.eq(row.firmware.machine, "JS with Emscripten")
 end)
+
+test("--port auto picks the only attached board, and lists them when several could be", function()
+  local one = cli.describe_ports({
+    { path = "/dev/ttyUSB0", vid = 0x10C4, pid = 0xEA60 },
+    { path = "/dev/ttyACM1", vid = 0x1234, pid = 0x5678 },
+    { path = "/dev/ttyS0" },
+  })
+  test.eq(cli.auto_port(one), "/dev/ttyUSB0")
+  local two = cli.describe_ports({
+    { path = "/dev/ttyUSB0", vid = 0x10C4, pid = 0xEA60 },
+    { path = "/dev/ttyACM0", vid = 0x303A, pid = 0x1001 },
+  })
+  local ok, err = pcall(cli.auto_port, two)
+  test.ok(not ok, "several boards must not be guessed between")
+  test.contains(err.msg, "several devices could be the board; pick one with --port")
+  test.contains(err.msg, "/dev/ttyUSB0 (10C4:EA60, looks like esp)")
+  test.contains(err.msg, "/dev/ttyACM0 (303A:1001")
+  ok, err = pcall(cli.auto_port, cli.describe_ports({ { path = "/dev/ttyS0" } }))
+  test.ok(not ok)
+  test.contains(err.msg, "no MicroPython or bootloader device found by USB id (ports present: /dev/ttyS0)")
+end)
+
+test("--port auto on this machine: what it finds, or a usage error (exit 2) naming the ports", function()
+  local rows = cli.describe_ports(require("mpctl.serial").list())
+  local boards = 0
+  for _, r in ipairs(rows) do if #r.boards > 0 then boards = boards + 1 end end
+  local rc, out = require("support").mpctl("--port auto tests/fixtures/recipes/sandbox_probe.lua what=arg")
+  if boards == 1 then
+    test.eq(rc, 0, out)
+  else
+    test.eq(rc, 2, out)
+    test.contains(out, "--port auto: ")
+  end
+end)
