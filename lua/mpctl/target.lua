@@ -37,6 +37,7 @@ Shared helpers for drivers and recipes:
     target.check(t)                             -- raises when a target lacks an operation
     target.error(kind, where, detail, extra)    -- a structured error (mpctl.errors when present)
     target.resumable(e, offset) -> e            -- adds e.offset and the resume hint to an error
+    target.interrupted(e, where) -> e | nil     -- the interrupt behind an error, when a signal came
     target.extent(parts) -> first, last         -- the address range a list of parts covers
     target.size_name(bytes) -> "4MB"
     target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
@@ -82,10 +83,24 @@ function M.resumable(e, offset, where)
   if e.offset == nil then e.offset = offset end
   if e.hint == nil then
     e.hint = M.RESUME_HINT
-    e.msg = string.format("%s while writing at 0x%X%s; %s", tostring(e.msg or e.detail or e.kind),
-      e.offset or 0, where and (" (" .. where .. ")") or "", e.hint)
+    e.msg = string.format("%s while writing at 0x%X; %s", tostring(e.msg or e.detail or e.kind), e.offset or 0, e.hint)
   end
   return e
+end
+
+local SIGNALS = { [1] = "SIGHUP", [2] = "SIGINT (Ctrl-C)", [15] = "SIGTERM" }
+
+-- An error raised while a signal is pending or was delivered is the interrupt, whatever the code
+-- below made of it: a driver that caught the `interrupted` error of a port write and reported
+-- "device stopped answering" must not turn a Ctrl-C into a device failure (exit 1 instead of
+-- 130). The driver's text is kept as `cause`.
+function M.interrupted(e, where)
+  if errors.is(e, "interrupted") then return e end
+  local native = require("mpctl.interrupt")
+  local sig = native.delivered() or native.pending()
+  if not sig then return nil end
+  return errors.new({ kind = "interrupted", where = where, detail = "interrupted by " .. (SIGNALS[sig] or
+    ("signal " .. sig)), cause = M.text(e) })
 end
 
 local DRIVERS = { esp = "mpctl.esp.target", dfu = "mpctl.dfu.target", rp2 = "mpctl.rp2.target" }

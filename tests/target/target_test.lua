@@ -122,6 +122,12 @@ test("verify=no and repl=no: the skipped checks say skipped, never ok (text and 
   code, out, err = mpctl({ "esp32_flash", "--port", url, "firmware=" .. img, "--repl=no" })
   test.eq(code, 0, err)
   test.contains(out .. err, "ok: flash MD5 matches the image")
+  -- the ESP8266 ROM loader cannot hash: the MD5 check is skipped and says why, it is not "ok"
+  code, out, err = mpctl({ "esp8266_flash", "--port", "sim://esp8266?timing=off&app=none&flash_file=" ..
+    fs.join(top, "t2-8266.bin"), "firmware=demo", "--repl=no", "stub=no" })
+  test.eq(code, 0, err)
+  test.contains(out .. err, "skipped: MD5 check (the ESP8266 ROM loader cannot compute an MD5)")
+  test.ok(not (out .. err):find("ok: flash MD5", 1, true), "no ok for an MD5 the loader cannot make")
 end)
 
 test("every attempt is in the history: ok, and a refused image as failed with its kind", function()

@@ -110,6 +110,9 @@ local function track_runs(self)
     local failure = orig(c, addr, chunk, st)
     st.update = up
     if not failure then self.reached = addr + #chunk end
+    -- a failed block during Ctrl-C is the interrupt: stop here, not after liveness probes and retries
+    local intr = failure and target.interrupted(failure.msg, self.where)
+    if intr then error(intr, 0) end
     return failure
   end
   return function() chip.write_run = nil end -- back to the method
@@ -130,7 +133,7 @@ function T:write(parts, opts)
     local ok, st = pcall(c.write, c, p.offset, p.data, { verify = verify, erased = opts.erased, label = label })
     if not ok then
       untrack()
-      error(target.resumable(st, self.reached, self.where), 0)
+      error(target.resumable(target.interrupted(st, self.where) or st, self.reached, self.where), 0)
     end
     for _, k in ipairs { "raw", "sent", "wire", "written", "retries", "seconds" } do total[k] = total[k] + (st[k] or 0) end
     total.verified = total.verified and st.verified
@@ -140,8 +143,8 @@ function T:write(parts, opts)
     total.verify_skipped, total.verify_why = true, "verify=no"
   elseif not total.verified then
     -- Secure Download Mode and loaders without SPI_FLASH_MD5 cannot be asked what they hold.
-    total.verify_skipped, total.verify_why = true, "this loader cannot compute an MD5 (" ..
-      (c.secure_download and "Secure Download Mode" or (c.stub and "stub" or c.name .. " ROM")) .. ")"
+    total.verify_skipped, total.verify_why = true, c.secure_download and "Secure Download Mode allows no MD5"
+      or string.format("the %s %s cannot compute an MD5", c.name, c.stub and "stub" or "ROM loader")
   end
   return total
 end
