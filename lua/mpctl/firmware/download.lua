@@ -159,7 +159,12 @@ function M.fetch(entry, opts, expect)
   if entry.url:match("^https?://") then
     res = from_http(entry, opts, part, mine)
   else
-    res = copy_local(entry.url, mine)
+    local ok, r = pcall(copy_local, entry.url, mine)
+    if not ok then
+      pcall(fs.remove, mine) -- a folder mirror's file is copied whole or not at all
+      error(r, 0)
+    end
+    res = r
   end
   local img = {
     board = entry.board, variant = entry.variant, version = entry.version, type = entry.type,
