@@ -150,8 +150,9 @@ end
 
 function M.mpy_port(id)
   if type(id) ~= "string" then return nil end
-  local t = file_of(id) or M.KNOWN[id]
-  if t and t.mpy_port then return t.mpy_port end
+  for _, t in ipairs({ file_of(id) or {}, M.KNOWN[id] or {} }) do
+    if t.mpy_port then return t.mpy_port end
+  end
   local up = id:upper()
   for _, p in ipairs(PORT_PATTERNS) do
     if up:find(p[1]) then return p[2] end
