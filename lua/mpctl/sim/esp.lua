@@ -42,9 +42,11 @@ end
 
 local function bool(v, default)
   if v == nil or v == "" then return default end
-  local b = require("mpctl.options").yes_no(v)
-  if b == nil then error("sim esp: expected on/off, got '" .. tostring(v) .. "'", 0) end
-  return b
+  if v == true or v == false then return v end
+  local s = tostring(v):lower()
+  if s == "1" or s == "on" or s == "true" or s == "yes" then return true end
+  if s == "0" or s == "off" or s == "false" or s == "no" then return false end
+  error("sim esp: expected on/off, got '" .. s .. "'", 0)
 end
 
 local KNOWN = {
@@ -117,15 +119,19 @@ end
 
 -- ---- deterministic random numbers (xorshift32), so a seed reproduces a fault pattern --------
 
--- mpctl.random (xorshift32); the seed is mixed as it always was, so every fault pattern a seed
--- gave before it gives still.
 local function rng_new(seed)
-  local g = require("mpctl.random").new((seed ~ 0x9E3779B9) & 0xFFFFFFFF)
-  return {
-    next = function() return g:u32() end,
-    float = function() return g:float() end,
-    int = function(n) return g:below(n) end,
-  }
+  local s = (seed ~ 0x9E3779B9) & 0xFFFFFFFF
+  if s == 0 then s = 0x12345678 end
+  local r = {}
+  function r.next()
+    s = s ~ ((s << 13) & 0xFFFFFFFF)
+    s = s ~ (s >> 17)
+    s = s ~ ((s << 5) & 0xFFFFFFFF)
+    return s
+  end
+  function r.float() return r.next() / 4294967296 end
+  function r.int(n) return r.next() % n end
+  return r
 end
 
 local function parse_mac(s, chip, seed)
