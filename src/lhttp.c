@@ -20,7 +20,9 @@
  *   result = { status=, size=, sha256=hex, url=effective, resumed_from=, attempts=, elapsed=,
  *              etag=?, last_modified=?, content_type=?, body=? }
  *
- * Failures raise "http GET URL: what (after N attempts)". Proxies come from the environment, as
+ * Failures raise an mpctl.errors object "http GET URL: what (after N attempts)" with two extra
+ * fields: status (the HTTP status, 0 when no response came) and retryable (a transient failure:
+ * no connection, stall, cut transfer, 5xx/408/429). Proxies come from the environment, as
  * libcurl does by default; loopback addresses never go through a proxy. */
 #include "mpctl.h"
 
@@ -623,8 +625,16 @@ static void transfer(lua_State *L, request *r, call *c)
         }
         if (!retryable(r, rc, status) || c->attempts > c->retries) {
             push_failure(L, r, rc, status, r->stall);
-            mpctl_raise(L, failure_kind(r, rc, status), c->url, "http GET %s: %s (after %d attempt%s)", c->url,
-                        lua_tostring(L, -1), c->attempts, c->attempts == 1 ? "" : "s");
+            const char *detail = lua_pushfstring(L, "http GET %s: %s (after %d attempt%s)", c->url,
+                                                 lua_tostring(L, -1), c->attempts, c->attempts == 1 ? "" : "s");
+            mpctl_push_error(L, failure_kind(r, rc, status), c->url, detail);
+            /* For callers that retry or fall back themselves (the firmware catalog): the HTTP
+             * status when the server answered, and whether this failure is a transient one. */
+            lua_pushinteger(L, rc == CURLE_HTTP_RETURNED_ERROR ? status : 0);
+            lua_setfield(L, -2, "status");
+            lua_pushboolean(L, retryable(r, rc, status));
+            lua_setfield(L, -2, "retryable");
+            lua_error(L);
         }
         if (r->out)
             keep_partial(r);

@@ -8,6 +8,8 @@
 -- Board files say `mpy_port =` and `machine =` (MICROPY_HW_BOARD_NAME); KNOWN below covers
 -- MicroPython boards that have no board file yet (no flash recipe), so `firmware identify` and
 -- the firmware catalog still know them.
+local errors = require("mpctl.errors")
+
 local M = {}
 
 local function info()
@@ -44,15 +46,15 @@ local function load_file(path, id)
   local text = read(path)
   if not text then return nil end
   local chunk, err = load(text, "@" .. path, "t", {})
-  if not chunk then error("board file " .. path .. ": " .. err, 0) end
+  if not chunk then errors.raise("refused", path, "board file " .. path .. ": " .. err) end
   local ok, t = pcall(chunk)
-  if not ok then error("board file " .. path .. ": " .. tostring(t), 0) end
-  if type(t) ~= "table" then error("board file " .. path .. " must return a table", 0) end
+  if not ok then errors.raise("refused", path, "board file " .. path .. ": " .. tostring(t)) end
+  if type(t) ~= "table" then errors.raise("refused", path, "board file " .. path .. " must return a table") end
   for k, ty in pairs(REQUIRED) do
-    if type(t[k]) ~= ty then error(string.format("board file %s: field %s must be a %s", path, k, ty), 0) end
+    if type(t[k]) ~= ty then errors.raise("refused", path, string.format("board file %s: field %s must be a %s", path, k, ty)) end
   end
   if id and t.id ~= id then
-    error(string.format("board file %s declares id %s, expected %s", path, t.id, id), 0)
+    errors.raise("refused", path, string.format("board file %s declares id %s, expected %s", path, t.id, id))
   end
   t.usb = t.usb or {}
   t.path = path
@@ -82,14 +84,15 @@ end
 
 function M.load(id)
   if type(id) ~= "string" or not id:match("^[%w_%-]+$") then
-    error("board id must be a word like ESP32_GENERIC, got " .. tostring(id), 0)
+    errors.raise("usage", "board", "board id must be a word like ESP32_GENERIC, got " .. tostring(id))
   end
   for _, d in ipairs(M.dirs()) do
     local t = load_file(d .. "/" .. id .. ".lua", id)
     if t then return t end
   end
   local ids = require("mpctl.text").closest(id, M.ids())
-  error("unknown board '" .. id .. "'; known boards: " .. (#ids > 0 and table.concat(ids, ", ") or "none found"), 0)
+  errors.raise("not_found", "board", "unknown board '" .. id .. "'; known boards: " ..
+    (#ids > 0 and table.concat(ids, ", ") or "none found"), { closest = ids })
 end
 
 function M.all()
@@ -147,8 +150,9 @@ end
 
 function M.mpy_port(id)
   if type(id) ~= "string" then return nil end
-  local t = file_of(id) or M.KNOWN[id]
-  if t and t.mpy_port then return t.mpy_port end
+  for _, t in ipairs({ file_of(id) or {}, M.KNOWN[id] or {} }) do
+    if t.mpy_port then return t.mpy_port end
+  end
   local up = id:upper()
   for _, p in ipairs(PORT_PATTERNS) do
     if up:find(p[1]) then return p[2] end

@@ -546,7 +546,7 @@ function M.main(argv, info)
     require("mpctl.ui").finish_progress()
     report_error(rv, opts)
     require("mpctl.interrupt").acknowledge()
-    if type(rv) == "table" and rv.usage then return EXIT_USAGE end
+    if type(rv) == "table" and (rv.usage or require("mpctl").is_usage_error(rv)) then return EXIT_USAGE end
     return errors.exit_code(rv)
   end)
 end

@@ -46,11 +46,13 @@ function M.check(cond, what, detail)
   M.fail("check failed: " .. what .. (detail and (": " .. tostring(detail)) or ""))
 end
 
--- A yes/no setting from the command line: yes, 1, true, on (or a Lua true) mean yes; absent
--- or empty means `default`; anything else means no.
+-- A yes/no setting: absent or empty means `default`; else mpctl.options.yes_no (the one parser),
+-- and a word that is neither yes nor no is a usage error, never a silent "no".
 function M.yes(v, default)
   if v == nil or v == "" then return default or false end
-  return v == true or v == "yes" or v == "1" or v == "true" or v == "on"
+  local b = require("mpctl.options").yes_no(v)
+  if b == nil then M.usage_error("expected yes or no, got '" .. tostring(v) .. "'") end
+  return b
 end
 
 -- mpctl.skip("MD5 check", "verify=no"): a step that was not made, said as such. A check that

@@ -129,15 +129,10 @@ local function is_skip(e)
   return type(e) == "table" and getmetatable(e) and getmetatable(e).__index == SKIP
 end
 
--- `n` bytes that look random but are the same on every run for the same `seed` (an LCG's high
--- byte), so a failing transfer test can be reproduced.
+-- `n` bytes that look random but are the same on every run for the same `seed` (mpctl.random),
+-- so a failing transfer test can be reproduced.
 function M.random_bytes(n, seed)
-  local t, x = {}, seed or 1
-  for i = 1, n do
-    x = (x * 1103515245 + 12345) & 0x7fffffff
-    t[i] = string.char((x >> 16) & 255)
-  end
-  return table.concat(t)
+  return require("mpctl.random").new(seed or 1):bytes(n)
 end
 
 -- Where the running test can find the mpctl executable (to start simulators, or mpctl itself).

@@ -352,6 +352,26 @@ test("identify: _build on 1.25+, machine names on older firmware", function()
   test.eq(firmware.board_from_machine("Some custom board with ESP32"), nil)
 end)
 
+test("board files say their machine name and MicroPython port; a new board file is known at once", function()
+  local board = require("mpctl.board")
+  local d = fs.tmpdir()
+  fs.mkdir(fs.join(d, "boards"), { parents = true })
+  fs.write(fs.join(d, "boards", "ACME_WIDGET.lua"), 'return { id = "ACME_WIDGET", family = "esp", chip = "esp32s3", ' ..
+    'offset = 0, mpy_port = "esp32", machine = "ACME Widget", machine_variants = { ["SPIRAM"] = "SPIRAM" } }')
+  local old = board.dirs
+  board.dirs = function() local t = old() table.insert(t, 1, fs.join(d, "boards")) return t end
+  local ok, err = pcall(function()
+    test.eq({ firmware.board_from_machine("ACME Widget with SPIRAM with ESP32S3") }, { "ACME_WIDGET", "SPIRAM" })
+    test.eq(firmware.port_of("ACME_WIDGET"), "esp32")
+    test.eq(firmware.type_order("ACME_WIDGET")[1], "bin")
+    test.eq(firmware.board_from_machine("Generic ESP32S3 module with ESP32S3"), "ESP32_GENERIC_S3", "from boards/")
+    test.eq(firmware.port_of("RPI_PICO2_W"), "rp2", "a board without a file: mpctl.board.KNOWN")
+  end)
+  board.dirs = old
+  fs.remove(d, { recursive = true })
+  if not ok then error(err, 0) end
+end)
+
 test("an HTTPS mirror with a private CA: ca_file trusts it; otherwise refused, with no silent cache fallback", function()
   local ca = S.make_ca(fs.tmpdir())
   local tls = S.start_server(mirror.dir, { tls = ca, logdir = fs.tmpdir() })

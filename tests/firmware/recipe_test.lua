@@ -275,6 +275,94 @@ test("a hung server: every retry is shown with its reason, then the cache; an ex
   test.eq(srv.count("/_stall/0/download/RPI_PICO/"), before + 4, "two attempts per run")
 end)
 
+test("Ctrl-C during fetch: exit 130, the bytes so far kept as .part, and the rerun resumes them", function()
+  local proc = require("mpctl.proc")
+  local time = require("mpctl.time")
+  local cache = fs.join(top, "cache-int")
+  local file = "ESP32_GENERIC-20240602-v1.23.0.app-bin"
+  local d = fs.tmpdir()
+  local env = {}
+  for k, v in pairs(ENV) do env[k] = v end
+  -- firmware files send 6000 bytes, then nothing (the server stalls requests without a Range)
+  env.MPCTL_MIRROR, env.MPCTL_CACHE_DIR = srv.url .. "/_stallfiles/6000", cache
+  local cmd = string.format("exec '%s' firmware fetch board=ESP32_GENERIC version=1.23.0 type=app-bin >'%s' 2>'%s'",
+    exe, fs.join(d, "out"), fs.join(d, "err"))
+  local p = proc.spawn({ argv = { "/bin/sh", "-c", cmd }, pty = false, env = env })
+  local partial = fs.join(cache, "partial")
+  local deadline, got = time.now() + 60, 0
+  while time.now() < deadline and got < 6000 do
+    time.sleep(0.05)
+    for _, name in ipairs(fs.exists(partial) and fs.list(partial) or {}) do
+      if name:sub(1, #file) == file and name:match("%.part%.%d+%-%d+$") then got = (fs.stat(fs.join(partial, name)) or { size = 0 }).size end
+    end
+  end
+  test.eq(got, 6000, "the first 6000 bytes arrived")
+  p:kill("INT")
+  local code = p:wait(30)
+  if code == nil then p:kill("KILL") p:wait(5) end
+  p:close()
+  local out, err = fs.read(fs.join(d, "out")), fs.read(fs.join(d, "err"))
+  fs.remove(d, { recursive = true })
+  test.eq(code, 130, err)
+  test.eq(out, "", "nothing on stdout: nothing was fetched")
+  test.contains(err, "kept 6000 bytes of " .. file)
+  test.contains(err, "interrupted")
+  test.eq(fs.stat(fs.join(partial, file .. ".part")).size, 6000, "the partial file is there for the rerun")
+  for _, name in ipairs(fs.list(partial)) do test.ok(not name:match("%.part%.%d+%-%d+$"), "no stray claimed file " .. name) end
+  -- the rerun asks for the rest only, and the result is the whole file
+  local e2 = { MPCTL_MIRROR = env.MPCTL_MIRROR, MPCTL_CACHE_DIR = cache }
+  local c2, o2, err2 = mpctl({ "firmware", "fetch", "board=ESP32_GENERIC", "version=1.23.0", "type=app-bin" }, e2)
+  test.eq(c2, 0, err2)
+  test.eq(fs.read((o2:gsub("\n$", ""))), mirror.files[file].data)
+  local ranged
+  for _, q in ipairs(srv.requests()) do
+    if q.path:find("_stallfiles/6000/resources/firmware/" .. file, 1, true) and q.range == "bytes=6000-" then ranged = q end
+  end
+  test.ok(ranged and ranged.status == 206, "resumed with a Range from byte 6000")
+end)
+
+test("esp32_flash firmware=: a FIFO, /dev/zero and a file bigger than the flash are refused at once", function()
+  local proc = require("mpctl.proc")
+  local d = fs.tmpdir()
+  local fifo = fs.join(d, "fw.bin")
+  local p = proc.spawn({ argv = { "mkfifo", fifo }, pty = false })
+  test.eq(p:wait(10), 0, "mkfifo")
+  p:close()
+  local big = fs.join(d, "big.bin")
+  local f = assert(io.open(big, "wb"))
+  f:write(string.rep("\255", 1024 * 1024))
+  f:seek("set", 17 * 1024 * 1024) -- a sparse 17 MB file: more than ESP32_GENERIC's largest flash (16 MB)
+  f:write("x")
+  f:close()
+  for path, want in pairs({ [fifo] = "is not a regular file", ["/dev/zero"] = "is not a regular file",
+    [big] = "more than the 16 MB flash" }) do
+    local code, out, err = mpctl({ "esp32_flash", "--port", "sim://esp32", "firmware=" .. path })
+    test.eq(code, 1, path .. ": " .. out .. err)
+    test.contains(err, want, path)
+  end
+  fs.remove(d, { recursive = true })
+end)
+
+test("--json: every firmware command writes JSON lines only on stdout", function()
+  local env = { MPCTL_CACHE_DIR = fs.join(top, "cache-json") }
+  for _, args in ipairs({ { "list", "board=ESP32_GENERIC" }, { "fetch", "board=RPI_PICO", "version=1.24.1" },
+    { "pin", "board=RPI_PICO", "version=1.24.1", "lock=" .. fs.join(top, "json.lock") }, { "cache" },
+    { "list", "board=ESP32_GENERIC", "offline=yes" }, { "list", "board=NO_SUCH" } }) do
+    local code, out, err = mpctl({ "--json", "firmware", table.unpack(args) }, env)
+    local what = table.concat(args, " ")
+    test.eq(code, args[2] == "board=NO_SUCH" and 1 or 0, what .. ": " .. err)
+    local n = 0
+    for line in out:gmatch("[^\n]*\n?") do
+      if line ~= "" then
+        n = n + 1
+        local ok, v = pcall(ui.json_decode, line)
+        test.ok(ok and type(v) == "table" and v.event, what .. ": not a JSON event line: " .. line)
+      end
+    end
+    test.ok(n > 0, what .. ": some event")
+  end
+end)
+
 test("cleanup", function()
   srv.stop()
   fs.remove(top, { recursive = true })

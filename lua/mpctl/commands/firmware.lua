@@ -25,13 +25,11 @@ local fw, ui, fs = mpctl.firmware, mpctl.ui, mpctl.fs
 local json = ui.config().json
 local sub = arg[1] or "list"
 
-local yes = mpctl.yes
-
 local function out(line) ui.out(line .. "\n") end
 
 local opts = {
   source = arg.mirror, type = arg.type, variant = arg.variant, sha256 = arg.sha256, lock = arg.lock,
-  to = arg.to, offline = yes(arg.offline) or nil, refresh = yes(arg.refresh) or nil, ca_file = arg.ca_file,
+  to = arg.to, offline = arg.offline or nil, refresh = arg.refresh or nil, ca_file = arg.ca_file,
   cache_dir = arg.cache,
   stall_timeout = tonumber(arg.stall), retries = tonumber(arg.retries),
 }
@@ -117,7 +115,7 @@ local function cmd_list()
   if #rows == 0 then
     out("  no firmware files" .. (opts.variant and (" for variant " .. opts.variant) or ""))
   end
-  local limit = yes(arg.all) and #rows or math.min(#rows, 12)
+  local limit = arg.all and #rows or math.min(#rows, 12)
   for i = 1, limit do
     local r = rows[i]
     out(string.format("  %-32s %-10s  %s%s", r.version, date_text(r.date), table.concat(r.types, " "),

@@ -10,17 +10,9 @@ local chips = require("mpctl.esp.chips")
 
 local M = {}
 
--- xorshift32: deterministic across Lua builds (math.random's algorithm is not a contract).
-local function rng(seed)
-  local s = (seed or 1) & 0xFFFFFFFF
-  if s == 0 then s = 0x9E3779B9 end
-  return function()
-    s = s ~ ((s << 13) & 0xFFFFFFFF)
-    s = s ~ (s >> 17)
-    s = s ~ ((s << 5) & 0xFFFFFFFF)
-    return s
-  end
-end
+-- mpctl.random: xorshift32, deterministic across Lua builds (math.random's algorithm is not a
+-- contract); a generator is called as r() for the next 32-bit value.
+local rng = require("mpctl.random").new
 M.rng = rng
 
 local WORDS = { "machine", "network", "socket", "esp32", "bluetooth", "uasyncio", "print", "import",

@@ -211,7 +211,7 @@ local function load_page(board, src, opts)
   local url = src.base .. "/download/" .. board .. "/"
   local ok, res = pcall(net.get, url, opts, { retries = opts.retries or 2 }, "board page " .. board)
   if not ok then
-    if net.kind(res) == "not_found" then unknown_board(board, src, opts, " (HTTP 404 for " .. url .. ")") end
+    if net.is_missing(res) then unknown_board(board, src, opts, " (HTTP 404 for " .. url .. ")") end
     error(res, 0)
   end
   cache.save_page(opts, src.name, board, res.body)

@@ -23,34 +23,16 @@ function M.env(name)
   if v and v ~= "" then return v end
 end
 
--- TRANSITIONAL: mpctl.http raises plain strings until core's structured errors land (Contract 1);
--- then errors.kind(e) is all this needs. libcurl's texts for these cases are stable.
-local TEXT_KINDS = {
-  { "HTTP 404", "not_found" }, { "HTTP 410", "not_found" },
-  { "HTTP 5", "busy" }, { "HTTP 429", "busy" }, { "HTTP 408", "timeout" },
-  { "stalled", "timeout" }, { "timed out", "timeout" }, { "Timeout", "timeout" },
-  { "Couldn't connect", "io" }, { "Could not connect", "io" }, { "Couldn't resolve", "io" },
-  { "Could not resolve", "io" }, { "Failure when receiving", "io" }, { "Empty reply", "eof" },
-  { "Server returned nothing", "eof" }, { "partial file", "eof" }, { "Send failure", "io" },
-}
-
-function M.kind(e)
-  local k = errors.kind(e)
-  if k ~= "internal" then return k end
-  local s = tostring(e)
-  if not s:find("http GET", 1, true) then return k end
-  for _, p in ipairs(TEXT_KINDS) do
-    if s:find(p[1], 1, true) then return p[2] end
-  end
-  return k
+-- mpctl.http's errors carry `retryable` (no connection, stall, cut transfer, 5xx/408/429: the
+-- source could not be reached) and `status` (the HTTP status when the server answered), so this
+-- decides on fields, never on the text. TLS refusals are not retryable: they never fall back.
+function M.is_unreachable(e)
+  return errors.is_error(e) and e.retryable == true
 end
 
--- Network trouble (as opposed to "the server answered no" or "TLS refused") lets fetch fall back
--- to the cache and is worth another attempt.
-local UNREACHABLE = { timeout = true, io = true, eof = true, busy = true }
-
-function M.is_unreachable(e)
-  return UNREACHABLE[M.kind(e)] == true
+-- The server answered that there is no such page (not: the host name did not resolve).
+function M.is_missing(e)
+  return errors.is_error(e) and (e.status == 404 or e.status == 410)
 end
 
 local function reason(e)
@@ -83,7 +65,10 @@ local function with_retries(url, opts, extra, label, prepare)
     local ok, res = pcall(http.get, url, o)
     if ok then return res end
     if not M.is_unreachable(res) or attempt > retries then
-      if attempt > 1 and type(res) == "string" then res = res:gsub("%(after 1 attempt%)$", "(after " .. attempt .. " attempts)") end
+      if attempt > 1 and errors.is_error(res) then
+        res = errors.new({ kind = res.kind, where = res.where, status = res.status, retryable = res.retryable,
+          detail = string.format("http GET %s: %s (after %d attempts)", url, reason(res), attempt) })
+      end
       error(res, 0)
     end
     local pause = math.min(backoff * 2 ^ (attempt - 1), 30)
@@ -174,7 +159,12 @@ function M.fetch(entry, opts, expect)
   if entry.url:match("^https?://") then
     res = from_http(entry, opts, part, mine)
   else
-    res = copy_local(entry.url, mine)
+    local ok, r = pcall(copy_local, entry.url, mine)
+    if not ok then
+      pcall(fs.remove, mine) -- a folder mirror's file is copied whole or not at all
+      error(r, 0)
+    end
+    res = r
   end
   local img = {
     board = entry.board, variant = entry.variant, version = entry.version, type = entry.type,

@@ -81,17 +81,24 @@ local function with_mutex(path, wait, fn)
   local mutex = fs.join(fs.dirname(path), "." .. fs.basename(path) .. ".lck")
   wait = tonumber(wait) or M.WAIT
   local deadline = time.now() + wait
+  local gone = 0
   while true do
     local ok, err = pcall(fs.mkdir, mutex)
     if ok then break end
-    if not fs.exists(mutex) then error(err, 0) end -- not "held": e.g. a read-only folder
-    if time.now() >= deadline then
+    -- Not there now: either its holder released it between our mkdir and this check (try again
+    -- at once), or mkdir fails for another reason, e.g. a read-only folder (then the same again).
+    if not fs.exists(mutex) then
+      gone = gone + 1
+      if gone > 3 then error(err, 0) end
+    elseif time.now() >= deadline then
       local st = fs.stat(mutex)
       errors.raise("busy", path, string.format("lock file %s: another mpctl has been changing it for more than %g s " ..
         "(its mutex %s dates from %s)", path, wait, mutex, st and time.iso(st.mtime) or "?"),
         { hint = "if no mpctl is running, remove that folder" })
+    else
+      gone = 0
     end
-    time.sleep(0.02)
+    if gone == 0 then time.sleep(0.02) end
   end
   local ok, a, b = pcall(fn)
   pcall(fs.remove, mutex)

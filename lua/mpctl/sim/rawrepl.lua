@@ -83,7 +83,7 @@ local CLEAR_GLOBALS = "for _k in list(globals()):\n if not _k.startswith('__'):\
 
 local function truthy(v, default)
   if v == nil then return default end
-  return v == true or v == "true" or v == "1" or v == "yes"
+  return require("mpctl.options").yes_no(v) == true
 end
 
 local Hangup = {}
