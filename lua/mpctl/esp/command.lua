@@ -121,6 +121,14 @@ function Conn:read_frame(timeout)
   return frame
 end
 
+-- Drop input that arrived before a command is sent (only after a timeout can there be any).
+function Conn:discard_stale()
+  if self.port.pending and self.port:pending() > 0 then
+    self.stale = (self.stale or 0) + 1
+    self.port:flush_input()
+  end
+end
+
 -- Swallow frames still in flight (the ROM repeats an unsupported-command reply ~8 times;
 -- esptool drains them, esptool-js readPacket likewise) so they are not read as the next answer.
 function Conn:drain(quiet_for)
@@ -179,6 +187,9 @@ end
 -- Send a command and check its reply. Returns payload, value or nil, kind, message, code.
 function Conn:try(op, data, opts)
   opts = opts or {}
+  -- A reply that came after its command timed out would be read as this command's answer (an
+  -- MD5 of another range, an ack for another block): whatever already arrived is stale.
+  self:discard_stale()
   if opts.raw then self:write_raw(opts.raw) else self:send(op, data, opts.chk) end
   local resp, kind, msg = self:response(op, self:t(opts.timeout or 3))
   if not resp then
