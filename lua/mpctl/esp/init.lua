@@ -374,8 +374,9 @@ local function connect_once(port, opts)
   local stub_running = value == 0 -- the stub answers SYNC with value 0 (sync_stub_detected)
   local c = self:detect()
   if opts.chip and chips.get(opts.chip) and chips.get(opts.chip) ~= c then
-    local hint = c.board and string.format("use --board %s", c.board) or "use a board file for this chip"
-    self:raise("refused", { hint = hint, found = c.key }, "expected %s (board file) but found %s: %s",
+    local id = M.board_for_chip(c.key)
+    local hint = id and string.format("use --board %s", id) or ("no board file for " .. c.name .. " yet")
+    self:raise("refused", { hint = hint, found = c.key, board = id }, "expected %s (board file) but found %s: %s",
       chips.get(opts.chip).name, c.name, hint)
   end
   self.chip, self.name, self.key = c, c.name, c.key
@@ -428,6 +429,21 @@ local function connect_once(port, opts)
   self:attach_flash(opts)
   self.t_connected = time.now()
   return self
+end
+
+-- The generic board file for a chip ("esp32s3" -> "ESP32_GENERIC_S3"), or nil.
+function M.board_for_chip(key)
+  local ok, all = pcall(function() return require("mpctl.board").all() end)
+  local best
+  for _, b in ipairs(ok and all or {}) do
+    if b.family == "esp" and chips.get(b.chip) == chips.get(key) then
+      if not best or (b.id:find("GENERIC", 1, true) and not best.id:find("GENERIC", 1, true))
+          or (#b.id < #best.id and b.id:find("GENERIC", 1, true)) then
+        best = b
+      end
+    end
+  end
+  return best and best.id or nil
 end
 
 -- Connection settings a board file implies: its chip, reset mode (the adapter's own when the
