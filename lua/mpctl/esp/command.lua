@@ -121,9 +121,11 @@ function Conn:read_frame(timeout)
   return frame
 end
 
--- Drop input that arrived before a command is sent (only after a timeout can there be any).
+-- Drop input that arrived before a command is sent. Only a command that timed out can still
+-- have an answer on its way (self.outstanding counts them), so only then is there any.
 function Conn:discard_stale()
-  if self.port.pending and self.port:pending() > 0 then
+  if (self.outstanding or 0) > 0 and self.port.pending and self.port:pending() > 0 then
+    self.outstanding = self.outstanding - 1
     self.stale = (self.stale or 0) + 1
     self.port:flush_input()
   end
@@ -147,7 +149,10 @@ end
 function Conn:response(op, timeout)
   for _ = 1, 100 do
     local frame, kind, msg = self:read_frame(timeout)
-    if not frame then return nil, kind, msg end
+    if not frame then
+      if kind == "timeout" then self.outstanding = (self.outstanding or 0) + 1 end
+      return nil, kind, msg
+    end
     local r = M.decode(frame)
     if r then
       if r.op == op then return r end
