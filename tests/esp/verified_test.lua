@@ -181,3 +181,23 @@ test("a damaged FLASH_DEFL_END reboots the stub: noticed at once, reconnected, v
   port:close()
   fs.remove(dir, { recursive = true })
 end)
+
+test("writes that keep failing at a high rate go on one baud step lower", function()
+  local chip, port = connect("sim://esp32?timing=off")
+  test.eq(port:baud(), 921600)
+  -- a bridge at its limit: every data block it carries at more than 460800 baud arrives damaged
+  local real = port
+  chip.port = setmetatable({
+    name = real.name,
+    write = function(_, s, ...)
+      if real:baud() > 460800 and #s > 1000 then s = s:sub(1, 600) .. "\0" .. s:sub(602) end
+      return real:write(s, ...)
+    end,
+  }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+  local st = chip:write(0x1000, IMG)
+  test.ok(st.verified, "verified")
+  test.eq(real:baud(), 460800, "one step lower")
+  test.contains(chip.baud_note, "writes failed at 921600 baud, went on at 460800")
+  chip.port = real
+  port:close()
+end)

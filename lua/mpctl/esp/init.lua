@@ -589,6 +589,7 @@ local function next_lower(baud)
   end
   return M.ROM_BAUD
 end
+M.next_lower = next_lower
 
 local function connect_any_baud(port, opts)
   local notes = {}
