@@ -184,7 +184,7 @@ function Conn:check(op, resp, resp_len)
     local kind = err == M.ROM_INVALID_RECV_MSG and "unsupported" or "status"
     if kind == "unsupported" then self:drain() end
     return nil, kind, string.format("%s failed: status %d, error 0x%02X (%s)", M.OP_NAME[op] or op,
-      status, err or 0, M.ERR[err] or "unknown error"), err
+      status, err or 0, M.ERR[err] or "unknown error"), err, status
   end
   return data:sub(1, resp_len), resp.value
 end
@@ -212,10 +212,9 @@ M.RETRYABLE_CODE = { [0x07] = true, [0xC0] = true, [0xC1] = true }
 
 -- Replies carry no checksum, so a status other than 0/1 or an error code no loader uses is a
 -- reply damaged on the way back; the command is worth sending again.
-function M.damaged_status(code, msg)
+function M.damaged_status(code, status)
   if M.RETRYABLE_CODE[code] or not M.ERR[code] then return true end
-  local status = tostring(msg):match("status (%d+)")
-  return status ~= nil and status ~= "1"
+  return status ~= nil and status ~= 1
 end
 
 -- The error kind (mpctl.errors) a failed command becomes, by what this layer saw.
@@ -237,10 +236,10 @@ function Conn:command(op, data, opts)
   opts = opts or {}
   local retries = opts.retries or 3
   while true do
-    local payload, value, msg, code = self:try(op, data, opts)
+    local payload, value, msg, code, status = self:try(op, data, opts)
     if payload ~= nil then return payload, value, code end
     local kind = value
-    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, msg))) then
+    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, status))) then
       self:raise(op, kind, msg, code)
     end
     retries = retries - 1

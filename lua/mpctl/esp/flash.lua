@@ -179,8 +179,8 @@ return function(M, Chip)
         local resp, kind, rmsg
         if wok then resp, kind, rmsg = conn:response(data_op, conn:t(block_timeout))
         else kind, rmsg = "io", tostring(werr) end
-        local okc, ckind, cmsg, ccode
-        if resp then okc, ckind, cmsg, ccode = conn:check(data_op, resp, 0) end
+        local okc, ckind, cmsg, ccode, cstatus
+        if resp then okc, ckind, cmsg, ccode, cstatus = conn:check(data_op, resp, 0) end
         -- A frame cut short (lost end byte) is closed by our next frame's leading 0xC0: the
         -- loader then answers twice, an error for the fragment and an ack for the block. Look
         -- for that second answer before sending the block yet again.
@@ -199,7 +199,7 @@ return function(M, Chip)
         -- status no loader sends. A checksum/length error (0x07, 0xC0, 0xC1) says the block
         -- arrived damaged and was not taken.
         if not resp or (ckind == "status" and not command.RETRYABLE_CODE[ccode]
-            and command.damaged_status(ccode, cmsg)) then
+            and command.damaged_status(ccode, cstatus)) then
           lost_ack = true
         end
         local why = (cmsg or rmsg or kind):gsub(";%s*last bytes seen.*$", "")
@@ -362,7 +362,7 @@ return function(M, Chip)
       end
       st.write_s = (st.write_s or 0) + time.now() - tw
       -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
-      if self.stub and st.wrote_any and not failed then
+      if self.stub and st.wrote_any then
         local ok, _, msg = self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END,
           string.pack("<I4", 1), { timeout = 10 })
         if not ok then
