@@ -1,7 +1,7 @@
 -- The ESP fault matrix (issue 8): one flash per case on a fresh simulated board whose flash holds
 -- known, non-blank previous content, with seeded faults on the wire (mpctl.sim.esp's drop /
 -- corrupt / stall / reset, in the direction asked), then the board's flash file is compared
--- with what mpctl said. Used by tests/esp/fault_matrix_test.lua (asserts the invariant on every
+-- with what mpctl said. Used by tests/esp/fault_matrix_*_test.lua (assert the invariant on every
 -- case) and bench/fault_matrix.lua (prints recovery rates).
 --
 -- The invariant: a verified exit 0 means the whole flash equals the image inside its sectors and

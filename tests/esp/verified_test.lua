@@ -1,6 +1,6 @@
 -- Issue 8, "verified means verified": one test per fault the issue names, each made to happen
 -- exactly once (client-side, by damaging the one packet or reply in question) so the outcome
--- does not depend on a random seed. The fault matrix (fault_matrix_test.lua) covers the rest.
+-- does not depend on a random seed. The fault matrix (fault_matrix_*_test.lua) covers the rest.
 local test = require("mpctl.test")
 local fs = require("mpctl.fs")
 local hash = require("mpctl.hash")

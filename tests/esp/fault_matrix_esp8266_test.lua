@@ -1,5 +1,6 @@
--- Issue 8's fault matrix: seeded faults (drop, corrupt, stall, reset) on the frames the board
--- receives, sends, or both, at two rates, on ESP32 and ESP8266, in stub and ROM mode; every case
+-- Issue 8's fault matrix, ESP8266 half (the other chip's half is fault_matrix_esp32_test.lua, so ctest
+-- runs the two side by side): seeded faults (drop, corrupt, stall, reset) on the frames the board
+-- receives, sends, or both, at two rates, in stub and ROM mode; every case
 -- asserts the invariant (tests/esp/faultmatrix.lua): a verified exit 0 means the whole flash
 -- equals the image inside its sectors and the previous content outside; every failure is a
 -- structured error whose claims about the outside are true. No timing: the simulator runs with
@@ -10,8 +11,8 @@ local matrix = require("faultmatrix")
 
 local results = {}
 
-test("baseline: no faults, both chips, both modes: verified and nothing else touched", function()
-  for _, chip in ipairs { "esp32", "esp8266" } do
+test("baseline: no faults, both modes: verified and nothing else touched", function()
+  for _, chip in ipairs { "esp8266" } do
     for _, mode in ipairs { "stub", "rom" } do
       local r = matrix.run { chip = chip, mode = mode, kind = "drop", dir = "both", rate = 0, seed = 1 }
       test.eq(r.violation, nil, matrix.label(r.case))
@@ -23,7 +24,7 @@ test("baseline: no faults, both chips, both modes: verified and nothing else tou
   end
 end)
 
-for _, c in ipairs(matrix.cases()) do
+for _, c in ipairs(matrix.cases { chips = { "esp8266" } }) do
   test("invariant: " .. matrix.label(c), function()
     local r = matrix.run(c)
     results[#results + 1] = r
