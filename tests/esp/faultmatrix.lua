@@ -1,7 +1,7 @@
 -- The ESP fault matrix (issue 8): one flash per case on a fresh simulated board whose flash holds
 -- known, non-blank previous content, with seeded faults on the wire (mpctl.sim.esp's drop /
 -- corrupt / stall / reset, in the direction asked), then the board's flash file is compared
--- with what mpctl said. Used by tests/esp/fault_matrix_test.lua (asserts the invariant on every
+-- with what mpctl said. Used by tests/esp/fault_matrix_*_test.lua (assert the invariant on every
 -- case) and bench/fault_matrix.lua (prints recovery rates).
 --
 -- The invariant: a verified exit 0 means the whole flash equals the image inside its sectors and
@@ -19,16 +19,16 @@ M.FLASH = 1024 * 1024
 M.KINDS = { "drop", "corrupt", "stall", "reset" }
 M.DIRS = { "rx", "tx", "both" }
 
-local function previous_content(size, seed)
+function M.previous_content(size, seed)
   local parts = {}
   for i = 0, size // 4096 - 1 do parts[#parts + 1] = string.rep(string.pack("<I4", (seed << 16) + i + 1), 1024) end
   return table.concat(parts)
 end
 
 local images = {}
-local function image_for(chip)
+function M.image(chip)
   -- not a whole number of sectors, so the tail of the last sector is exercised
-  images[chip] = images[chip] or imagegen.generate { chip = chip, size = 96 * 1024 + 300, seed = 11 }
+  images[chip] = images[chip] or imagegen.generate { chip = chip, size = 48 * 1024 + 300, seed = 11 }
   return images[chip]
 end
 
@@ -39,9 +39,9 @@ end
 function M.run(case)
   local dir = fs.tmpdir()
   local path = fs.join(dir, "flash.bin")
-  local prev = previous_content(M.FLASH, case.seed)
+  local prev = M.previous_content(M.FLASH, case.seed)
   fs.write(path, prev)
-  local img = image_for(case.chip)
+  local img = M.image(case.chip)
   local offset = case.chip == "esp32" and 0x1000 or 0
   local q = { "timing=off", "flash_size=1MB", "flash_file=" .. path, "seed=" .. case.seed,
     case.kind .. "=" .. case.rate, "fault_dir=" .. case.dir }

@@ -1,6 +1,6 @@
 -- Issue 8, "verified means verified": one test per fault the issue names, each made to happen
 -- exactly once (client-side, by damaging the one packet or reply in question) so the outcome
--- does not depend on a random seed. The fault matrix (fault_matrix_test.lua) covers the rest.
+-- does not depend on a random seed. The fault matrix (fault_matrix_*_test.lua) covers the rest.
 local test = require("mpctl.test")
 local fs = require("mpctl.fs")
 local hash = require("mpctl.hash")
@@ -66,7 +66,7 @@ end)
 test("a FLASH_DEFL_BEGIN whose offset is damaged on the wire: exit is an error naming the damaged range", function()
   local dir = fs.tmpdir()
   local path, before = previous_flash(dir, 4096 * KB)
-  local chip, port = connect("sim://esp32?timing=off&flash_file=" .. path)
+  local chip, port = connect("sim://esp32?timing=off&app=none&flash_file=" .. path)
   -- 0x00001000 -> 0x00201000: the third offset byte changed, as a corrupted byte would
   damage_once(chip.conn, OP.FLASH_DEFL_BEGIN, function(p) return p:sub(1, 22) .. "\x20" .. p:sub(24) end)
   local ok, err = pcall(chip.write, chip, 0x1000, IMG)
@@ -170,7 +170,7 @@ end)
 test("a damaged FLASH_DEFL_END reboots the stub: noticed at once, reconnected, verified", function()
   local dir = fs.tmpdir()
   local path = previous_flash(dir, 4096 * KB)
-  local chip, port = connect("sim://esp32?timing=off&flash_file=" .. path)
+  local chip, port = connect("sim://esp32?timing=off&app=none&flash_file=" .. path)
   -- "stay in the stub" (1) read as 0: the stub reboots the chip
   damage_once(chip.conn, OP.FLASH_DEFL_END, function(p) return p:sub(1, 8) .. "\0\0\0\0" end)
   local st = chip:write(0x1000, IMG)
@@ -180,4 +180,24 @@ test("a damaged FLASH_DEFL_END reboots the stub: noticed at once, reconnected, v
   test.eq(chip:md5(0x1000, #IMG + 4 - #IMG % 4), md5hex(IMG .. string.rep("\255", 4 - #IMG % 4)))
   port:close()
   fs.remove(dir, { recursive = true })
+end)
+
+test("writes that keep failing at a high rate go on one baud step lower", function()
+  local chip, port = connect("sim://esp32?timing=off")
+  test.eq(port:baud(), 921600)
+  -- a bridge at its limit: every data block it carries at more than 460800 baud arrives damaged
+  local real = port
+  chip.port = setmetatable({
+    name = real.name,
+    write = function(_, s, ...)
+      if real:baud() > 460800 and #s > 1000 then s = s:sub(1, 600) .. "\0" .. s:sub(602) end
+      return real:write(s, ...)
+    end,
+  }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+  local st = chip:write(0x1000, IMG)
+  test.ok(st.verified, "verified")
+  test.eq(real:baud(), 460800, "one step lower")
+  test.contains(chip.baud_note, "writes failed at 921600 baud, went on at 460800")
+  chip.port = real
+  port:close()
 end)

@@ -121,6 +121,16 @@ function Conn:read_frame(timeout)
   return frame
 end
 
+-- Drop input that arrived before a command is sent. Only a command that timed out can still
+-- have an answer on its way (self.outstanding counts them), so only then is there any.
+function Conn:discard_stale()
+  if (self.outstanding or 0) > 0 and self.port.pending and self.port:pending() > 0 then
+    self.outstanding = self.outstanding - 1
+    self.stale = (self.stale or 0) + 1
+    self.port:flush_input()
+  end
+end
+
 -- Swallow frames still in flight (the ROM repeats an unsupported-command reply ~8 times;
 -- esptool drains them, esptool-js readPacket likewise) so they are not read as the next answer.
 function Conn:drain(quiet_for)
@@ -139,7 +149,10 @@ end
 function Conn:response(op, timeout)
   for _ = 1, 100 do
     local frame, kind, msg = self:read_frame(timeout)
-    if not frame then return nil, kind, msg end
+    if not frame then
+      if kind == "timeout" then self.outstanding = (self.outstanding or 0) + 1 end
+      return nil, kind, msg
+    end
     local r = M.decode(frame)
     if r then
       if r.op == op then return r end
@@ -171,7 +184,7 @@ function Conn:check(op, resp, resp_len)
     local kind = err == M.ROM_INVALID_RECV_MSG and "unsupported" or "status"
     if kind == "unsupported" then self:drain() end
     return nil, kind, string.format("%s failed: status %d, error 0x%02X (%s)", M.OP_NAME[op] or op,
-      status, err or 0, M.ERR[err] or "unknown error"), err
+      status, err or 0, M.ERR[err] or "unknown error"), err, status
   end
   return data:sub(1, resp_len), resp.value
 end
@@ -179,6 +192,9 @@ end
 -- Send a command and check its reply. Returns payload, value or nil, kind, message, code.
 function Conn:try(op, data, opts)
   opts = opts or {}
+  -- A reply that came after its command timed out would be read as this command's answer (an
+  -- MD5 of another range, an ack for another block): whatever already arrived is stale.
+  self:discard_stale()
   if opts.raw then self:write_raw(opts.raw) else self:send(op, data, opts.chk) end
   local resp, kind, msg = self:response(op, self:t(opts.timeout or 3))
   if not resp then
@@ -196,10 +212,9 @@ M.RETRYABLE_CODE = { [0x07] = true, [0xC0] = true, [0xC1] = true }
 
 -- Replies carry no checksum, so a status other than 0/1 or an error code no loader uses is a
 -- reply damaged on the way back; the command is worth sending again.
-function M.damaged_status(code, msg)
+function M.damaged_status(code, status)
   if M.RETRYABLE_CODE[code] or not M.ERR[code] then return true end
-  local status = tostring(msg):match("status (%d+)")
-  return status ~= nil and status ~= "1"
+  return status ~= nil and status ~= 1
 end
 
 -- The error kind (mpctl.errors) a failed command becomes, by what this layer saw.
@@ -221,10 +236,10 @@ function Conn:command(op, data, opts)
   opts = opts or {}
   local retries = opts.retries or 3
   while true do
-    local payload, value, msg, code = self:try(op, data, opts)
+    local payload, value, msg, code, status = self:try(op, data, opts)
     if payload ~= nil then return payload, value, code end
     local kind = value
-    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, msg))) then
+    if retries <= 0 or not (M.RETRYABLE_KIND[kind] or (kind == "status" and M.damaged_status(code, status))) then
       self:raise(op, kind, msg, code)
     end
     retries = retries - 1

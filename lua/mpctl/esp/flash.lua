@@ -179,8 +179,8 @@ return function(M, Chip)
         local resp, kind, rmsg
         if wok then resp, kind, rmsg = conn:response(data_op, conn:t(block_timeout))
         else kind, rmsg = "io", tostring(werr) end
-        local okc, ckind, cmsg, ccode
-        if resp then okc, ckind, cmsg, ccode = conn:check(data_op, resp, 0) end
+        local okc, ckind, cmsg, ccode, cstatus
+        if resp then okc, ckind, cmsg, ccode, cstatus = conn:check(data_op, resp, 0) end
         -- A frame cut short (lost end byte) is closed by our next frame's leading 0xC0: the
         -- loader then answers twice, an error for the fragment and an ack for the block. Look
         -- for that second answer before sending the block yet again.
@@ -195,7 +195,13 @@ return function(M, Chip)
           self:log("verbose", "block %d/%d: answer lost, the loader already has it", seq, nblocks)
         end
         if okc then break end
-        if not resp or (ckind == "status" and command.damaged_status(ccode, cmsg)) then lost_ack = true end
+        -- The answer may have been lost or garbled (the loader may have the block): no answer, or a
+        -- status no loader sends. A checksum/length error (0x07, 0xC0, 0xC1) says the block
+        -- arrived damaged and was not taken.
+        if not resp or (ckind == "status" and not command.RETRYABLE_CODE[ccode]
+            and command.damaged_status(ccode, cstatus)) then
+          lost_ack = true
+        end
         local why = (cmsg or rmsg or kind):gsub(";%s*last bytes seen.*$", "")
         local gone = kind == "eof" or kind == "io"
         if not gone and (kind == "garbled" or kind == "timeout") then gone = not self:alive() end
@@ -234,6 +240,27 @@ return function(M, Chip)
   end
 
   local MAX_RECONNECTS = 2 -- per write: the board reset or the stub rebooted mid-write
+
+  -- Go on one baud step lower (the stub changes rate in place; if the link is lost doing so,
+  -- reconnect at the lower rate). Returns true when the link works at the lower rate.
+  function Chip:step_down_baud(why)
+    local cur = self.port:baud()
+    if cur <= M.ROM_BAUD then return false end
+    local lower = M.next_lower(cur)
+    self:log("warn", "%s at %d baud; going on at %d", why, cur, lower)
+    local ok, changed = pcall(self.change_baud, self, lower)
+    if ok and changed then
+      self.baud_note = string.format("writes failed at %d baud, went on at %d", cur, lower)
+      return true
+    end
+    local o = {}
+    for k, v in pairs(self.opts or {}) do o[k] = v end
+    o.baud, o.early_baud = lower, false
+    self.opts = o
+    local rok = pcall(self.reconnect, self, "the link did not come back at " .. lower .. " baud")
+    if rok then self.baud_note = string.format("writes failed at %d baud, reconnected at %d", cur, lower) end
+    return rok
+  end
 
   -- Raise a write failure: kind, offset (first address not known good), the resume hint
   -- (Contract 3), and what happened outside the image (guard verdict: e.outside, e.damaged).
@@ -316,7 +343,12 @@ return function(M, Chip)
                 .. "before that. Reconnect the board and run the same command again: %s.",
                 reached, failure.msg, math.max(0, reached - offset), #data, resume)
             end
-          elseif st.rounds >= MAX_ROUNDS or not can_md5 then
+          elseif st.rounds >= 2 and (st.baud_steps or 0) < 3 and can_md5
+              and self:step_down_baud(string.format("writes keep failing (%s)", failure.msg)) then
+            -- high rates that fail mid-transfer (a bridge or cable at its limit, anchors.md §1.1
+            -- pain point 2): go on one step lower instead of failing at the same rate
+            st.baud_steps = (st.baud_steps or 0) + 1
+          elseif st.rounds >= MAX_ROUNDS + 2 * (st.baud_steps or 0) or not can_md5 then
             fail("protocol", reached, "write failed at 0x%X: %s (after %d retries). Run the same command again: %s.",
               reached, failure.msg, st.retries, resume)
           else
@@ -330,7 +362,7 @@ return function(M, Chip)
       end
       st.write_s = (st.write_s or 0) + time.now() - tw
       -- Stub: FLASH_(DEFL_)END with "stay in loader" waits until the last block is on flash.
-      if self.stub and st.wrote_any and not failed then
+      if self.stub and st.wrote_any then
         local ok, _, msg = self.conn:try(st.compress and OP.FLASH_DEFL_END or OP.FLASH_END,
           string.pack("<I4", 1), { timeout = 10 })
         if not ok then
@@ -361,7 +393,7 @@ return function(M, Chip)
         local got = self:md5(offset, #data)
         st.verify_s = (st.verify_s or 0) + time.now() - tv
         if got == want_md5 then break end
-        if st.rounds >= MAX_ROUNDS then
+        if st.rounds >= MAX_ROUNDS + 2 * (st.baud_steps or 0) then
           fail("failed", offset, "MD5 of flash 0x%X+%d is %s, image is %s: the written data does not match "
             .. "(after %d attempts); check the power supply and the flash mode.", offset, #data, got, want_md5, st.rounds)
         end

@@ -265,47 +265,165 @@ local function any_bytes(port, wait)
   return ok and s or ""
 end
 
--- Reset into the bootloader and SYNC; tries every strategy of the reset mode in turn.
+-- After a reset the ROM prints its boot line (anchors.md §3.6; esptool reads it to diagnose a
+-- failed connect): "boot:0x3 (DOWNLOAD_BOOT(...))" + "waiting for download" when IO0 was low at
+-- the latch, "boot:0x13 (SPI_FAST_FLASH_BOOT)" when the app starts (S2/S3/C3/C6: "DOWNLOAD(USB/
+-- UART0)" / "SPI_FAST_FLASH_BOOT"). Reads for up to `wait` seconds, stopping at the verdict:
+-- "download", "app", or nil (nothing readable: an ESP8266 prints at 74880, or nothing came).
+function Chip:read_boot_line(wait)
+  local deadline = time.now() + wait
+  local text = ""
+  while true do
+    local left = deadline - time.now()
+    if left <= 0 then break end
+    text = text .. any_bytes(self.port, math.min(0.02, left))
+    if text:find("DOWNLOAD", 1, true) or text:find("waiting for download", 1, true) then return text, "download" end
+    if text:find("FLASH_BOOT", 1, true) then return text, "app" end
+  end
+  return text, nil
+end
+
+-- Where connect remembers, per port, the reset sequence that reached the loader (issue 12):
+-- $XDG_STATE_HOME/mpctl/esp_reset.json (opts.memory = another file, or false for none).
+local function memory_file(opts, port)
+  if opts.memory == false then return nil end
+  if type(opts.memory) == "string" then return opts.memory end
+  -- simulated boards come and go with every test: not remembered unless a file is named
+  if tostring(port.name or ""):match("^sim:") then return nil end
+  local ok, dir = pcall(function() return require("mpctl.fs").xdg("state") end)
+  return ok and dir and (dir .. "/esp_reset.json") or nil
+end
+
+-- A port's identity: USB id and serial number when the OS lists them (the same board on another
+-- /dev/ttyUSBn), else the port's name or URL.
+local function port_key(port)
+  local name = port.name or "port"
+  local ok, list = pcall(function() return require("mpctl.serial").list() end)
+  for _, p in ipairs(ok and list or {}) do
+    if p.path == name and p.vid then
+      return string.format("usb:%04x:%04x:%s", p.vid, p.pid or 0, p.serial or name)
+    end
+  end
+  return name
+end
+
+local function read_memory(path)
+  if not path then return {} end
+  local okr, text = pcall(function() return require("mpctl.fs").read(path) end)
+  if not okr or not text then return {} end
+  local okj, t = pcall(require("mpctl.ui").json_decode, text)
+  return okj and type(t) == "table" and t or {}
+end
+
+local function write_memory(path, key, name)
+  if not path then return end
+  pcall(function()
+    local fs = require("mpctl.fs")
+    local t = read_memory(path)
+    if t[key] and t[key].reset == name then return end
+    t[key] = { reset = name, at = os.time() }
+    -- keep the 64 most recent ports
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    if #keys > 64 then
+      table.sort(keys, function(a, b) return (tonumber(t[a].at) or 0) > (tonumber(t[b].at) or 0) end)
+      for n = 65, #keys do t[keys[n]] = nil end
+    end
+    fs.mkdir(fs.dirname(path), { parents = true })
+    fs.write(path .. ".tmp", require("mpctl.ui").json_encode(t))
+    fs.rename(path .. ".tmp", path)
+  end)
+end
+
+-- Reset into the bootloader and SYNC; tries every strategy of the reset mode in turn, the one
+-- that worked last time on this port first. After each reset the boot line decides at once: the
+-- app started (IO0 released before a slow EN let the chip out of reset) -> the same wiring with a
+-- longer IO0 hold right away, no SYNC wasted on a chip that runs its app.
 function Chip:sync_loop(opts)
   local seq = reset.sequence(opts.reset)
   local attempts = opts.attempts or (#seq == 1 and 3 or 2 * #seq)
+  local mem_path = memory_file(opts, self.port)
+  local key = port_key(self.port)
+  local remembered = read_memory(mem_path)[key]
+  if remembered then
+    for k, st in ipairs(seq) do
+      if st.name == remembered.reset and k > 1 then
+        table.remove(seq, k)
+        table.insert(seq, 1, st)
+        break
+      end
+    end
+  end
   local tried, bootlog = {}, ""
-  for i = 1, attempts do
-    local strat = seq[(i - 1) % #seq + 1]
-    tried[strat.name] = true
-    bootlog = bootlog .. any_bytes(self.port, 0) -- a boot log already waiting says how the chip started
-    self.port:flush_input()
-    strat.fn(self.port)
-    local seen = any_bytes(self.port, 0.05)
-    bootlog = bootlog .. seen
+  local seen_bytes, verdicts = 0, { download = 0, app = 0, none = 0 }
+  local function try_sync(strat)
     for _ = 1, 5 do
       self.port:flush_input()
       local value = self.conn:sync(0.1)
+      if value then return value end
+      time.sleep(0.05)
+    end
+  end
+  local function reset_and_read(strat)
+    tried[strat.name] = true
+    local before = any_bytes(self.port, 0) -- a boot log already waiting says how the chip started
+    bootlog = bootlog .. before
+    seen_bytes = seen_bytes + #before
+    self.port:flush_input()
+    strat.fn(self.port)
+    local text, verdict = self:read_boot_line(0.3)
+    bootlog = bootlog .. text
+    seen_bytes = seen_bytes + #text
+    verdicts[verdict or "none"] = verdicts[verdict or "none"] + 1
+    return verdict
+  end
+  for i = 1, attempts do
+    local strat = seq[(i - 1) % #seq + 1]
+    local verdict = reset_and_read(strat)
+    if verdict == "app" and strat.longer then
+      self:log("verbose", "the app started after %s: IO0 was released too early; holding it longer", strat.name)
+      strat = strat.longer
+      verdict = reset_and_read(strat)
+    end
+    if verdict ~= "app" then
+      local value = try_sync(strat)
       if value then
         self.reset_used = strat.name
+        self.sync_attempts = i
+        write_memory(mem_path, key, strat.name)
         return value
       end
-      time.sleep(0.05)
     end
     self:log("verbose", "no sync after %s reset (attempt %d/%d)", strat.name, i, attempts)
   end
   local names = {}
   for k in pairs(tried) do names[#names + 1] = k end
   table.sort(names)
+  -- One message that says why (issue 12): nothing at all, unreadable bytes, the app every time,
+  -- or a loader that waits but does not answer.
   local hint = ""
   local boot = bootlog:match("boot:(0x%x+)")
-  if boot and not bootlog:find("waiting for download") then
+  if seen_bytes == 0 then
+    hint = " Nothing at all came back after any reset: a wrong port, a charge-only USB cable, or a board "
+      .. "without power."
+  elseif verdicts.download > 0 then
+    hint = " The chip said it waits for download but did not answer SYNC: another program may be reading "
+      .. "the port, or the adapter's TX/RX do not reach the chip."
+  elseif boot and verdicts.app > 0 then
     hint = string.format(" The chip printed a normal boot log (boot:%s): it started its app instead of the "
-      .. "bootloader, so IO0 was not low at reset.", boot)
+      .. "bootloader, so IO0 was not low at reset, every time, even with IO0 held 550 ms.", boot)
+  elseif verdicts.none > 0 then
+    hint = " The chip printed something unreadable after reset: its boot log at another baud rate (74880 "
+      .. "on an ESP8266 is normal) or noise on the line."
   end
   local manual = (opts.reset == "none" or opts.reset == "no")
     and "With reset=none the board must already wait in its bootloader: hold BOOT (IO0), tap RESET (EN), "
       .. "release BOOT, then run again."
     or "If the board has no auto-reset circuit, hold BOOT (IO0), tap RESET (EN), release BOOT and run "
       .. "again with reset=none."
-  self:raise("timeout", nil, "no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that this is the board's "
-    .. "port, that the USB cable carries data (not a charge-only cable) and that no other program holds "
-    .. "the port. %s", attempts, table.concat(names, "; "), hint, manual)
+  self:raise("timeout", { hint = manual }, "no answer to SYNC after %d attempts (reset modes tried: %s).%s Check that "
+    .. "this is the board's port, that the USB cable carries data (not a charge-only cable) and that no other "
+    .. "program holds the port. %s", attempts, table.concat(names, "; "), hint, manual)
 end
 
 -- SPI flash JEDEC id through the SPI user-command registers (loader.py run_spiflash_command,
@@ -374,8 +492,9 @@ local function connect_once(port, opts)
   local stub_running = value == 0 -- the stub answers SYNC with value 0 (sync_stub_detected)
   local c = self:detect()
   if opts.chip and chips.get(opts.chip) and chips.get(opts.chip) ~= c then
-    local hint = c.board and string.format("use --board %s", c.board) or "use a board file for this chip"
-    self:raise("refused", { hint = hint, found = c.key }, "expected %s (board file) but found %s: %s",
+    local id = M.board_for_chip(c.key)
+    local hint = id and string.format("use --board %s", id) or ("no board file for " .. c.name .. " yet")
+    self:raise("refused", { hint = hint, found = c.key, board = id }, "expected %s (board file) but found %s: %s",
       chips.get(opts.chip).name, c.name, hint)
   end
   self.chip, self.name, self.key = c, c.name, c.key
@@ -430,6 +549,21 @@ local function connect_once(port, opts)
   return self
 end
 
+-- The generic board file for a chip ("esp32s3" -> "ESP32_GENERIC_S3"), or nil.
+function M.board_for_chip(key)
+  local ok, all = pcall(function() return require("mpctl.board").all() end)
+  local best
+  for _, b in ipairs(ok and all or {}) do
+    if b.family == "esp" and chips.get(b.chip) == chips.get(key) then
+      if not best or (b.id:find("GENERIC", 1, true) and not best.id:find("GENERIC", 1, true))
+          or (#b.id < #best.id and b.id:find("GENERIC", 1, true)) then
+        best = b
+      end
+    end
+  end
+  return best and best.id or nil
+end
+
 -- Connection settings a board file implies: its chip, reset mode (the adapter's own when the
 -- board lists one for the port's USB id, e.g. USB-Serial/JTAG) and its first flash size.
 function M.board_opts(board, port_path)
@@ -455,6 +589,7 @@ local function next_lower(baud)
   end
   return M.ROM_BAUD
 end
+M.next_lower = next_lower
 
 local function connect_any_baud(port, opts)
   local notes = {}

@@ -60,19 +60,22 @@ end
 -- The strategies tried, in order, across connection attempts for one reset mode. esptool
 -- (`_construct_reset_strategy_sequence`) tries tight 50 ms, tight 550 ms, classic 50 ms, classic
 -- 550 ms; mpctl tries both wirings at the short delay first, as most boards that fail one
--- wiring need the other rather than a longer wait.
+-- wiring need the other rather than a longer wait, and goes to the longer hold of a wiring at
+-- once when the boot line shows the app started (mpctl.esp Chip:sync_loop).
 function M.sequence(mode)
   if mode == "none" or mode == "no" then
     return { { name = "no reset", fn = function() end } }
   elseif mode == "usb-jtag" or mode == "usb_jtag" then
     return { { name = "usb-jtag", fn = M.usb_jtag } }
   elseif mode == "classic" or mode == nil or mode == "default" then
-    return {
-      { name = "classic (atomic DTR+RTS, 50 ms)", fn = function(p) M.tight(p, M.DEFAULT_DELAY) end },
-      { name = "classic (one line at a time, 50 ms)", fn = function(p) M.classic(p, M.DEFAULT_DELAY) end },
-      { name = "classic (atomic DTR+RTS, 550 ms)", fn = function(p) M.tight(p, M.EXTRA_DELAY) end },
-      { name = "classic (one line at a time, 550 ms)", fn = function(p) M.classic(p, M.EXTRA_DELAY) end },
-    }
+    local tight50 = { name = "classic (atomic DTR+RTS, 50 ms)", fn = function(p) M.tight(p, M.DEFAULT_DELAY) end }
+    local line50 = { name = "classic (one line at a time, 50 ms)", fn = function(p) M.classic(p, M.DEFAULT_DELAY) end }
+    local tight550 = { name = "classic (atomic DTR+RTS, 550 ms)", fn = function(p) M.tight(p, M.EXTRA_DELAY) end }
+    local line550 = { name = "classic (one line at a time, 550 ms)", fn = function(p) M.classic(p, M.EXTRA_DELAY) end }
+    -- `longer`: the same wiring with IO0 held longer, tried at once when the boot line after the
+    -- short hold says the app started (a slow EN circuit latched IO0 after it was released).
+    tight50.longer, line50.longer = tight550, line550
+    return { tight50, line50, tight550, line550 }
   end
   error("unknown reset mode '" .. tostring(mode) .. "' (expected classic, usb-jtag or none)", 0)
 end
