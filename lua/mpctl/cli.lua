@@ -443,6 +443,8 @@ local function cmd_sim(parsed)
     end
     error(sim, 0)
   end
+  -- USB simulators (mpctl sim pyboard [-- COMMAND]) serve a simulated bus, not a serial port
+  if sim.usb then return sim.run(parsed) end
   local url = parsed.opts.listen or "pty"
   local serial = require("mpctl.serial")
   local opts = {}

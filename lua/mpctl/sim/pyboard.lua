@@ -1,0 +1,124 @@
+--[[ mpctl.sim.pyboard: a simulated Pyboard (STM32F405) on a simulated USB bus (umockdev).
+
+    mpctl sim pyboard -- COMMAND ...     runs COMMAND with the board plugged in; its exit status is ours
+    mpctl sim pyboard                    serves until Ctrl-C; prints the environment a client needs
+    options (k=v before --): start=dfu|app  timing=on|off  fault=stall|error|disconnect fault_at=N seed=S
+                             flash=FILE (loaded at start when it exists, saved at exit)  serial=S
+
+The board starts in its ROM DFU bootloader (the DFU/BOOT0 jumper at 3V3): 0483:DF11, model in
+mpctl.sim.usb.stm32_dfu. After a DfuSe leave with a valid vector table at 0x08000000 it re-enumerates
+as MicroPython's CDC port F055:9800 (/dev/ttyACM0) with the real MicroPython (WebAssembly, npm) on it
+(mpctl.sim.usb.cdc); machine.bootloader() there brings the ROM back. Any libusb program run under it
+(dfu-util, lsusb, mpctl) sees the board as real hardware: docs/simulators.md.
+]]
+local M = { usb = true }
+
+local function log_to_stderr(quiet)
+  if quiet then return function() end end
+  return function(msg) io.stderr:write("sim pyboard: ", msg, "\n") end
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Builds the board: returns host, and a function that saves the flash.
+function M.build(opts)
+  local host_mod = require("mpctl.sim.usb.host")
+  local stm32 = require("mpctl.sim.usb.stm32_dfu")
+  local cdc = require("mpctl.sim.usb.cdc")
+  local log = log_to_stderr(opts.quiet == "yes" or opts.quiet == true)
+  local host = host_mod.new { log = log }
+  local flash = stm32.new_flash()
+  if opts.flash then
+    local img = read_file(opts.flash)
+    if img then
+      for p = 0, #img // 2048 - 1 do
+        local page = img:sub(p * 2048 + 1, p * 2048 + 2048)
+        if page ~= string.rep("\255", 2048) then flash.pages[p] = page end
+      end
+    end
+  end
+  local rom_opts = {}
+  for k, v in pairs(opts) do rom_opts[k] = v end
+  rom_opts.flash = flash
+  local function rom(f)
+    local o = {}
+    for k, v in pairs(rom_opts) do o[k] = v end
+    o.flash = f
+    return stm32.new(o)
+  end
+  rom_opts.next_model = function(f)
+    return cdc.new { serial = opts.serial, log = log, node = opts.node,
+      on_bootloader = function() return rom(f) end }
+  end
+  if opts.start == "app" then
+    host:plug(rom_opts.next_model(flash), { port = 1 })
+  else
+    host:plug(stm32.new(rom_opts), { port = 1 })
+  end
+  local function save()
+    if not opts.flash then return end
+    local tmp = opts.flash .. ".tmp"
+    local f = assert(io.open(tmp, "wb"))
+    f:write(stm32.flash_read(flash, 0x08000000, 1024 * 1024))
+    f:close()
+    assert(os.rename(tmp, opts.flash))
+  end
+  return host, save, flash
+end
+
+local function reexec(opts, command)
+  local argv = { "sim", "pyboard" }
+  for k, v in pairs(opts) do
+    if type(k) == "string" then argv[#argv + 1] = k .. "=" .. tostring(v) end
+  end
+  if #command > 0 then
+    argv[#argv + 1] = "--"
+    for _, w in ipairs(command) do argv[#argv + 1] = w end
+  end
+  require("mpctl.usbsim").reexec(argv)
+end
+
+--- `mpctl sim pyboard [k=v ...] [-- COMMAND ...]` (called by cmd_sim with the parsed command line).
+function M.run(parsed)
+  local opts, command = {}, {}
+  for k, v in pairs(parsed.arg) do if type(k) == "string" then opts[k] = v end end
+  for i = 2, #parsed.arg do command[#command + 1] = parsed.arg[i] end
+  local ok, usbsim = pcall(require, "mpctl.usbsim")
+  if not ok then
+    require("mpctl.errors").raise("unsupported", "sim pyboard", "this mpctl was built without umockdev",
+      { hint = "install umockdev and libumockdev-dev (scripts/setup) and rebuild" })
+  end
+  -- hotplug (re-enumeration after leave) needs the testbed itself under the preload
+  if not usbsim.preloaded() then reexec(opts, command) end
+  local host, save = M.build(opts)
+  local rc = 0
+  local pid
+  local okrun, err = pcall(function()
+    if #command == 0 then
+      io.stdout:write(string.format("UMOCKDEV_DIR=%s LD_PRELOAD=libumockdev-preload.so.0\n", host:root()))
+      io.stdout:flush()
+      while true do host:step(0.05) end
+    end
+    pid = usbsim.spawn(command)
+    while true do
+      local busy = host:step(0.01)
+      if not busy then
+        local code = usbsim.waitpid(pid)
+        if code ~= nil then rc, pid = code, nil; break end
+      end
+    end
+  end)
+  if pid then usbsim.kill(pid); for _ = 1, 50 do if usbsim.waitpid(pid) then break end require("mpctl.time").sleep(0.02) end end
+  host:close()
+  save()
+  if not okrun then error(err, 0) end
+  return rc
+end
+
+return M
