@@ -15,7 +15,7 @@
  *   tb:attach(devnode) -> id              serve usbfs ioctls on devnode (e.g. /dev/bus/usb/001/002)
  *   tb:detach(id)                         the device is gone: its ioctls fail with ENODEV
  *   tb:remove(syspath)                    remove (uevent "remove")
- *   tb:dev_fd(devnode) -> fd              the pty master behind an emulated tty node
+ *   tb:dev_fd(devnode) -> master, slave   the pty behind an emulated tty node (both fds are the caller's)
  *   tb:next(timeout_s) -> req | nil       the next request for a model:
  *        { id=, op="control", setup=<8 bytes>, data=<OUT bytes> }   (IN: reply with data)
  *        { id=, op="bulk", ep=, data=<OUT bytes> | length=<IN length> }
@@ -34,6 +34,7 @@
 #include "mpctl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <linux/usbdevice_fs.h>
 #include <stdint.h>
@@ -44,6 +45,7 @@
 #include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include <umockdev.h>
@@ -530,8 +532,21 @@ static int tb_dev_fd(lua_State *L)
     int fd = umockdev_testbed_get_dev_fd(h->tb, luaL_checkstring(L, 2));
     if (fd < 0)
         return luaL_error(L, "usbsim: %s has no pty behind it", lua_tostring(L, 2));
-    lua_pushinteger(L, dup(fd));
-    return 1;
+    int master = dup(fd);
+    /* A pty master reads EIO (which a port takes for a hang-up) while no slave is open, i.e.
+     * until a client opens the node: the simulator holds a slave open for as long as it serves. */
+    char name[128];
+    int slave = -1;
+    if (master >= 0 && ptsname_r(master, name, sizeof name) == 0)
+        slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    struct termios t;
+    if (slave >= 0 && tcgetattr(slave, &t) == 0) {
+        cfmakeraw(&t); /* no echo: what the device says must not come back to it as input */
+        tcsetattr(slave, TCSANOW, &t);
+    }
+    lua_pushinteger(L, master);
+    lua_pushinteger(L, slave);
+    return 2;
 }
 
 static int tb_next(lua_State *L)

@@ -62,10 +62,12 @@ function M:on_plug(host, slot)
     "A: bInterfaceNumber=00\\n", "A: bInterfaceClass=02\\n", "A: bInterfaceSubClass=02\\n",
     "A: bInterfaceProtocol=01\\n", "A: interface=Pyboard CDC control\\n", "", }, "\n"))
   host:add_child(table.concat({
-    "P: " .. (self.tty_syspath:gsub("^/sys", "")), "N: ttyACM0",
+    "P: " .. (self.tty_syspath:gsub("^/sys", "")), "N: ttyACM0", "L: device=../../../1-" .. slot.port .. ":1.0",
     "E: SUBSYSTEM=tty", "E: DEVNAME=/dev/ttyACM0", "E: MAJOR=166", "E: MINOR=0", "", }, "\n"))
   local serial = require("mpctl.serial")
-  self.tty = serial.wrap_fd(host:dev_fd("/dev/ttyACM0"), "ttyACM0 (pty master)")
+  local master, slave = host:dev_fd("/dev/ttyACM0")
+  self.tty = serial.wrap_fd(master, "ttyACM0 (pty master)")
+  if slave >= 0 then self.hold = serial.wrap_fd(slave, "ttyACM0 (held slave)") end
   self.mp = require("mpctl.sim.micropython").spawn { node = self.opts.node }
   self.log("MicroPython runs behind /dev/ttyACM0")
 end
@@ -73,6 +75,7 @@ end
 function M:on_unplug(host)
   if self.mp then require("mpctl.sim.micropython").stop(self.mp); self.mp = nil end
   if self.tty then pcall(self.tty.close, self.tty); self.tty = nil end
+  if self.hold then pcall(self.hold.close, self.hold); self.hold = nil end
   if self.tty_syspath then pcall(host.remove, host, self.tty_syspath); self.tty_syspath = nil end
 end
 

@@ -155,15 +155,18 @@ function M:step(timeout)
     self.tb:reply(st, reply)
   end
   local now = time.now()
+  local due = {}
   for _, slot in pairs(self.slots) do
     if slot.model.pump then slot.model:pump() end
     if slot.model.tick then
       local action = slot.model:tick(now)
-      if action and action.unplug then
-        self:unplug(slot)
-        if action.replace then self:plug(action.replace, { port = slot.port }) end
-      end
+      if action and action.unplug then due[#due + 1] = { slot, action } end
     end
+  end
+  -- (re-)plugging changes self.slots: done after the walk over it
+  for _, d in ipairs(due) do
+    self:unplug(d[1])
+    if d[2].replace then self:plug(d[2].replace, { port = d[1].port }) end
   end
   return req ~= nil
 end
