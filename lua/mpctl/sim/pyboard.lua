@@ -72,53 +72,9 @@ function M.build(opts)
   return host, save, flash
 end
 
-local function reexec(opts, command)
-  local argv = { "sim", "pyboard" }
-  for k, v in pairs(opts) do
-    if type(k) == "string" then argv[#argv + 1] = k .. "=" .. tostring(v) end
-  end
-  if #command > 0 then
-    argv[#argv + 1] = "--"
-    for _, w in ipairs(command) do argv[#argv + 1] = w end
-  end
-  require("mpctl.usbsim").reexec(argv)
-end
-
 --- `mpctl sim pyboard [k=v ...] [-- COMMAND ...]` (called by cmd_sim with the parsed command line).
 function M.run(parsed)
-  local opts, command = {}, {}
-  for k, v in pairs(parsed.arg) do if type(k) == "string" then opts[k] = v end end
-  for i = 2, #parsed.arg do command[#command + 1] = parsed.arg[i] end
-  local ok, usbsim = pcall(require, "mpctl.usbsim")
-  if not ok then
-    require("mpctl.errors").raise("unsupported", "sim pyboard", "this mpctl was built without umockdev",
-      { hint = "install umockdev and libumockdev-dev (scripts/setup) and rebuild" })
-  end
-  -- hotplug (re-enumeration after leave) needs the testbed itself under the preload
-  if not usbsim.preloaded() then reexec(opts, command) end
-  local host, save = M.build(opts)
-  local rc = 0
-  local pid
-  local okrun, err = pcall(function()
-    if #command == 0 then
-      io.stdout:write(string.format("UMOCKDEV_DIR=%s LD_PRELOAD=libumockdev-preload.so.0\n", host:root()))
-      io.stdout:flush()
-      while true do host:step(0.05) end
-    end
-    pid = usbsim.spawn(command)
-    while true do
-      local busy = host:step(0.01)
-      if not busy then
-        local code = usbsim.waitpid(pid)
-        if code ~= nil then rc, pid = code, nil; break end
-      end
-    end
-  end)
-  if pid then usbsim.kill(pid); for _ = 1, 50 do if usbsim.waitpid(pid) then break end require("mpctl.time").sleep(0.02) end end
-  host:close()
-  save()
-  if not okrun then error(err, 0) end
-  return rc
+  return require("mpctl.sim.usb.run").run(parsed, "pyboard", M.build)
 end
 
 return M

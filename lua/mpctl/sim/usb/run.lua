@@ -1,0 +1,59 @@
+--[[ mpctl.sim.usb.run: what `mpctl sim <usb simulator> [k=v ...] [-- COMMAND ...]` does for every
+USB simulator: make sure this process runs under the umockdev preload (hotplug needs the testbed
+itself under it: usb-sim.md), build the bus, run COMMAND on it with our stdio and environment
+(UMOCKDEV_DIR, LD_PRELOAD) and return its exit status; without COMMAND, print the environment a
+client needs and serve until interrupted. The board's state is saved at the end (flash=FILE).
+]]
+local M = {}
+
+local function reexec(name, opts, command)
+  local argv = { "sim", name }
+  for k, v in pairs(opts) do argv[#argv + 1] = k .. "=" .. tostring(v) end
+  if #command > 0 then
+    argv[#argv + 1] = "--"
+    for _, w in ipairs(command) do argv[#argv + 1] = w end
+  end
+  require("mpctl.usbsim").reexec(argv)
+end
+
+--- build(opts) -> host, save
+function M.run(parsed, name, build)
+  local opts, command = {}, {}
+  for k, v in pairs(parsed.arg) do if type(k) == "string" then opts[k] = v end end
+  for i = 2, #parsed.arg do command[#command + 1] = parsed.arg[i] end
+  local ok, usbsim = pcall(require, "mpctl.usbsim")
+  if not ok then
+    require("mpctl.errors").raise("unsupported", "sim " .. name, "this mpctl was built without umockdev",
+      { hint = "install umockdev and libumockdev-dev (scripts/setup) and rebuild" })
+  end
+  if not usbsim.preloaded() then reexec(name, opts, command) end
+  local host, save = build(opts)
+  local rc, pid = 0, nil
+  local okrun, err = pcall(function()
+    if #command == 0 then
+      io.stdout:write(string.format("UMOCKDEV_DIR=%s LD_PRELOAD=libumockdev-preload.so.0\n", host:root()))
+      io.stdout:flush()
+      while true do host:step(0.05) end
+    end
+    pid = usbsim.spawn(command)
+    while true do
+      if not host:step(0.01) then
+        local code = usbsim.waitpid(pid)
+        if code ~= nil then rc, pid = code, nil; break end
+      end
+    end
+  end)
+  if pid then
+    usbsim.kill(pid)
+    for _ = 1, 100 do
+      if usbsim.waitpid(pid) then break end
+      require("mpctl.time").sleep(0.02)
+    end
+  end
+  host:close()
+  if save then save() end
+  if not okrun then error(err, 0) end
+  return rc
+end
+
+return M
