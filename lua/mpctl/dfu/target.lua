@@ -92,10 +92,37 @@ function M.how_to_enter(board)
     "connect the DFU/BOOT0 pin to 3V3 and press RST (Pyboard v1.x), or hold USR and press RST until the LED turns white (mboot boards)"
 end
 
+-- --port sim://pyboard[?k=v&...]: the whole command runs again under `mpctl sim pyboard k=v -- ...`
+-- (the umockdev preload must be there from exec on); inside it the simulated board is simply the
+-- DFU device present.
+local function simulated(port)
+  local name, query = port:match("^sim://([%w_]+)%??(.*)$")
+  local ok, sim = pcall(require, "mpctl.sim." .. (name or "?"))
+  if not (ok and sim.usb) then return false end
+  local okp, usbsim = pcall(require, "mpctl.usbsim")
+  if okp and usbsim.preloaded() and os.getenv("UMOCKDEV_DIR") then return true end
+  if not okp then
+    errors.raise("unsupported", port, "this mpctl was built without umockdev", { hint = "install umockdev (scripts/setup) and rebuild" })
+  end
+  local f = assert(io.open("/proc/self/cmdline", "rb"))
+  local cmdline = f:read("a")
+  f:close()
+  local argv = { "sim", name }
+  for kv in query:gmatch("[^&]+") do argv[#argv + 1] = kv end
+  argv[#argv + 1] = "quiet=yes"
+  argv[#argv + 1] = "--"
+  for w in cmdline:gmatch("([^%z]*)%z") do argv[#argv + 1] = w end
+  local exe = debug.getregistry()["mpctl.exe"]
+  -- the first word of cmdline is how we were started; run the same executable
+  for i, w in ipairs(argv) do if w == "--" then argv[i + 1] = exe; break end end
+  usbsim.reexec(argv)
+end
+
 function M.connect(ctx)
   local board, log = ctx.board, ctx.log or function() end
   local opts = ctx.opts or {}
   local port = ctx.port
+  if type(port) == "string" and port:match("^sim://") and simulated(port) then port = nil end
   local spec
   if type(port) == "string" and port:match("^usb:") then
     local filter = usb.parse_url(port)
@@ -150,6 +177,30 @@ function M.connect(ctx)
   log(string.format("DFU device %04x:%04x at usb:%s, %s, %s", d.info.vid, d.info.pid, d.info.path,
     d.dfuse and "DfuSe" or "DFU 1.1", d.alts[1].name or ""))
   return setmetatable({ family = "dfu", board = board, d = d, log = log, opts = opts }, T)
+end
+
+--- A MicroPython-like image for firmware=demo and the bench: a Cortex-M vector table (initial SP at
+--- the top of SRAM, reset handler in flash, Thumb bit) so the ROM's leave jumps to it, then text and
+--- code-like bytes from a seeded generator (the same seed gives the same image).
+function M.demo_image(board, size, seed)
+  size = size or 500 * 1024
+  local x = seed or 1
+  local t = { string.pack("<I4I4", 0x20020000, (board and board.offset or 0x08000000) + 0x401) }
+  local banner = "MicroPython demo image for " .. (board and board.id or "STM32") .. "\0"
+  local n = #t[1]
+  while n < size do
+    local piece
+    if n % 4096 == 8 then
+      piece = banner
+    else
+      local b = {}
+      for i = 1, 256 do x = (x * 1103515245 + 12345) & 0x7fffffff; b[i] = string.char((x >> 16) & 255) end
+      piece = table.concat(b)
+    end
+    t[#t + 1] = piece
+    n = n + #piece
+  end
+  return table.concat(t):sub(1, size)
 end
 
 function T:identify()
