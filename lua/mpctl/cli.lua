@@ -393,10 +393,16 @@ local function cmd_ports(parsed)
       end
     end
   end
+  -- USB devices without a serial port (DFU, BOOTSEL): mpctl.dfu.ports
+  local usb_rows = {}
+  if not parsed.opts.port then usb_rows = require("mpctl.dfu.ports").rows() end
   if parsed.opts.json then
     for _, r in ipairs(rows) do io.stdout:write(ui.json_encode(r) .. "\n") end
+    require("mpctl.dfu.ports").write(usb_rows, true)
     return EXIT_OK
   end
+  require("mpctl.dfu.ports").write(usb_rows, false)
+  if #rows == 0 and #usb_rows > 0 then return EXIT_OK end
   if #rows == 0 then
     io.stdout:write("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
     return EXIT_OK
