@@ -291,6 +291,9 @@ function T:write(parts, opts)
         if type(e) == "table" then
           e.offset = e.offset or s.addr
           e.hint = RESUME
+          if e.msg and not e.msg:find(RESUME, 1, true) then
+            e.msg = string.format("%s (flash known good up to 0x%08X); %s", e.msg, e.offset, RESUME)
+          end
         end
         error(e, 0)
       end
