@@ -265,6 +265,7 @@ function T:write(parts, opts)
   local raw = 0
   for _, p in ipairs(parts) do raw = raw + #p.data end
   local written, erased, skipped = 0, 0, 0
+  local programmed = {} -- pieces written now: the ones verify reads back (the others were just compared)
   for _, s in ipairs(sectors) do
     local pieces = pieces_in(parts, s)
     local same = not opts.erased
@@ -285,6 +286,7 @@ function T:write(parts, opts)
         for _, pc in ipairs(pieces) do
           d:program(pc.offset, pc.data, opts.progress)
           written = written + #pc.data
+          programmed[#programmed + 1] = pc
         end
       end)
       if not ok then
@@ -301,7 +303,9 @@ function T:write(parts, opts)
   end
   local verified, verify_skipped = false, opts.verify == false
   if not verify_skipped then
-    for _, p in ipairs(parts) do
+    -- Everything written is read back. Sectors skipped were read and compared equal above, so
+    -- with opts.erased (nothing compared first) every part is read back.
+    for _, p in ipairs(opts.erased and parts or programmed) do
       local back = d:read(p.offset, #p.data)
       if back ~= p.data then
         local i = 1

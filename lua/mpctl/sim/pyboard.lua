@@ -4,6 +4,7 @@
     mpctl sim pyboard                    serves until Ctrl-C; prints the environment a client needs
     options (k=v before --): start=dfu|app  timing=on|off  fault=stall|error|disconnect fault_at=N seed=S
                              flash=FILE (loaded at start when it exists, saved at exit)  serial=S
+                             stats=FILE (sectors erased, bytes programmed, bytes moved: JSON at exit)
 
 The board starts in its ROM DFU bootloader (the DFU/BOOT0 jumper at 3V3): 0483:DF11, model in
 mpctl.sim.usb.stm32_dfu. After a DfuSe leave with a valid vector table at 0x08000000 it re-enumerates
@@ -62,6 +63,14 @@ function M.build(opts)
     host:plug(stm32.new(rom_opts), { port = 1 })
   end
   local function save()
+    if opts.stats then
+      -- stats=FILE: what the board saw, as one JSON line (bench/dfu_flash.lua)
+      local f = assert(io.open(opts.stats, "wb"))
+      f:write(require("mpctl.ui").json_encode { sectors_erased = flash.sectors_erased,
+        bytes_programmed = flash.bytes_programmed, bytes_out = host.moved_out or 0, bytes_in = host.moved_in or 0,
+        transfers = host.transfers or 0 }, "\n")
+      f:close()
+    end
     if not opts.flash then return end
     local tmp = opts.flash .. ".tmp"
     local f = assert(io.open(tmp, "wb"))

@@ -153,6 +153,10 @@ function M:step(timeout)
       end
     end
     self.tb:reply(st, reply)
+    -- what crossed the bus (for the bench): data stages only, not setup packets
+    self.moved_out = (self.moved_out or 0) + (req.data and #req.data or 0)
+    self.moved_in = (self.moved_in or 0) + (reply and #reply or 0)
+    self.transfers = (self.transfers or 0) + 1
   end
   local now = time.now()
   local due = {}
