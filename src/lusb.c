@@ -486,9 +486,30 @@ static int match_serial(libusb_device *dev, const struct filter *f)
     return n >= 0 && (size_t)n == strlen(f->serial) && memcmp(buf, f->serial, (size_t)n) == 0;
 }
 
+/* The device is still in sysfs with the same device number. libusb drops an unplugged device
+ * from its list when the udev "remove" event arrives; where that event is late or not handled
+ * (umockdev's simulated bus leaves the stale entry), sysfs says whether the device is gone. */
+static int still_present(libusb_device *dev)
+{
+    char path[MAX_PATH_TEXT], file[MAX_PATH_TEXT + 40];
+    port_path(dev, path, sizeof path);
+    size_t pl = strlen(path);
+    if (pl >= 2 && strcmp(path + pl - 2, "-0") == 0) /* a root hub is usbN in sysfs */
+        snprintf(file, sizeof file, "/sys/bus/usb/devices/usb%d/devnum", libusb_get_bus_number(dev));
+    else
+        snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/devnum", path);
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return errno != ENOENT;
+    int devnum = -1;
+    int n = fscanf(f, "%d", &devnum);
+    fclose(f);
+    return n != 1 || devnum == libusb_get_device_address(dev);
+}
+
 static int matches(libusb_device *dev, const struct filter *f)
 {
-    return match_ids(dev, f) && match_serial(dev, f);
+    return still_present(dev) && match_ids(dev, f) && match_serial(dev, f);
 }
 
 static void describe_filter(const struct filter *f, char *out, size_t n)

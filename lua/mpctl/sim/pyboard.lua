@@ -4,7 +4,7 @@
     mpctl sim pyboard                    serves until Ctrl-C; prints the environment a client needs
     options (k=v before --): start=dfu|app  timing=on|off  fault=stall|error|disconnect fault_at=N seed=S
                              flash=FILE (loaded at start when it exists, saved at exit)  serial=S
-                             stats=FILE (sectors erased, bytes programmed, bytes moved: JSON at exit)
+                             boards=N (N ROM bootloaders on ports 1..N)  stats=FILE (sectors erased, bytes programmed, bytes moved: JSON at exit)
 
 The board starts in its ROM DFU bootloader (the DFU/BOOT0 jumper at 3V3): 0483:DF11, model in
 mpctl.sim.usb.stm32_dfu. After a DfuSe leave with a valid vector table at 0x08000000 it re-enumerates
@@ -61,6 +61,14 @@ function M.build(opts)
     host:plug(rom_opts.next_model(flash), { port = 1 })
   else
     host:plug(stm32.new(rom_opts), { port = 1 })
+  end
+  -- boards=N: more ROM bootloaders on ports 2..N (own flash, serials ...0002, ...), for tests of
+  -- "several DFU devices: name one"
+  for i = 2, tonumber(opts.boards) or 1 do
+    local o = {}
+    for k, v in pairs(rom_opts) do o[k] = v end
+    o.flash, o.serial = stm32.new_flash(), string.format("3276345E%04d", i)
+    host:plug(stm32.new(o), { port = i })
   end
   local function save()
     if opts.stats then

@@ -99,6 +99,7 @@ function M:unplug(slot)
   if slot.model.on_unplug then pcall(slot.model.on_unplug, slot.model, self, slot) end
   self.tb:detach(slot.id)
   self.tb:remove(slot.syspath)
+  os.remove(self.tb:root() .. slot.node) -- umockdev keeps the node; the kernel would not
   self.log(string.format("unplugged usb:1-%d", slot.port))
 end
 
