@@ -22,22 +22,9 @@ local errors = require("mpctl.errors")
 
 local M = {}
 
-local CRC_TABLE = {}
-for i = 0, 255 do
-  local c = i
-  for _ = 1, 8 do c = (c & 1 ~= 0) and (0xEDB88320 ~ (c >> 1)) or (c >> 1) end
-  CRC_TABLE[i] = c
-end
-
--- Standard CRC-32 register without the final inversion, as the DFU suffix stores it.
+-- Standard CRC-32 (zlib's, through mpctl.hash) without the final inversion, as the suffix stores it.
 function M.crc32(s)
-  local crc = 0xFFFFFFFF
-  local t = CRC_TABLE
-  for i = 1, #s, 4096 do
-    local bytes = { s:byte(i, math.min(i + 4095, #s)) }
-    for j = 1, #bytes do crc = t[(crc ~ bytes[j]) & 0xFF] ~ (crc >> 8) end
-  end
-  return crc
+  return (~require("mpctl.hash").crc32(s)) & 0xFFFFFFFF
 end
 
 local function refuse(where, detail, hint)
