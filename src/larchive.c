@@ -35,6 +35,16 @@ typedef struct {
     int entry_done;
 } lar;
 
+/* A file that cannot be opened is not_found/access; one libarchive cannot read is malformed
+ * input, refused before anything is extracted or flashed. */
+static const char *archive_kind(struct archive *a)
+{
+    int err = archive_errno(a);
+    if (err == ENOENT || err == EACCES || err == EPERM)
+        return mpctl_errno_kind(err);
+    return "refused";
+}
+
 static lar *check_lar(lua_State *L, int i)
 {
     lar *h = luaL_checkudata(L, i, ARCHIVE_MT);
@@ -84,7 +94,7 @@ static lar *open_archive(lua_State *L, const char *path)
     archive_read_support_format_all(h->a);
     h->entry_done = 1;
     if (archive_read_open_filename(h->a, path, 65536) != ARCHIVE_OK)
-        luaL_error(L, "archive %s: %s", path, archive_error_string(h->a));
+        mpctl_raise(L, archive_kind(h->a), path, "archive %s: %s", path, archive_error_string(h->a));
     return h;
 }
 
@@ -150,7 +160,7 @@ static int next_header(lua_State *L, lar *h, const char *path)
         return 0;
     }
     if (rc < ARCHIVE_WARN)
-        luaL_error(L, "archive %s: reading the entry after %s: %s", path,
+        mpctl_raise(L, archive_kind(h->a), path, "archive %s: reading the entry after %s: %s", path,
                    h->entry ? entry_name(h->entry) : "the start", archive_error_string(h->a));
     h->entry_done = 0;
     return 1;
@@ -169,7 +179,7 @@ static void read_entry(lua_State *L, lar *h, const char *path, lua_Integer max)
         char *dst = luaL_prepbuffsize(&b, want);
         la_ssize_t n = archive_read_data(h->a, dst, want);
         if (n < 0)
-            luaL_error(L, "archive %s: entry %s: %s", path, entry_name(h->entry), archive_error_string(h->a));
+            mpctl_raise(L, archive_kind(h->a), path, "archive %s: entry %s: %s", path, entry_name(h->entry), archive_error_string(h->a));
         if (n == 0) {
             h->entry_done = 1;
             break;
@@ -256,7 +266,7 @@ static int ar_verify(lua_State *L)
         while ((n = archive_read_data(h->a, buf, sizeof buf)) > 0) {
         }
         if (n < 0)
-            return luaL_error(L, "archive %s: entry %s: %s", path, entry_name(h->entry), archive_error_string(h->a));
+            return mpctl_raise(L, archive_kind(h->a), path, "archive %s: entry %s: %s", path, entry_name(h->entry), archive_error_string(h->a));
     }
     return 1;
 }
@@ -277,7 +287,7 @@ static int ar_read(lua_State *L)
             return 1;
         }
     }
-    return luaL_error(L, "archive %s: no file entry named %s", path, want);
+    return mpctl_raise(L, "not_found", path, "archive %s: no file entry named %s", path, want);
 }
 
 /* ---- safe extraction ------------------------------------------------------------------------ */
@@ -442,7 +452,7 @@ static void validate_all(lua_State *L, const char *path)
         const char *name = push_clean_name(L, entry_name(h->entry));
         const char *why = entry_refusal(L, h->entry, name, links);
         if (why)
-            luaL_error(L, "archive %s: refusing entry \"%s\": %s (nothing extracted)", path, entry_name(h->entry), why);
+            mpctl_raise(L, "refused", path, "archive %s: refusing entry \"%s\": %s (nothing extracted)", path, entry_name(h->entry), why);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -509,12 +519,12 @@ static lua_Integer copy_entry(lua_State *L, lar *h, struct archive *disk, const 
     while ((n = archive_read_data(h->a, buf, sizeof buf)) > 0) {
         written += n;
         if (written > max_bytes)
-            luaL_error(L, "archive %s: more than %I bytes unpacked; stopped at %s", path, max_bytes, name);
+            mpctl_raise(L, "refused", path, "archive %s: more than %I bytes unpacked; stopped at %s", path, max_bytes, name);
         if (archive_write_data(disk, buf, (size_t)n) != n)
-            luaL_error(L, "archive %s: writing %s: %s", path, name, archive_error_string(disk));
+            mpctl_raise(L, "io", path, "archive %s: writing %s: %s", path, name, archive_error_string(disk));
     }
     if (n < 0)
-        luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(h->a));
+        mpctl_raise(L, archive_kind(h->a), path, "archive %s: entry %s: %s", path, name, archive_error_string(h->a));
     return written;
 }
 
@@ -535,14 +545,14 @@ static void extract_entries(lua_State *L, extract_ctx *x, const char *path, lua_
         }
         archive_entry_set_pathname(h->entry, name);
         if (archive_write_header(x->disk, h->entry) < ARCHIVE_WARN)
-            luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
+            mpctl_raise(L, "io", path, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
         written = copy_entry(L, h, x->disk, path, name, written, max_bytes);
         if (archive_write_finish_entry(x->disk) < ARCHIVE_WARN)
-            luaL_error(L, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
+            mpctl_raise(L, "io", path, "archive %s: entry %s: %s", path, name, archive_error_string(x->disk));
         lua_rawseti(L, -2, ++count);
     }
     if (archive_write_close(x->disk) < ARCHIVE_WARN)
-        luaL_error(L, "archive %s: finishing: %s", path, archive_error_string(x->disk));
+        mpctl_raise(L, "io", path, "archive %s: finishing: %s", path, archive_error_string(x->disk));
     /* the names stay on top; the archive below them closes when ar_extract returns */
 }
 
@@ -558,23 +568,23 @@ static int ar_extract(lua_State *L)
     }
     char *real = realpath(path, NULL); /* the archive is opened by absolute path after chdir */
     if (real == NULL)
-        return luaL_error(L, "archive %s: %s", path, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), path, "archive %s: %s", path, strerror(errno));
     lua_pushstring(L, real);
     free(real);
     path = lua_tostring(L, -1);
 
     validate_all(L, path);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return luaL_error(L, "archive %s: cannot create %s: %s", path, dir, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), dir, "archive %s: cannot create %s: %s", path, dir, strerror(errno));
     if (!dir_is_empty(dir))
-        return luaL_error(L, "archive %s: extract folder %s must be new or empty", path, dir);
+        return mpctl_raise(L, "refused", dir, "archive %s: extract folder %s must be new or empty", path, dir);
 
     /* Extraction runs inside dir so libarchive's NOABSOLUTEPATHS check applies to the names as
      * they are. */
     extract_ctx *x = push_extract_guard(L);
     x->cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (x->cwd < 0 || chdir(dir) != 0)
-        return luaL_error(L, "archive %s: cannot enter %s: %s", path, dir, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), dir, "archive %s: cannot enter %s: %s", path, dir, strerror(errno));
     extract_entries(L, x, path, max_bytes);
     return 1;
 }

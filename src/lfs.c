@@ -16,7 +16,7 @@
 
 static int fail(lua_State *L, const char *op, const char *path, int err)
 {
-    return luaL_error(L, "fs.%s %s: %s", op, path, strerror(err));
+    return mpctl_raise(L, mpctl_errno_kind(err), path, "fs.%s %s: %s", op, path, strerror(err));
 }
 
 static int write_all(int fd, const char *s, size_t n)
@@ -132,7 +132,8 @@ static int f_write(lua_State *L)
     char *tmp = template_copy(L, lua_pushfstring(L, "%s/.%s.tmp-XXXXXX", dir, base));
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return luaL_error(L, "fs.write %s: cannot create a temporary file in %s: %s", path, dir, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), path, "fs.write %s: cannot create a temporary file in %s: %s",
+                           path, dir, strerror(errno));
     int err = 0;
     if (write_all(fd, data, n) < 0 || fchmod(fd, mode) < 0 || fsync(fd) < 0)
         err = errno;
@@ -349,7 +350,7 @@ static int f_rename(lua_State *L)
     const char *a = luaL_checkstring(L, 1);
     const char *b = luaL_checkstring(L, 2);
     if (rename(a, b) < 0)
-        return luaL_error(L, "fs.rename %s -> %s: %s", a, b, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), a, "fs.rename %s -> %s: %s", a, b, strerror(errno));
     return 0;
 }
 
@@ -361,7 +362,8 @@ static int f_tmpdir(lua_State *L)
         base = "/tmp";
     char *tmpl = template_copy(L, lua_pushfstring(L, "%s/mpctl-XXXXXX", base));
     if (mkdtemp(tmpl) == NULL)
-        return luaL_error(L, "fs.tmpdir: cannot create a folder in %s: %s", base, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), base, "fs.tmpdir: cannot create a folder in %s: %s", base,
+                           strerror(errno));
     lua_pushstring(L, tmpl);
     return 1;
 }
@@ -451,7 +453,7 @@ static int f_home(lua_State *L)
 {
     const char *h = home_dir();
     if (h == NULL)
-        return luaL_error(L, "fs.home: HOME is not set and the user has no home folder");
+        return mpctl_raise(L, "not_found", NULL, "fs.home: HOME is not set and the user has no home folder");
     lua_pushstring(L, h);
     return 1;
 }
@@ -472,7 +474,7 @@ static int f_xdg(lua_State *L)
     }
     const char *h = home_dir();
     if (h == NULL)
-        return luaL_error(L, "fs.xdg(\"%s\"): neither %s nor HOME is set", kinds[k], vars[k]);
+        return mpctl_raise(L, "not_found", NULL, "fs.xdg(\"%s\"): neither %s nor HOME is set", kinds[k], vars[k]);
     lua_pushfstring(L, "%s/%s/mpctl", h, defaults[k]);
     return 1;
 }

@@ -187,7 +187,7 @@ static int h_file(lua_State *L)
         h = new_hash(L, 2, "sha256");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return luaL_error(L, "hash.file %s: %s", path, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), path, "hash.file %s: %s", path, strerror(errno));
     uLong crc = crc32(0, Z_NULL, 0);
     unsigned char buf[FILE_CHUNK];
     for (;;) {
@@ -197,7 +197,7 @@ static int h_file(lua_State *L)
         if (k < 0) {
             int e = errno;
             close(fd);
-            return luaL_error(L, "hash.file %s: read: %s", path, strerror(e));
+            return mpctl_raise(L, mpctl_errno_kind(e), path, "hash.file %s: read: %s", path, strerror(e));
         }
         if (k == 0)
             break;

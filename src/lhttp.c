@@ -52,6 +52,7 @@ typedef struct {
     int bad_range;     /* server answered 206 for another offset than the one asked */
     int too_big;
     int stalled;       /* our own stall check fired (libcurl's low-speed window is ~6 s wide) */
+    int interrupted;   /* a signal stopped the transfer: raised as `interrupted` after it */
     double stall;      /* seconds without a byte before giving up; 0 = never */
     double last_data;  /* monotonic time the byte count last moved */
     curl_off_t last_dlnow;
@@ -209,6 +210,13 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     (void)ulnow;
     request *r = ud;
     double now = mpctl_now();
+    /* libcurl calls this at least once a second while it waits (and on every chunk): the one
+     * place a blocking transfer can notice Ctrl-C. Aborting leaves the file as it is, so the
+     * part already downloaded stays for a resume. */
+    if (mpctl_interrupt_due()) {
+        r->interrupted = 1;
+        return 1;
+    }
     if (dlnow != r->last_dlnow) {
         r->last_dlnow = dlnow;
         r->last_data = now;
@@ -326,6 +334,46 @@ static void push_failure(lua_State *L, request *r, CURLcode rc, long status, dou
         lua_pushfstring(L, "%s%s%s", curl_easy_strerror(rc), r->errbuf[0] ? ": " : "", r->errbuf);
 }
 
+/* The kind of a failed transfer. Network trouble (io, eof, timeout, busy) is what callers may
+ * retry later or answer from a cache; a server's "no" (not_found, access) and a TLS peer that
+ * cannot be trusted (access) are not. */
+static const char *failure_kind(const request *r, CURLcode rc, long status)
+{
+    if (rc == CURLE_HTTP_RETURNED_ERROR) {
+        if (status == 404 || status == 410)
+            return "not_found";
+        if (status == 401 || status == 403)
+            return "access";
+        if (status == 408)
+            return "timeout";
+        if (status == 429 || status >= 500)
+            return "busy";
+        return "io";
+    }
+    if (r->stalled || rc == CURLE_OPERATION_TIMEDOUT)
+        return "timeout";
+    if (r->bad_range)
+        return "protocol";
+    if (r->too_big)
+        return "refused";
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return "access"; /* the server is not who we trust: not a network hiccup */
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return "eof";
+    default:
+        return "io"; /* unreachable: cannot resolve or connect, connection lost */
+    }
+}
+
 static int sha256_file(FILE *f, char hex[65])
 {
     unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
@@ -368,7 +416,7 @@ static void open_output(lua_State *L, request *r, const char *url, const char *t
 {
     r->out = fopen(to, append ? "ab+" : "wb+");
     if (r->out == NULL)
-        luaL_error(L, "http GET %s: cannot write %s: %s", url, to, strerror(errno));
+        mpctl_raise(L, mpctl_errno_kind(errno), to, "http GET %s: cannot write %s: %s", url, to, strerror(errno));
     fseeko(r->out, 0, SEEK_END);
     r->offset = ftello(r->out);
 }
@@ -470,7 +518,7 @@ static void push_result(lua_State *L, request *r, const char *url, int attempts,
     set_header_field(L, r->curl, "Content-Type", "content_type");
     if (r->out) {
         if (fseeko(r->out, 0, SEEK_END) != 0 || sha256_file(r->out, hex) != 0)
-            luaL_error(L, "http GET %s: cannot read back the file: %s", url, strerror(errno));
+            mpctl_raise(L, "io", url, "http GET %s: cannot read back the file: %s", url, strerror(errno));
         fseeko(r->out, 0, SEEK_END);
         lua_pushinteger(L, (lua_Integer)ftello(r->out));
     } else {
@@ -556,6 +604,10 @@ static void transfer(lua_State *L, request *r, call *c)
         CURLcode rc = perform(L, r, r->etag ? r->etag : c->if_range);
         if (r->error_ref != LUA_NOREF)
             raise_callback_error(L, r);
+        if (r->interrupted) {
+            r->interrupted = 0;
+            mpctl_check_interrupt(L);
+        }
         long status = 0;
         curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status);
         if (rc == CURLE_OK)
@@ -563,7 +615,7 @@ static void transfer(lua_State *L, request *r, call *c)
         if (!restarted && needs_restart(r, rc, status)) {
             restarted = 1;
             if (ftruncate(fileno(r->out), 0) != 0)
-                luaL_error(L, "http GET %s: cannot truncate %s: %s", c->url, c->to, strerror(errno));
+                mpctl_raise(L, "io", c->to, "http GET %s: cannot truncate %s: %s", c->url, c->to, strerror(errno));
             fseeko(r->out, 0, SEEK_SET);
             r->offset = c->resumed_from = 0;
             c->attempts--; /* not the server's fault: a free retry */
@@ -571,12 +623,12 @@ static void transfer(lua_State *L, request *r, call *c)
         }
         if (!retryable(r, rc, status) || c->attempts > c->retries) {
             push_failure(L, r, rc, status, r->stall);
-            luaL_error(L, "http GET %s: %s (after %d attempt%s)", c->url, lua_tostring(L, -1), c->attempts,
-                       c->attempts == 1 ? "" : "s");
+            mpctl_raise(L, failure_kind(r, rc, status), c->url, "http GET %s: %s (after %d attempt%s)", c->url,
+                        lua_tostring(L, -1), c->attempts, c->attempts == 1 ? "" : "s");
         }
         if (r->out)
             keep_partial(r);
-        mpctl_sleep(fmin(c->backoff * pow(2, c->attempts - 1), 30));
+        mpctl_sleep_l(L, fmin(c->backoff * pow(2, c->attempts - 1), 30));
     }
 }
 

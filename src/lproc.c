@@ -236,12 +236,12 @@ static int spawn_error(lua_State *L, const char *prog, const char *cwd, const st
 {
     if (ce->stage == 0 && ce->err == ENOENT && strchr(prog, '/') == NULL) {
         const char *path = getenv("PATH");
-        return luaL_error(L, "proc.spawn: cannot run \"%s\": program not found (searched PATH=%s)", prog,
+        return mpctl_raise(L, "not_found", prog, "proc.spawn: cannot run \"%s\": program not found (searched PATH=%s)", prog,
                           path ? path : "(unset)");
     }
     if (ce->stage == 1)
-        return luaL_error(L, "proc.spawn: %s \"%s\": %s: %s", stage_text(1), prog, cwd ? cwd : "?", strerror(ce->err));
-    return luaL_error(L, "proc.spawn: %s \"%s\": %s", stage_text(ce->stage), prog, strerror(ce->err));
+        return mpctl_raise(L, mpctl_errno_kind(ce->err), prog, "proc.spawn: %s \"%s\": %s: %s", stage_text(1), prog, cwd ? cwd : "?", strerror(ce->err));
+    return mpctl_raise(L, mpctl_errno_kind(ce->err), prog, "proc.spawn: %s \"%s\": %s", stage_text(ce->stage), prog, strerror(ce->err));
 }
 
 static int opt_field(lua_State *L, int opts, const char *key, int type, const char *want)
@@ -290,14 +290,14 @@ static int p_spawn(lua_State *L)
 
     int status[2];
     if (pipe2(status, O_CLOEXEC) < 0)
-        return luaL_error(L, "proc.spawn %s: pipe: %s", a.argv[0], strerror(errno));
+        return mpctl_raise(L, "io", a.argv[0], "proc.spawn %s: pipe: %s", a.argv[0], strerror(errno));
     a.status_w = status[1];
     if (a.use_pty) {
         if (open_pty(&p->fds[FD_MASTER], &a.slave) < 0) {
             int e = errno;
             close(status[0]);
             close(status[1]);
-            return luaL_error(L, "proc.spawn %s: openpty: %s", a.argv[0], strerror(e));
+            return mpctl_raise(L, "io", a.argv[0], "proc.spawn %s: openpty: %s", a.argv[0], strerror(e));
         }
     } else {
         int in[2] = {-1, -1}, out[2] = {-1, -1};
@@ -309,7 +309,7 @@ static int p_spawn(lua_State *L)
                 close(in[0]);
                 close(in[1]);
             }
-            return luaL_error(L, "proc.spawn %s: pipe: %s", a.argv[0], strerror(e));
+            return mpctl_raise(L, "io", a.argv[0], "proc.spawn %s: pipe: %s", a.argv[0], strerror(e));
         }
         a.in_r = in[0];
         p->fds[FD_STDIN] = in[1];
@@ -331,7 +331,7 @@ static int p_spawn(lua_State *L)
     if (pid < 0) {
         close(status[0]);
         terminate(p);
-        return luaL_error(L, "proc.spawn %s: fork: %s", a.argv[0], strerror(fork_errno));
+        return mpctl_raise(L, "io", a.argv[0], "proc.spawn %s: fork: %s", a.argv[0], strerror(fork_errno));
     }
     p->pid = pid;
     p->reaped = 0;
@@ -376,8 +376,10 @@ static int try_reap(struct proc *p)
 }
 
 /* Wait up to `timeout` seconds for the child to exit; pidfd poll when available, else short
- * sleeps (the kernel has no other way to wait for one child with a timeout). */
-static int wait_for(struct proc *p, double timeout)
+ * sleeps (the kernel has no other way to wait for one child with a timeout). With a Lua state
+ * the wait is interruptible (p:wait raises `interrupted` on Ctrl-C); without one (closing,
+ * garbage collection) it is not, and is bounded by its timeout. */
+static int wait_for(lua_State *L, struct proc *p, double timeout)
 {
     double deadline = mpctl_now() + timeout;
     for (;;) {
@@ -388,12 +390,19 @@ static int wait_for(struct proc *p, double timeout)
             return 0;
         if (p->pidfd >= 0) {
             struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+            if (L) {
+                mpctl_wait_fd(L, p->pidfd, POLLIN, deadline);
+                continue;
+            }
             int ms = left > 86400 ? 86400000 : (int)(left * 1000) + 1; /* wait(math.huge) */
             poll(&pfd, 1, ms);
         } else {
             double step = left < 0.005 ? left : 0.005;
             struct timespec ts = {0, (long)(step * 1e9)};
-            nanosleep(&ts, NULL);
+            if (L)
+                mpctl_sleep_l(L, step);
+            else
+                nanosleep(&ts, NULL);
         }
     }
 }
@@ -419,7 +428,7 @@ static int pm_wait(lua_State *L)
 {
     struct proc *p = check_proc(L);
     double timeout = luaL_optnumber(L, 2, 0);
-    if (!wait_for(p, timeout > 0 ? timeout : 0)) {
+    if (!wait_for(L, p, timeout > 0 ? timeout : 0)) {
         lua_pushnil(L);
         return 1;
     }
@@ -472,9 +481,9 @@ static void terminate(struct proc *p)
 {
     if (p->pid > 0 && !try_reap(p)) {
         signal_child(p, SIGTERM);
-        if (!wait_for(p, 1.0)) {
+        if (!wait_for(NULL, p, 1.0)) {
             signal_child(p, SIGKILL);
-            wait_for(p, 2.0);
+            wait_for(NULL, p, 2.0);
         }
     }
     for (int i = 0; i < NFDS; i++)

@@ -1,7 +1,9 @@
 /* mpctl.serial: serial ports for Lua (contract in docs/internals.md "mpctl.serial").
  * Local ttys, socket://, rfc2217:// (client), sim:// (a simulator child spoken to over RFC 2217)
- * and fd://; listeners for pty, socket:// and rfc2217:// (server side). The byte work is in
- * serial_io.c, RFC 2217 in serial_rfc.c, ttys in serial_local.c, sockets in serial_net.c.
+ * and fd://; listeners for pty, socket:// and rfc2217:// (server side). These are the bindings:
+ * the buffered port is in serial_io.c, and each transport is a backend (struct port_ops in
+ * serial_port.h): raw (serial_io.c), ttys (serial_local.c), RFC 2217 (serial_rfc.c), sim://
+ * (serial_sim.c); sockets are made in serial_net.c.
  *
  * Beyond the contract:
  *   port:caps() -> {signals=bool, baud=bool, kind="local"|"pty"|"socket"|"rfc2217"|"sim"|"fd"|
@@ -37,17 +39,21 @@
 static struct port *push_port(lua_State *L)
 {
     struct port *p = lua_newuserdatauv(L, sizeof *p, 0);
-    port_init(p, -1, PORT_RAW, "?", "fd");
+    port_init(p, -1, &port_raw_ops, "?", "fd");
     luaL_setmetatable(L, SERIAL_PORT_MT);
     return p;
 }
 
-static void name_port(struct port *p, const char *name, enum port_kind kind, const char *label)
+static void name_port(struct port *p, const char *name, const char *label)
 {
     free(p->name);
     p->name = strdup(name);
-    p->kind = kind;
     p->label = label;
+}
+
+static size_t pending_events(const struct port *p)
+{
+    return p->ops->pending_events ? p->ops->pending_events(p) : 0;
 }
 
 static struct port *check_port(lua_State *L, int idx)
@@ -59,7 +65,7 @@ static struct port *check_open(lua_State *L, int idx)
 {
     struct port *p = check_port(L, idx);
     if (p->fd < 0)
-        luaL_error(L, "serial %s: port is closed", p->name);
+        mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     return p;
 }
 
@@ -90,29 +96,20 @@ static double opt_field_number(lua_State *L, int idx, const char *key, double de
     return v;
 }
 
+/* A wait that ended without what it waited for: kind eof (r < 0) or timeout, with the bytes
+ * seen. The kind comes from how the wait ended, never from the text (a URL may hold "timeout"). */
 static void raise_wait(lua_State *L, struct port *p, const char *what, int r, double timeout,
                        const char *detail)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    lua_pushfstring(L, "%s on %s: ", what, p->name);
-    luaL_addvalue(&b);
     if (r < 0) {
         port_push_eof_reason(L, p);
-        luaL_addvalue(&b);
     } else {
         char secs[32];
         snprintf(secs, sizeof secs, "%.1f", timeout);
         lua_pushfstring(L, "timeout after %s s", secs);
-        luaL_addvalue(&b);
     }
-    luaL_addstring(&b, detail);
-    luaL_addstring(&b, "; last bytes seen: \"");
-    mpctl_push_escaped(L, port_buf_ptr(&p->in), p->in.len, 64);
-    luaL_addvalue(&b);
-    luaL_addstring(&b, "\"");
-    luaL_pushresult(&b);
-    lua_error(L);
+    mpctl_raise_seen(L, r < 0 ? "eof" : "timeout", p->name, port_buf_ptr(&p->in), p->in.len, "%s on %s: %s%s",
+                     what, p->name, lua_tostring(L, -1), detail);
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
@@ -121,12 +118,12 @@ static void raise_wait(lua_State *L, struct port *p, const char *what, int r, do
  * the wait, so a simulator reacts to a reset sequence at once rather than at its next timeout. */
 static void fill_for_read(lua_State *L, struct port *p, double deadline)
 {
-    if (p->kind != PORT_RFC_SERVER) {
+    if (p->ops->pending_events == NULL) {
         port_fill(L, p, deadline);
         return;
     }
-    size_t len = p->in.len, nev = p->nevents;
-    while (p->in.len == len && p->nevents == nev && port_fill_once(L, p, deadline) > 0) {
+    size_t len = p->in.len, nev = pending_events(p);
+    while (p->in.len == len && pending_events(p) == nev && port_fill_once(L, p, deadline) > 0) {
     }
 }
 
@@ -163,6 +160,22 @@ static int port_read_exact(lua_State *L)
     return 1;
 }
 
+/* Hand buffered bytes [0, n) to on_chunk (stack index 4) and drop them from the buffer. */
+static void stream_chunk(lua_State *L, struct port *p, size_t n)
+{
+    if (n == 0)
+        return;
+    lua_pushvalue(L, 4);
+    lua_pushlstring(L, port_buf_ptr(&p->in), n);
+    port_buf_consume(&p->in, n);
+    lua_call(L, 1, 0);
+}
+
+/* port:read_until(delim, timeout[, on_chunk]). Without on_chunk: the bytes up to and including
+ * delim. With it: the bytes before delim go to on_chunk(piece) as they arrive (never a part of
+ * delim: up to #delim-1 bytes that could start it are held back), delim is consumed and
+ * returned. Either way a timeout or end of stream raises with the bytes seen; bytes not yet
+ * handed over stay buffered. */
 static int port_read_until(lua_State *L)
 {
     struct port *p = check_open(L, 1);
@@ -170,18 +183,33 @@ static int port_read_until(lua_State *L)
     const char *delim = luaL_checklstring(L, 2, &dl);
     double timeout = opt_timeout(L, 3, DEFAULT_TIMEOUT);
     luaL_argcheck(L, dl > 0, 2, "delimiter must not be empty");
+    int streaming = !lua_isnoneornil(L, 4);
+    if (streaming)
+        luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
     double deadline = mpctl_now() + timeout;
     size_t from = 0;
     for (;;) {
         const char *buf = port_buf_ptr(&p->in);
         const char *hit = p->in.len >= dl ? memmem(buf + from, p->in.len - from, delim, dl) : NULL;
+        if (hit && streaming) {
+            stream_chunk(L, p, (size_t)(hit - buf));
+            port_buf_consume(&p->in, dl);
+            lua_pushvalue(L, 2);
+            return 1;
+        }
         if (hit) {
             size_t k = (size_t)(hit - buf) + dl;
             lua_pushlstring(L, buf, k);
             port_buf_consume(&p->in, k);
             return 1;
         }
-        from = p->in.len >= dl ? p->in.len - dl + 1 : 0;
+        if (streaming) {
+            stream_chunk(L, p, p->in.len >= dl ? p->in.len - dl + 1 : 0);
+            from = 0;
+        } else {
+            from = p->in.len >= dl ? p->in.len - dl + 1 : 0;
+        }
         int r = port_fill(L, p, deadline);
         if (r <= 0) {
             lua_pushliteral(L, " waiting for \"");
@@ -295,17 +323,22 @@ static int port_write(lua_State *L)
     return 1;
 }
 
+/* The backend sets the rate on its wire; without one (sockets, fds, server ports) it is only
+ * recorded. */
+static void set_baud(lua_State *L, struct port *p, long baud)
+{
+    if (p->ops->set_baud)
+        p->ops->set_baud(L, p, baud);
+    else
+        p->baud = baud;
+}
+
 static int port_set_baud(lua_State *L)
 {
     struct port *p = check_open(L, 1);
     lua_Integer baud = luaL_checkinteger(L, 2);
     luaL_argcheck(L, baud > 0 && baud <= 0x7fffffff, 2, "baud rate must be positive");
-    if (p->kind == PORT_LOCAL)
-        local_set_baud(L, p, (long)baud);
-    else if (p->kind == PORT_RFC_CLIENT)
-        rfc_set_baud(L, p, (long)baud);
-    else
-        p->baud = (long)baud;
+    set_baud(L, p, (long)baud);
     return 0;
 }
 
@@ -318,23 +351,9 @@ static int port_baud(lua_State *L)
 /* dtr/rts: 1 assert, 0 release, -1 leave alone. Asserted is pyserial's True (line low). */
 static void set_signals(lua_State *L, struct port *p, int dtr, int rts)
 {
-    if (p->kind == PORT_LOCAL) {
-        local_set_signals(L, p, dtr, rts);
-    } else if (p->kind == PORT_RFC_CLIENT) {
-        uint8_t v[2];
-        int n = 0;
-        if (dtr >= 0)
-            v[n++] = dtr ? RFC_CTL_DTR_ON : RFC_CTL_DTR_OFF;
-        if (rts >= 0)
-            v[n++] = rts ? RFC_CTL_RTS_ON : RFC_CTL_RTS_OFF;
-        if (n)
-            rfc_set_control(L, p, v, n);
-        if (dtr >= 0)
-            p->dtr = dtr;
-        if (rts >= 0)
-            p->rts = rts;
-    }
     /* sockets, fds and server-side ports have no modem lines to drive: caps().signals says so */
+    if (p->ops->set_signals)
+        p->ops->set_signals(L, p, dtr, rts);
 }
 
 static int port_set_dtr(lua_State *L)
@@ -371,7 +390,7 @@ static int port_set_signals(lua_State *L)
 
 static int port_signals_supported(const struct port *p)
 {
-    return p->kind == PORT_RFC_CLIENT || (p->kind == PORT_LOCAL && p->signals);
+    return p->ops->has_signals && p->ops->has_signals(p);
 }
 
 static int port_caps(lua_State *L)
@@ -380,10 +399,12 @@ static int port_caps(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_pushboolean(L, port_signals_supported(p));
     lua_setfield(L, -2, "signals");
-    lua_pushboolean(L, p->kind == PORT_LOCAL || p->kind == PORT_RFC_CLIENT);
+    lua_pushboolean(L, p->ops->has_baud && p->ops->has_baud(p));
     lua_setfield(L, -2, "baud");
     lua_pushstring(L, p->label);
     lua_setfield(L, -2, "kind");
+    if (p->ops->push_caps && p->fd >= 0)
+        p->ops->push_caps(L, p);
     return 1;
 }
 
@@ -397,10 +418,8 @@ static void discard_readable(lua_State *L, struct port *p)
 static int port_flush_input(lua_State *L)
 {
     struct port *p = check_open(L, 1);
-    if (p->kind == PORT_LOCAL)
-        local_flush_input(p);
-    else if (p->kind == PORT_RFC_CLIENT)
-        rfc_purge(L, p, RFC_PURGE_RX);
+    if (p->ops->flush_input)
+        p->ops->flush_input(L, p);
     discard_readable(L, p);
     port_buf_consume(&p->in, p->in.len);
     return 0;
@@ -421,8 +440,7 @@ static int port_drain(lua_State *L)
             lua_pushboolean(L, 0);
             return 1;
         }
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
+        mpctl_sleep_l(L, 0.001);
     }
 }
 
@@ -432,39 +450,52 @@ static int port_send_break(lua_State *L)
     double seconds = opt_timeout(L, 2, 0.25);
     /* bounded: a break is a pulse (a quarter second is usual), and the sleep must end */
     luaL_argcheck(L, seconds <= 60, 2, "a break lasts at most 60 seconds");
-    if (p->kind == PORT_LOCAL) {
-        local_send_break(L, p, seconds);
-    } else if (p->kind == PORT_RFC_CLIENT) {
-        uint8_t on = RFC_CTL_BREAK_ON, off = RFC_CTL_BREAK_OFF;
-        rfc_set_control(L, p, &on, 1);
-        mpctl_sleep(seconds);
-        rfc_set_control(L, p, &off, 1);
-    }
+    if (p->ops->send_break)
+        p->ops->send_break(L, p, seconds);
     return 0;
 }
 
 static int port_events(lua_State *L)
 {
     struct port *p = check_port(L, 1);
-    lua_createtable(L, (int)p->nevents, 0);
-    for (size_t i = 0; i < p->nevents; i++) {
-        const struct port_event *e = &p->events[i];
-        lua_createtable(L, 0, 4);
-        lua_pushstring(L, port_event_name(e->kind));
-        lua_setfield(L, -2, "kind");
-        if (e->kind == EV_DTR || e->kind == EV_RTS || e->kind == EV_BREAK)
-            lua_pushboolean(L, e->value != 0);
-        else
-            lua_pushinteger(L, e->value);
-        lua_setfield(L, -2, "value");
-        lua_pushnumber(L, e->t);
-        lua_setfield(L, -2, "t");
-        lua_pushinteger(L, (lua_Integer)e->pos);
-        lua_setfield(L, -2, "pos");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    p->nevents = 0;
+    if (p->ops->push_events)
+        p->ops->push_events(L, p);
+    else
+        lua_newtable(L);
     return 1;
+}
+
+/* port:counters() -> {rx=, tx=}: data bytes received and sent since the port was opened
+ * (after the RFC 2217 codec: what the device sent and got, not the telnet framing). */
+static int port_counters(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)p->rx);
+    lua_setfield(L, -2, "rx");
+    lua_pushinteger(L, (lua_Integer)p->tx);
+    lua_setfield(L, -2, "tx");
+    return 1;
+}
+
+/* port:set_trace(fn | nil): fn("rx"|"tx", bytes) for every chunk of data read into the buffer
+ * or written, as it happens (for --debug wire logs). nil turns it off. */
+static int port_set_trace(lua_State *L)
+{
+    struct port *p = check_port(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (p->trace_L && p->trace_ref != LUA_NOREF)
+        luaL_unref(p->trace_L, LUA_REGISTRYINDEX, p->trace_ref);
+    p->trace_ref = LUA_NOREF;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        p->trace_L = lua_tothread(L, -1); /* outlives any coroutine that set the trace */
+        lua_pop(L, 1);
+        lua_pushvalue(L, 2);
+        p->trace_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
 }
 
 static int port_fileno(lua_State *L)
@@ -527,6 +558,8 @@ static const luaL_Reg port_methods[] = {
     {"drain", port_drain},
     {"send_break", port_send_break},
     {"events", port_events},
+    {"counters", port_counters},
+    {"set_trace", port_set_trace},
     {"fileno", port_fileno},
     {"close", port_close},
     {NULL, NULL},
@@ -534,37 +567,12 @@ static const luaL_Reg port_methods[] = {
 
 /* ---- opening ----------------------------------------------------------------------------- */
 
-static void parse_rfc_query(lua_State *L, struct port *p, const char *url)
-{
-    const char *q = strchr(url, '?');
-    while (q && *q) {
-        q++;
-        size_t kl = strcspn(q, "&");
-        if (kl == 15 && strncmp(q, "ign_set_control", kl) == 0) {
-            p->ign_set_control = 1;
-        } else if (kl > 8 && strncmp(q, "timeout=", 8) == 0) {
-            p->ack_timeout = atof(q + 8);
-            if (!(p->ack_timeout > 0))
-                luaL_error(L, "serial %s: timeout= wants seconds > 0", url);
-        } else if (kl > 0) {
-            luaL_error(L, "serial %s: unknown option \"%s\" (known: ign_set_control, timeout=SECONDS)",
-                       url, lua_pushlstring(L, q, kl));
-        }
-        q += kl;
-    }
-}
-
 static void apply_initial(lua_State *L, struct port *p, int opts)
 {
     long baud = (long)opt_field_number(L, opts, "baud", 115200);
     if (baud <= 0)
-        luaL_error(L, "serial %s: baud must be positive", p->name);
-    if (p->kind == PORT_LOCAL)
-        local_set_baud(L, p, baud);
-    else if (p->kind == PORT_RFC_CLIENT)
-        rfc_set_baud(L, p, baud);
-    else
-        p->baud = baud;
+        mpctl_raise(L, "usage", p->name, "serial %s: baud must be positive", p->name);
+    set_baud(L, p, baud);
     if (lua_type(L, opts) == LUA_TTABLE)
         set_signals(L, p, field_level(L, opts, "dtr"), field_level(L, opts, "rts"));
 }
@@ -574,7 +582,7 @@ static int take_fd_number(lua_State *L, const char *url, const char *num)
     char *end;
     long fd = strtol(num, &end, 10);
     if (*num == '\0' || *end != '\0' || fd < 0 || fd > 1 << 20 || fcntl((int)fd, F_GETFD) < 0)
-        luaL_error(L, "serial %s: not an open file descriptor", url);
+        mpctl_raise(L, "not_found", url, "serial %s: not an open file descriptor", url);
     fcntl((int)fd, F_SETFD, FD_CLOEXEC);
     port_set_nonblock((int)fd);
     return (int)fd;
@@ -599,25 +607,26 @@ static int open_body(lua_State *L)
     struct port *p = check_port(L, 3);
     double timeout = opt_field_number(L, 2, "timeout", CONNECT_TIMEOUT);
     if (strncmp(url, "socket://", 9) == 0) {
-        name_port(p, url, PORT_RAW, "socket");
+        name_port(p, url, "socket");
         p->fd = net_connect(L, url, url + 9, timeout);
     } else if (strncmp(url, "rfc2217://", 10) == 0) {
-        name_port(p, url, PORT_RFC_CLIENT, "rfc2217");
-        parse_rfc_query(L, p, url);
+        name_port(p, url, "rfc2217");
+        rfc_attach_client(p);
+        rfc_parse_query(L, p, url);
+        double deadline = mpctl_now() + timeout; /* one budget: lookup, connect, negotiation */
         p->fd = net_connect(L, url, url + 10, timeout);
-        rfc_client_start(L, p, timeout);
+        rfc_client_start(L, p, deadline - mpctl_now());
     } else if (strncmp(url, "sim://", 6) == 0) {
-        name_port(p, url, PORT_RFC_CLIENT, "sim");
-        p->fd = sim_spawn(L, url + 6, &p->child);
-        rfc_client_start(L, p, opt_field_number(L, 2, "timeout", SIM_START_TIMEOUT));
+        name_port(p, url, "sim");
+        sim_open(L, p, url + 6, opt_field_number(L, 2, "timeout", SIM_START_TIMEOUT));
     } else if (strncmp(url, "fd://", 5) == 0) {
-        name_port(p, url, PORT_RAW, "fd");
+        name_port(p, url, "fd");
         p->fd = take_fd_number(L, url, url + 5);
     } else if (strstr(url, "://") != NULL) {
-        return luaL_error(L, "serial %s: unknown scheme (use a device path, socket://, rfc2217://, "
+        return mpctl_raise(L, "usage", url, "serial %s: unknown scheme (use a device path, socket://, rfc2217://, "
                              "sim:// or fd://)", url);
     } else {
-        name_port(p, url, PORT_LOCAL, "local");
+        name_port(p, url, "local");
         local_open(L, p, url, opt_field_bool(L, 2, "exclusive", 1));
     }
     apply_initial(L, p, 2);
@@ -661,7 +670,7 @@ static int serial_wrap_fd(lua_State *L)
     lua_pushfstring(L, "fd://%d", (int)fd);
     const char *name = luaL_optstring(L, 2, lua_tostring(L, -1));
     struct port *p = push_port(L);
-    name_port(p, name, PORT_RAW, "fd");
+    name_port(p, name, "fd");
     fcntl((int)fd, F_SETFD, FD_CLOEXEC);
     port_set_nonblock((int)fd);
     p->fd = (int)fd;
@@ -700,7 +709,7 @@ static void listen_pty(lua_State *L, struct listener *l)
     int m, s;
     char name[128];
     if (openpty(&m, &s, name, NULL, NULL) != 0)
-        luaL_error(L, "serial pty: openpty: %s", strerror(errno));
+        mpctl_raise(L, "io", "pty", "serial pty: openpty: %s", strerror(errno));
     l->fd = m;
     l->slave_fd = s;
     fcntl(m, F_SETFD, FD_CLOEXEC);
@@ -720,10 +729,12 @@ static int serial_listen(lua_State *L)
     if (strncmp(url, "fd://", 5) == 0) {
         struct port *p = push_port(L);
         int rfc = opt_field_bool(L, 2, "rfc2217", 0);
-        name_port(p, url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "fd");
+        name_port(p, url, "fd");
         p->fd = take_fd_number(L, url, url + 5);
-        if (rfc)
+        if (rfc) {
+            rfc_attach_server(p);
             start_server(L, p, opt_field_number(L, 2, "settle", SERVER_SETTLE));
+        }
         return 1;
     }
     struct listener *l = lua_newuserdatauv(L, sizeof *l, 0);
@@ -741,7 +752,7 @@ static int serial_listen(lua_State *L)
         l->kind = LISTEN_RFC2217;
         l->fd = net_listen(L, url, url + 10, &l->port);
     } else {
-        return luaL_error(L, "serial listen %s: expected pty, socket://HOST:PORT, rfc2217://HOST:PORT "
+        return mpctl_raise(L, "usage", url, "serial listen %s: expected pty, socket://HOST:PORT, rfc2217://HOST:PORT "
                              "or fd://N", url);
     }
     return 1;
@@ -756,7 +767,7 @@ static int listener_accept(lua_State *L)
             return luaL_pushfail(L), 1; /* the one master was handed out already */
         struct port *p = push_port(L);
         lua_pushfstring(L, "pty:%s", l->path);
-        name_port(p, lua_tostring(L, -1), PORT_RAW, "pty");
+        name_port(p, lua_tostring(L, -1), "pty");
         lua_pop(L, 1);
         port_set_nonblock(l->fd);
         p->fd = l->fd;
@@ -764,16 +775,18 @@ static int listener_accept(lua_State *L)
         return 1;
     }
     if (l->fd < 0)
-        return luaL_error(L, "serial listen %s: listener is closed", l->url);
+        return mpctl_raise(L, "io", l->url, "serial listen %s: listener is closed", l->url);
     int fd = net_accept(L, l->fd, l->url, timeout);
     if (fd < 0)
         return luaL_pushfail(L), 1;
     struct port *p = push_port(L);
     int rfc = l->kind == LISTEN_RFC2217;
-    name_port(p, l->url, rfc ? PORT_RFC_SERVER : PORT_RAW, rfc ? "rfc2217-server" : "socket");
+    name_port(p, l->url, "socket");
     p->fd = fd;
-    if (rfc)
+    if (rfc) {
+        rfc_attach_server(p);
         start_server(L, p, SERVER_SETTLE);
+    }
     return 1;
 }
 
@@ -842,7 +855,7 @@ static const luaL_Reg listener_methods[] = {
 static int ready_now(lua_State *L, int idx)
 {
     struct port *p = luaL_testudata(L, idx, SERIAL_PORT_MT);
-    return p && (p->in.len > 0 || p->eof || p->nevents > 0);
+    return p && (p->in.len > 0 || p->eof || pending_events(p) > 0);
 }
 
 static int obj_fd(lua_State *L, int idx)
@@ -864,7 +877,7 @@ static int became_ready(lua_State *L, int idx)
     if (p == NULL)
         return 1;
     port_fill_once(L, p, mpctl_now());
-    return p->in.len > 0 || p->eof || p->nevents > 0;
+    return p->in.len > 0 || p->eof || pending_events(p) > 0;
 }
 
 /* One object is ready if it already was (buffered input, EOF, events) or its fd polled readable
@@ -892,9 +905,9 @@ static int serial_poll(lua_State *L)
             any_now |= ready_now(L, -1);
             lua_pop(L, 1);
         }
-        int r = poll(pfds, (nfds_t)n, any_now ? 0 : port_ms_left(deadline));
+        int r = mpctl_poll(L, pfds, (unsigned long)n, any_now ? mpctl_now() : deadline);
         if (r < 0 && errno != EINTR)
-            return luaL_error(L, "serial.poll: %s", strerror(errno));
+            return mpctl_raise(L, "io", NULL, "serial.poll: %s", strerror(errno));
         lua_newtable(L);
         int found = 0;
         for (int i = 1; i <= n; i++) {

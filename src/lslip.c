@@ -8,6 +8,7 @@
  * work over every port backend, including Lua tables that imitate a port in tests. */
 #include "mpctl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct slip_dec {
     unsigned char bad; /* the byte that followed 0xDB in a bad escape */
     size_t bad_at;     /* its offset within the frame payload */
     size_t max;        /* decoder objects: longest payload accepted */
+    int discard;       /* decoder objects: inside a frame already dropped as too long */
 };
 
 static int dec_reserve(struct slip_dec *d, size_t extra)
@@ -76,6 +78,8 @@ static size_t dec_step(struct slip_dec *d, const unsigned char *s, size_t n, enu
             d->len = 0;
             continue;
         }
+        if (d->discard)
+            d->len = 0; /* a frame already dropped for its length: keep nothing, find its end */
         /* Reserve for the rest of the chunk once, so the inner loop has no bounds checks. */
         if (!dec_reserve(d, n - i)) {
             *oom = 1;
@@ -103,7 +107,7 @@ static size_t dec_step(struct slip_dec *d, const unsigned char *s, size_t n, enu
                 d->state = IN_FRAME;
             } else if (c == SLIP_END) {
                 d->len = (size_t)(out - d->buf);
-                if (d->len == 0)
+                if (d->len == 0 && !d->discard)
                     continue; /* empty frame: this C0 starts the next one */
                 d->state = OUTSIDE;
                 *ev = FRAME_DONE;
@@ -194,7 +198,7 @@ static int slip_decode(lua_State *L)
         unsigned char c = s[i];
         if (c == SLIP_ESC) {
             if (i + 1 >= n)
-                return luaL_error(L, "slip.decode: truncated escape: 0xDB at the end of the frame (offset %d)",
+                return mpctl_raise(L, "protocol", NULL, "slip.decode: truncated escape: 0xDB at the end of the frame (offset %d)",
                                   (int)i);
             unsigned char e = s[++i];
             if (e == SLIP_ESC_END)
@@ -202,10 +206,10 @@ static int slip_decode(lua_State *L)
             else if (e == SLIP_ESC_ESC)
                 *p++ = SLIP_ESC;
             else
-                return luaL_error(L, "slip.decode: bad escape 0xDB %s at offset %d (expected 0xDC or 0xDD)",
+                return mpctl_raise(L, "protocol", NULL, "slip.decode: bad escape 0xDB %s at offset %d (expected 0xDC or 0xDD)",
                                   hexbyte(e).s, (int)(i - 1));
         } else if (c == SLIP_END) {
-            return luaL_error(L, "slip.decode: unescaped 0xC0 at offset %d inside the frame", (int)i);
+            return mpctl_raise(L, "protocol", NULL, "slip.decode: unescaped 0xC0 at offset %d inside the frame", (int)i);
         } else {
             *p++ = c;
         }
@@ -289,6 +293,22 @@ static void seen_push(lua_State *L, const struct seen *sn)
     }
 }
 
+/* Raise an error object of `kind`; `seen_idx` (0 for none) is the stack index of the escaped
+ * bytes seen, kept as the error's `seen` field. */
+static int raise_slip(lua_State *L, const char *kind, const char *where, int seen_idx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *detail = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    mpctl_push_error(L, kind, where, detail);
+    if (seen_idx) {
+        lua_pushvalue(L, seen_idx);
+        lua_setfield(L, -2, "seen");
+    }
+    return lua_error(L);
+}
+
 static int read_frame_timeout(lua_State *L, int port, double timeout, const struct slip_dec *d,
                               const struct seen *sn)
 {
@@ -296,10 +316,12 @@ static int read_frame_timeout(lua_State *L, int port, double timeout, const stru
     seen_push(L, sn);
     const char *seen = lua_tostring(L, -1);
     if (d->state == OUTSIDE)
-        return luaL_error(L, "slip.read_frame on %s: timeout after %f s waiting for a frame start (0xC0); "
+        return raise_slip(L, "timeout", name, lua_gettop(L),
+                          "slip.read_frame on %s: timeout after %f s waiting for a frame start (0xC0); "
                              "%d bytes seen: \"%s\"",
                           name, timeout, (int)sn->total, seen);
-    return luaL_error(L, "slip.read_frame on %s: timeout after %f s waiting for the end of a frame "
+    return raise_slip(L, "timeout", name, lua_gettop(L),
+                      "slip.read_frame on %s: timeout after %f s waiting for the end of a frame "
                          "(%d payload bytes so far); last bytes seen: \"%s\"",
                       name, timeout, (int)d->len, seen);
 }
@@ -334,7 +356,8 @@ static int slip_read_frame(lua_State *L)
             if (port_is_eof(L, port)) {
                 const char *name = port_name(L, port);
                 seen_push(L, &sn);
-                return luaL_error(L, "slip.read_frame on %s: port closed by the peer %s; last bytes seen: \"%s\"",
+                return raise_slip(L, "eof", name, lua_gettop(L),
+                                  "slip.read_frame on %s: port closed by the peer %s; last bytes seen: \"%s\"",
                                   name, d->state == OUTSIDE ? "before a frame" : "in the middle of a frame",
                                   lua_tostring(L, -1));
             }
@@ -349,7 +372,8 @@ static int slip_read_frame(lua_State *L)
         if (ev == NEED_MORE) {
             lua_pop(L, 1);
             if (d->state != OUTSIDE && d->len > (size_t)max)
-                return luaL_error(L, "slip.read_frame on %s: frame longer than %d bytes without an end (0xC0)",
+                return raise_slip(L, "protocol", port_name(L, port), 0,
+                                  "slip.read_frame on %s: frame longer than %d bytes without an end (0xC0)",
                                   port_name(L, port), (int)max);
             /* A device spewing noise (a boot log at full speed) must not keep us past the
              * deadline; a frame already under way may still complete from buffered bytes
@@ -360,12 +384,14 @@ static int slip_read_frame(lua_State *L)
         }
         port_unread(L, port, s + used, n - used);
         if (d->len > (size_t)max) /* ended within the chunk that took it past the bound */
-            return luaL_error(L, "slip.read_frame on %s: frame longer than %I bytes (%I bytes to its end)",
+            return raise_slip(L, "protocol", port_name(L, port), 0,
+                              "slip.read_frame on %s: frame longer than %I bytes (%I bytes to its end)",
                               port_name(L, port), max, (lua_Integer)d->len);
         if (ev == BAD_ESCAPE) {
             const char *name = port_name(L, port);
             seen_push(L, &sn);
-            return luaL_error(L, "slip.read_frame on %s: bad escape 0xDB %s at payload offset %d "
+            return raise_slip(L, "protocol", name, lua_gettop(L),
+                              "slip.read_frame on %s: bad escape 0xDB %s at payload offset %d "
                                  "(expected 0xDC or 0xDD); last bytes seen: \"%s\"",
                               name, hexbyte(d->bad).s, (int)d->bad_at, lua_tostring(L, -1));
         }
@@ -426,6 +452,17 @@ static int decoder_feed(lua_State *L)
         i += dec_step(d, s + i, n - i, &ev, &oom);
         if (oom)
             return luaL_error(L, "slip decoder: out of memory (frame of %d bytes)", (int)d->len);
+        if (d->discard) {
+            /* The rest of a frame already reported too long: its end (or a bad escape) closes
+             * it exactly where it would have closed had it come in one piece, so the frames
+             * after it are the same however the bytes were split (issue 8). */
+            if (ev != NEED_MORE) {
+                d->discard = 0;
+                d->len = 0;
+                d->state = OUTSIDE;
+            }
+            continue;
+        }
         /* The bound holds whether the frame ended in this feed or is still open. */
         int too_long = d->len > d->max && (ev == FRAME_DONE || d->state != OUTSIDE);
         if (ev == FRAME_DONE && !too_long) {
@@ -444,7 +481,10 @@ static int decoder_feed(lua_State *L)
                 lua_pushfstring(L, "frame longer than %d bytes; dropped", (int)d->max);
             lua_rawseti(L, errors, ++nerrors);
             d->len = 0;
-            d->state = OUTSIDE;
+            if (ev == NEED_MORE) /* still open: skip the rest of it, up to its own end */
+                d->discard = 1;
+            else
+                d->state = OUTSIDE;
         }
     }
     if (!errors)
@@ -465,6 +505,7 @@ static int decoder_reset(lua_State *L)
     struct slip_dec *d = luaL_checkudata(L, 1, DECODER_MT);
     d->state = OUTSIDE;
     d->len = 0;
+    d->discard = 0;
     return 0;
 }
 

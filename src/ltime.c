@@ -12,8 +12,8 @@ static int t_now(lua_State *L)
     return 1;
 }
 
-/* nanosleep is restarted with the remaining time after a signal, so a SIGCHLD or SIGWINCH
- * arriving mid-sleep does not cut protocol delays (reset pulses) short. */
+/* Sleeps the whole time: a SIGCHLD or SIGWINCH arriving mid-sleep does not cut protocol delays
+ * (reset pulses) short; only SIGINT/SIGTERM/SIGHUP end it, with an `interrupted` error. */
 static int t_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
@@ -21,9 +21,7 @@ static int t_sleep(lua_State *L)
     if (s <= 0)
         return 0;
     luaL_argcheck(L, s < 1e9, 1, "sleep: too long");
-    int err = mpctl_sleep((double)s);
-    if (err != 0)
-        return luaL_error(L, "time.sleep(%f): %s", (double)s, strerror(err));
+    mpctl_sleep_l(L, (double)s); /* a signal ends it with an `interrupted` error */
     return 0;
 }
 

@@ -432,14 +432,32 @@ static int pm_finish(lua_State *L)
     return 0;
 }
 
-/* __gc/__close: an abandoned bar (error unwinding) is wiped so the error prints cleanly. */
+/* __gc/__close: an abandoned bar (an error or Ctrl-C unwinding) is ended with a newline where
+ * it stopped, so the error prints on a line of its own below the last state shown. */
 static int pm_gc(lua_State *L)
 {
     struct progress *p = check_progress(L);
     if (!p->finished) {
         p->finished = 1;
-        if (p->mode == P_BAR)
-            bar_release(L, p);
+        struct conf *c = get_conf(L);
+        if (p->mode == P_BAR && c->bar == p) {
+            fputc('\n', stderr);
+            fflush(stderr);
+            c->bar = NULL;
+        }
+    }
+    return 0;
+}
+
+/* ui.finish_progress(): a bar still on screen (an error or Ctrl-C ended its work) is ended with
+ * a newline where it stopped, so the last state stays visible above the error message. */
+static int u_finish_progress(lua_State *L)
+{
+    struct conf *c = get_conf(L);
+    if (c->bar) {
+        fputc('\n', stderr);
+        fflush(stderr);
+        c->bar = NULL;
     }
     return 0;
 }
@@ -497,13 +515,13 @@ static int u_raw_mode(lua_State *L)
         lua_pushnil(L);
         lua_rawseti(L, ttys, fd);
         if (rc < 0)
-            return luaL_error(L, "ui.raw_mode(%d, false): %s", fd, strerror(errno));
+            return mpctl_raise(L, "io", NULL, "ui.raw_mode(%d, false): %s", fd, strerror(errno));
         lua_pushboolean(L, 1);
         return 1;
     }
     struct termios cur;
     if (tcgetattr(fd, &cur) < 0)
-        return luaL_error(L, "ui.raw_mode(%d): %s", fd, errno == ENOTTY ? "not a terminal" : strerror(errno));
+        return mpctl_raise(L, errno == ENOTTY ? "unsupported" : "io", NULL, "ui.raw_mode(%d): %s", fd, errno == ENOTTY ? "not a terminal" : strerror(errno));
     if (s == NULL || !s->active) {
         s = lua_newuserdatauv(L, sizeof *s, 0);
         s->fd = fd;
@@ -518,7 +536,7 @@ static int u_raw_mode(lua_State *L)
     raw.c_cc[VMIN] = 1;
     raw.c_cc[VTIME] = 0;
     if (tcsetattr(fd, TCSAFLUSH, &raw) < 0)
-        return luaL_error(L, "ui.raw_mode(%d): %s", fd, strerror(errno));
+        return mpctl_raise(L, "io", NULL, "ui.raw_mode(%d): %s", fd, strerror(errno));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -583,6 +601,7 @@ int luaopen_mpctl_ui(lua_State *L)
         {"log", u_log},
         {"event", u_event},
         {"progress", u_progress},
+        {"finish_progress", u_finish_progress},
         {"isatty", u_isatty},
         {"raw_mode", u_raw_mode},
         {"json_encode", u_json_encode},

@@ -19,7 +19,8 @@
  * One libusb context per Lua state, kept in the registry and released with the state. Runtime
  * failures raise mpctl.errors objects (Contract 1: kind, where, detail, hint) with the advice a
  * Linux user needs: a udev rule for "permission denied", the driver or program for "busy".
- * Long transfers run in slices of SLICE_MS so a signal ends them within that time.
+ * Long transfers run in slices of SLICE_MS and stop when a signal is due (core's interrupt
+ * helpers), raising `interrupted`; waits sleep through mpctl_sleep_l.
  */
 #include "mpctl.h"
 
@@ -53,7 +54,7 @@ struct usb_dev {
 
 /* ---- errors --------------------------------------------------------------------------------- */
 
-/* Raises an mpctl.errors object (Contract 1) built by lua/mpctl/errors.lua. Never returns. */
+/* Raises a structured error (Contract 1, src/common.c) with a hint. Never returns. */
 static int usb_raise(lua_State *L, const char *kind, const char *where, const char *hint, const char *fmt, ...)
 {
     char detail[512];
@@ -61,22 +62,14 @@ static int usb_raise(lua_State *L, const char *kind, const char *where, const ch
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "mpctl.errors");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "new");
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, where);
-    lua_setfield(L, -2, "where");
-    lua_pushstring(L, detail);
-    lua_setfield(L, -2, "detail");
+    mpctl_push_error(L, kind, where, detail);
     if (hint) {
         lua_pushstring(L, hint);
         lua_setfield(L, -2, "hint");
+        /* the readable text carries the advice too */
+        lua_pushfstring(L, "%s: %s; %s", where, detail, hint);
+        lua_setfield(L, -2, "msg");
     }
-    lua_call(L, 1, 1);
     return lua_error(L);
 }
 
@@ -663,7 +656,7 @@ static int u_wait(lua_State *L)
         }
         if (mpctl_now() >= deadline)
             break;
-        mpctl_sleep(0.02);
+        mpctl_sleep_l(L, 0.02); /* raises `interrupted` on Ctrl-C */
     }
     luaL_pushfail(L);
     return 1;
@@ -842,6 +835,8 @@ static int bulk(struct usb_dev *d, unsigned char ep, unsigned char *buf, int len
             return 0;
         if (rc != 0 && rc != LIBUSB_ERROR_TIMEOUT)
             return rc;
+        if (mpctl_interrupt_due())
+            return LIBUSB_ERROR_INTERRUPTED; /* the caller raises `interrupted` */
         if (mpctl_now() >= deadline)
             return LIBUSB_ERROR_TIMEOUT;
         if (rc == 0 && got == 0 && !(ep & 0x80))
@@ -858,6 +853,8 @@ static int d_bulk_out(lua_State *L)
     luaL_argcheck(L, len <= INT_MAX, 3, "too long");
     int done;
     int rc = bulk(d, (unsigned char)(ep & 0x7f), (unsigned char *)data, (int)len, timeout_ms(L, 4), &done);
+    if (rc == LIBUSB_ERROR_INTERRUPTED)
+        mpctl_check_interrupt(L);
     if (rc != 0)
         return dev_fail(L, d, rc, -1, "bulk OUT on endpoint 0x%02x (%d of %zu bytes sent)", ep, done, len);
     lua_pushinteger(L, done);
@@ -874,6 +871,8 @@ static int d_bulk_in(lua_State *L)
     unsigned char *buf = (unsigned char *)luaL_buffinitsize(L, &b, (size_t)len + 1);
     int done;
     int rc = bulk(d, (unsigned char)(ep | 0x80), buf, (int)len, timeout_ms(L, 4), &done);
+    if (rc == LIBUSB_ERROR_INTERRUPTED)
+        mpctl_check_interrupt(L);
     if (rc != 0)
         return dev_fail(L, d, rc, -1, "bulk IN on endpoint 0x%02x (%d of %d bytes read)", ep | 0x80, done, (int)len);
     luaL_pushresultsize(&b, (size_t)done);

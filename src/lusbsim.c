@@ -553,6 +553,7 @@ static int tb_next(lua_State *L)
 {
     struct host *h = check_tb(L);
     double timeout = luaL_optnumber(L, 2, 0);
+    mpctl_check_interrupt(L); /* callers loop on short timeouts: Ctrl-C ends the loop here */
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     double t = (double)until.tv_sec + until.tv_nsec / 1e9 + (timeout > 0 ? timeout : 0);

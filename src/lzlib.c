@@ -126,7 +126,7 @@ static struct inflater *push_inflater(lua_State *L, enum wrap wrap)
 static int inflate_error(lua_State *L, const char *what, struct inflater *z, int rc)
 {
     const char *msg = z->zs.msg ? z->zs.msg : zError(rc);
-    return luaL_error(L, "%s: corrupt %s stream at input offset %d: %s", what,
+    return mpctl_raise(L, "protocol", NULL, "%s: corrupt %s stream at input offset %d: %s", what,
                       z->wrap == WRAP_ZLIB ? "zlib" : "deflate", (int)z->zs.total_in, msg);
 }
 
@@ -171,11 +171,11 @@ static int inflate_oneshot(lua_State *L, enum wrap wrap, const char *what)
     luaL_buffinit(L, &b);
     size_t used = inflate_into(L, what, z, s, n, &b);
     if (!z->done)
-        return luaL_error(L, "%s: truncated %s stream: input ended after %d bytes (%d bytes inflated) "
+        return mpctl_raise(L, "protocol", NULL, "%s: truncated %s stream: input ended after %d bytes (%d bytes inflated) "
                              "without the end-of-stream marker",
                           what, wrap == WRAP_ZLIB ? "zlib" : "deflate", (int)n, (int)z->zs.total_out);
     if (used != n)
-        return luaL_error(L, "%s: %d bytes of trailing data after the end of the stream at input offset %d",
+        return mpctl_raise(L, "protocol", NULL, "%s: %d bytes of trailing data after the end of the stream at input offset %d",
                           what, (int)(n - used), (int)used);
     luaL_pushresult(&b);
     return 1;
@@ -192,7 +192,7 @@ static int decompress_sized(lua_State *L, size_t size)
     if ((double)size > 1032.0 * (double)n + 1024.0) {
         lua_settop(L, 1);
         inflate_oneshot(L, WRAP_ZLIB, "zlib.decompress");
-        return luaL_error(L, "zlib.decompress: stream inflates to %I bytes, expected %I",
+        return mpctl_raise(L, "protocol", NULL, "zlib.decompress: stream inflates to %I bytes, expected %I",
                           (lua_Integer)lua_rawlen(L, -1), (lua_Integer)size);
     }
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
@@ -203,15 +203,15 @@ static int decompress_sized(lua_State *L, size_t size)
     enum libdeflate_result r = libdeflate_zlib_decompress_ex(d, s, n, out, size, &in_used, &got);
     libdeflate_free_decompressor(d);
     if (r == LIBDEFLATE_SUCCESS && got != size)
-        return luaL_error(L, "zlib.decompress: stream inflates to %d bytes, expected %d", (int)got, (int)size);
+        return mpctl_raise(L, "protocol", NULL, "zlib.decompress: stream inflates to %d bytes, expected %d", (int)got, (int)size);
     if (r == LIBDEFLATE_SUCCESS && in_used == n) {
         lua_pushlstring(L, out, got);
         return 1;
     }
     if (r == LIBDEFLATE_INSUFFICIENT_SPACE)
-        return luaL_error(L, "zlib.decompress: stream inflates to more than the expected %d bytes", (int)size);
+        return mpctl_raise(L, "protocol", NULL, "zlib.decompress: stream inflates to more than the expected %d bytes", (int)size);
     if (r == LIBDEFLATE_SUCCESS)
-        return luaL_error(L, "zlib.decompress: %d bytes of trailing data after the end of the stream at input offset %d",
+        return mpctl_raise(L, "protocol", NULL, "zlib.decompress: %d bytes of trailing data after the end of the stream at input offset %d",
                           (int)(n - in_used), (int)in_used);
     /* libdeflate does not say where; let zlib find the offset for the message. */
     lua_settop(L, 1);

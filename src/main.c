@@ -124,6 +124,10 @@ static int run(lua_State *L, int argc, char **argv, const char *datadir, const c
     }
     lua_getfield(L, LUA_REGISTRYINDEX, "mpctl.info");
     if (lua_pcall(L, 2, 1, errfunc) != LUA_OK) {
+        if (mpctl_interrupt_delivered(L)) { /* raised while the CLI was reporting or starting */
+            fprintf(stderr, "mpctl: interrupted\n");
+            return 130;
+        }
         fprintf(stderr, "mpctl: internal error: %s\n", lua_tostring(L, -1));
         return 70;
     }
@@ -157,7 +161,10 @@ int main(int argc, char **argv)
     luaL_openlibs(L);
     register_natives(L);
     set_package_path(L, datadir);
+    /* Ctrl-C, SIGTERM, SIGHUP: an `interrupted` error in Lua, not a silent death (interrupt.c) */
+    mpctl_interrupt_install(L);
     int rc = run(L, argc, argv, datadir, exe);
+    mpctl_interrupt_uninstall(L);
     lua_close(L);
     return rc;
 }

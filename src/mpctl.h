@@ -26,6 +26,73 @@ int mpctl_sleep(double seconds);
 /* Monotonic clock in seconds. */
 double mpctl_now(void);
 
+/* ---- structured errors (docs/internals.md "Errors"; Lua side: lua/mpctl/errors.lua) -------
+ * An error is a table {kind=, where=, detail=, seen=, hint=, msg=} whose metatable is the one
+ * registered under MPCTL_ERROR_MT, shared with mpctl.errors. Kinds: timeout, eof, busy,
+ * not_found, access, io, protocol, interrupted, usage, device, failed, refused, unsupported,
+ * internal. Runtime failures raise these; argument errors stay luaL_arg*. */
+#define MPCTL_ERROR_MT "mpctl.error"
+
+/* Push the shared error metatable (created on first use). */
+void mpctl_error_metatable(lua_State *L);
+/* Push a new error object; msg = detail. Callers may add fields (hint, seen, offset...) before
+ * lua_error(L). `where` may be NULL. */
+void mpctl_push_error(lua_State *L, const char *kind, const char *where, const char *detail);
+/* Raise an error object whose msg/detail is the lua_pushfstring-formatted text (the same
+ * formats luaL_error takes). Never returns. */
+int mpctl_raise(lua_State *L, const char *kind, const char *where, const char *fmt, ...);
+/* As mpctl_raise, with seen = the last 64 bytes of `seen` escaped, and msg = detail followed
+ * by `; last bytes seen: "..."`. */
+int mpctl_raise_seen(lua_State *L, const char *kind, const char *where, const char *seen,
+                     size_t seen_len, const char *fmt, ...);
+/* The kind for an errno value: ENOENT -> not_found, EACCES/EPERM -> access, EBUSY -> busy,
+ * ETIMEDOUT -> timeout, EPIPE/ECONNRESET -> eof, EINTR -> interrupted, else io. */
+const char *mpctl_errno_kind(int err);
+
+/* ---- interrupts (src/interrupt.c; docs/internals.md "Interrupts") -----------------------
+ * SIGINT, SIGTERM and SIGHUP set a process-wide flag and wake a self-pipe. The flag becomes an
+ * `interrupted` error at the next Lua instruction boundary (a count hook) and in every blocking
+ * wait that goes through the helpers below. */
+
+/* main.c: install the handlers and the hook on the main state. */
+void mpctl_interrupt_install(lua_State *L);
+/* Raise `interrupted` if a signal is pending and may be delivered now (not held by
+ * errors.shield, not in the short quiet period after a delivery). */
+void mpctl_check_interrupt(lua_State *L);
+/* 1 while an interrupt waits to be raised and may be raised now (for C loops that cannot raise
+ * themselves, e.g. a libcurl callback, which then make their caller raise). */
+int mpctl_interrupt_due(void);
+/* poll() that also wakes on a signal and raises `interrupted`. Returns poll's count (0 on
+ * timeout), restarts after EINTR, returns -1 with errno for other poll failures. */
+struct pollfd;
+int mpctl_poll(lua_State *L, struct pollfd *fds, unsigned long nfds, double deadline);
+/* As mpctl_poll, but returns MPCTL_POLL_INTERRUPTED instead of raising, for callers holding
+ * resources Lua does not own (an addrinfo list, a half-made socket): free them, then call
+ * mpctl_check_interrupt. */
+#define MPCTL_POLL_INTERRUPTED (-2)
+int mpctl_poll_nothrow(lua_State *L, struct pollfd *fds, unsigned long nfds, double deadline);
+/* Wait for `events` on fd until `deadline` (monotonic seconds). Returns revents, 0 on timeout,
+ * POLLERR if poll itself failed; raises `interrupted`. */
+int mpctl_wait_fd(lua_State *L, int fd, short events, double deadline);
+/* Sleep, woken (raising `interrupted`) by a signal. */
+void mpctl_sleep_l(lua_State *L, double seconds);
+/* The read end of the self-pipe (-1 before install): a signal makes it readable, for code
+ * that runs its own poll set (libusb event handling). Call mpctl_check_interrupt after. */
+int mpctl_interrupt_fd(void);
+
+/* Arm the running thread's hook for good (a coroutine starting; interrupt.arm()). */
+int mpctl_interrupt_arm(lua_State *L);
+/* errors.shield's counter: +1 holds interrupts off, -1 lets them through again. */
+void mpctl_interrupt_hold(lua_State *L, int delta);
+/* The pending signal number (0 if none), delivered or not. */
+int mpctl_interrupt_pending(void);
+/* The signal number last raised as an error in this state (0 if none). */
+int mpctl_interrupt_delivered(lua_State *L);
+/* The CLI has reported the interrupt: forget it (no more re-raising). */
+void mpctl_interrupt_acknowledge(lua_State *L);
+/* Back to the default handlers (before lua_close). */
+void mpctl_interrupt_uninstall(lua_State *L);
+
 /* Registry key under which main.c stores the path of the running executable. */
 #define MPCTL_REG_EXE "mpctl.exe"
 

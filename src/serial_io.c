@@ -1,33 +1,36 @@
-/* Byte movement for mpctl.serial ports: the input buffer, reads with poll() deadlines (through
- * the telnet codec on RFC 2217 ports), complete writes, and releasing a port's resources. */
+/* The generic part of mpctl.serial ports: the input buffer, reads with poll() deadlines (through
+ * the backend's decode hook), complete writes (through its encode hook), counters, the trace
+ * hook, and releasing a port. Backend specifics are reached only through p->ops. */
 #include "serial_port.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libserialport.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/ioctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-void port_init(struct port *p, int fd, enum port_kind kind, const char *name, const char *label)
+/* The raw backend (socket://, fd://, pty masters): bytes as they are; every hook default. */
+const struct port_ops port_raw_ops = {0};
+
+void port_init(struct port *p, int fd, const struct port_ops *ops, const char *name, const char *label)
 {
     memset(p, 0, sizeof *p);
     p->fd = fd;
-    p->kind = kind;
+    p->ops = ops;
     p->name = strdup(name);
     p->label = label;
     p->baud = 115200;
     p->dtr = p->rts = -1;
-    p->child = -1;
-    p->child_status = -1;
-    p->ack_timeout = 1.0;
-    rfc_decoder_init(&p->dec);
-    rfc_options_init(&p->opt);
+    p->trace_ref = LUA_NOREF;
+}
+
+void port_set_backend(struct port *p, const struct port_ops *ops, void *priv, const char *label)
+{
+    p->ops = ops;
+    p->priv = priv;
+    p->label = label;
 }
 
 int port_set_nonblock(int fd)
@@ -128,23 +131,23 @@ static int wait_fd(int fd, short events, double deadline)
     }
 }
 
-/* ---- reading ----------------------------------------------------------------------------- */
+/* ---- trace and counters ------------------------------------------------------------------ */
 
-static void on_telnet_event(void *ud, const struct rfc_event *ev)
+void port_trace(lua_State *L, struct port *p, const char *dir, const char *data, size_t n)
 {
-    rfc_handle_event(ud, ev);
+    if (p->trace_ref == LUA_NOREF || n == 0)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->trace_ref);
+    lua_pushstring(L, dir);
+    lua_pushlstring(L, data, n);
+    lua_call(L, 2, 0);
 }
 
-static void flush_ctl(lua_State *L, struct port *p)
+/* ---- reading ----------------------------------------------------------------------------- */
+
+size_t port_write_quiet(struct port *p, const char *data, size_t n, double deadline)
 {
-    if (p->ctl_out.len == 0)
-        return;
-    (void)L;
-    /* Replies are a few bytes and the peer is reading, so a short bounded wait is enough; a
-     * failure here is not raised because the read side will see the hang-up and report it. */
-    const char *data = port_buf_ptr(&p->ctl_out);
-    size_t n = p->ctl_out.len, off = 0;
-    double deadline = mpctl_now() + 5.0;
+    size_t off = 0;
     while (off < n && p->fd >= 0) {
         ssize_t w = write(p->fd, data + off, n - off);
         if (w > 0)
@@ -154,12 +157,12 @@ static void flush_ctl(lua_State *L, struct port *p)
         else
             break;
     }
-    port_buf_consume(&p->ctl_out, n);
+    return off;
 }
 
 /* Bytes from the fd into the input buffer; returns data bytes added (0 if only telnet commands
  * came), -1 at end of stream, -2 if nothing was there. */
-static ssize_t read_some(lua_State *L, struct port *p)
+static ssize_t read_some(lua_State *L, struct port *p, double deadline)
 {
     char raw[16384];
     ssize_t r = read(p->fd, raw, sizeof raw);
@@ -168,35 +171,40 @@ static ssize_t read_some(lua_State *L, struct port *p)
     if (r < 0 && (errno == EIO || errno == ECONNRESET))
         return -1; /* a pty whose other side closed, a USB adapter unplugged, a peer's RST */
     if (r < 0)
-        return luaL_error(L, "serial %s: read: %s", p->name, strerror(errno));
+        return mpctl_raise(L, mpctl_errno_kind(errno), p->name, "serial %s: read: %s", p->name, strerror(errno));
     if (r == 0)
         return -1;
-    if (p->kind != PORT_RFC_CLIENT && p->kind != PORT_RFC_SERVER) {
+    if (p->ops->decode == NULL) {
         port_buf_append(&p->in, raw, (size_t)r);
+        p->rx += (unsigned long long)r;
+        port_trace(L, p, "rx", raw, (size_t)r);
         return r;
     }
     char out[sizeof raw];
-    size_t n = rfc_decode(&p->dec, (const uint8_t *)raw, (size_t)r, (uint8_t *)out, on_telnet_event, p);
+    size_t n = p->ops->decode(p, raw, (size_t)r, out);
     port_buf_append(&p->in, out, n);
-    flush_ctl(L, p);
+    if (p->ops->after_read)
+        p->ops->after_read(L, p, deadline);
+    p->rx += n;
+    port_trace(L, p, "rx", out, n);
     return (ssize_t)n;
 }
 
 int port_fill_once(lua_State *L, struct port *p, double deadline)
 {
     if (p->fd < 0)
-        return luaL_error(L, "serial %s: port is closed", p->name);
+        return mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     for (;;) {
         if (p->eof)
             return -1;
-        int rev = wait_fd(p->fd, POLLIN, deadline);
+        int rev = mpctl_wait_fd(L, p->fd, POLLIN, deadline); /* raises `interrupted` on Ctrl-C */
         if (rev == 0)
             return 0;
-        ssize_t n = read_some(L, p);
+        ssize_t n = read_some(L, p, deadline);
         if (n == -1 || (n == -2 && (rev & (POLLHUP | POLLERR)) && !(rev & POLLIN))) {
             p->eof = 1;
-            if (p->child > 0)
-                sim_reap(p, 0.5);
+            if (p->ops->on_eof)
+                p->ops->on_eof(p);
             return -1;
         }
         if (n >= 0)
@@ -222,17 +230,10 @@ int port_fill(lua_State *L, struct port *p, double deadline)
 
 void port_push_eof_reason(lua_State *L, struct port *p)
 {
-    if (p->child > 0 || p->child_status != -1) {
-        int st = p->child_status;
-        if (st == -1)
-            lua_pushfstring(L, "%s: the simulator closed its end of the port", p->name);
-        else if (WIFEXITED(st))
-            lua_pushfstring(L, "%s: the simulator exited with status %d", p->name, WEXITSTATUS(st));
-        else
-            lua_pushfstring(L, "%s: the simulator was killed by signal %d", p->name, WTERMSIG(st));
-    } else {
+    if (p->ops->push_eof_reason)
+        p->ops->push_eof_reason(L, p);
+    else
         lua_pushfstring(L, "%s: the other end closed the port", p->name);
-    }
 }
 
 /* ---- writing ----------------------------------------------------------------------------- */
@@ -240,7 +241,7 @@ void port_push_eof_reason(lua_State *L, struct port *p)
 void port_write_raw(lua_State *L, struct port *p, const char *data, size_t n, double deadline)
 {
     if (p->fd < 0)
-        luaL_error(L, "serial %s: port is closed", p->name);
+        mpctl_raise(L, "io", p->name, "serial %s: port is closed", p->name);
     size_t off = 0;
     while (off < n) {
         ssize_t w = write(p->fd, data + off, n - off);
@@ -251,39 +252,42 @@ void port_write_raw(lua_State *L, struct port *p, const char *data, size_t n, do
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EAGAIN) {
-            if (wait_fd(p->fd, POLLOUT, deadline) == 0)
-                luaL_error(L, "serial %s: write: timeout with %d of %d bytes written", p->name,
+            if (mpctl_wait_fd(L, p->fd, POLLOUT, deadline) == 0)
+                mpctl_raise(L, "timeout", p->name, "serial %s: write: timeout with %d of %d bytes written", p->name,
                            (int)off, (int)n);
             continue;
         }
         if (w < 0 && (errno == EPIPE || errno == ECONNRESET || errno == EIO)) {
             p->eof = 1;
-            if (p->child > 0)
-                sim_reap(p, 0.5);
+            if (p->ops->on_eof)
+                p->ops->on_eof(p);
             port_push_eof_reason(L, p);
-            lua_pushfstring(L, "serial %s: write: %s (%s)", p->name, strerror(errno), lua_tostring(L, -1));
-            lua_error(L);
+            mpctl_raise(L, "eof", p->name, "serial %s: write: %s (%s)", p->name, strerror(errno),
+                        lua_tostring(L, -1));
         }
-        luaL_error(L, "serial %s: write: %s", p->name, w < 0 ? strerror(errno) : "wrote nothing");
+        mpctl_raise(L, w < 0 ? mpctl_errno_kind(errno) : "io", p->name, "serial %s: write: %s", p->name,
+                    w < 0 ? strerror(errno) : "wrote nothing");
     }
 }
 
 void port_write_all(lua_State *L, struct port *p, const char *data, size_t n, double deadline)
 {
-    if (p->kind != PORT_RFC_CLIENT && p->kind != PORT_RFC_SERVER) {
+    port_trace(L, p, "tx", data, n);
+    if (p->ops->encode == NULL) {
         port_write_raw(L, p, data, n, deadline);
+        p->tx += n;
         return;
     }
-    /* Escape in chunks through a Lua buffer so an error mid-write leaks nothing. */
+    /* Encode in chunks on the Lua stack, so an error mid-write leaks nothing. */
     const size_t chunk = 4096;
     for (size_t off = 0; off < n; off += chunk) {
         size_t k = n - off < chunk ? n - off : chunk;
-        luaL_Buffer b;
-        uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, 2 * k);
-        size_t m = rfc_escape((const uint8_t *)data + off, k, out);
-        luaL_pushresultsize(&b, m);
-        port_write_raw(L, p, lua_tostring(L, -1), m, deadline);
+        p->ops->encode(L, p, data + off, k);
+        size_t m;
+        const char *wire = lua_tolstring(L, -1, &m);
+        port_write_raw(L, p, wire, m, deadline);
         lua_pop(L, 1);
+        p->tx += k;
     }
 }
 
@@ -291,26 +295,16 @@ void port_write_all(lua_State *L, struct port *p, const char *data, size_t n, do
 
 void port_release(struct port *p)
 {
-    if (p->exclusive && p->fd >= 0) {
-        /* TIOCEXCL outlives this fd while anyone else holds the tty (a pty listener does) */
-        ioctl(p->fd, TIOCNXCL);
-        p->exclusive = 0;
-    }
-    if (p->sp) {
-        sp_close(p->sp);
-        sp_free_port(p->sp);
-        p->sp = NULL;
-        p->fd = -1; /* owned by libserialport */
-    }
+    /* The backend first: it may own the fd (libserialport) or need it closed before the rest
+     * (a simulator exits once its socket closes); whatever fd it leaves is closed here. */
+    if (p->ops->release)
+        p->ops->release(p);
     if (p->fd >= 0) {
         close(p->fd);
         p->fd = -1;
     }
-    if (p->child > 0)
-        sim_reap(p, 1.0);
     port_buf_free(&p->in);
-    port_buf_free(&p->ctl_out);
-    free(p->events);
-    p->events = NULL;
-    p->nevents = p->capevents = 0;
+    if (p->trace_L && p->trace_ref != LUA_NOREF)
+        luaL_unref(p->trace_L, LUA_REGISTRYINDEX, p->trace_ref);
+    p->trace_ref = LUA_NOREF;
 }

@@ -13,7 +13,20 @@
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
+#include <stdlib.h>
 #include <unistd.h>
+
+/* The backend's private state (port->priv). */
+struct local_port {
+    struct sp_port *sp; /* libserialport handle for real serial devices, NULL for a pty */
+    int exclusive;      /* TIOCEXCL + flock taken: cleared again on close */
+    int signals;        /* 1 while DTR/RTS can be carried; cleared at the first refusal */
+};
+
+static struct local_port *loc(const struct port *p)
+{
+    return p->priv;
+}
 
 void local_push_present(lua_State *L)
 {
@@ -90,7 +103,8 @@ int local_list(lua_State *L)
 
 static void raise_busy(lua_State *L, const char *path)
 {
-    luaL_error(L, "serial %s: port is busy (in use by another program, or already open in this one)", path);
+    mpctl_raise(L, "busy", path, "serial %s: port is busy (in use by another program, or already open in this one)",
+                path);
 }
 
 static void raise_open_error(lua_State *L, const char *path, int err)
@@ -98,8 +112,8 @@ static void raise_open_error(lua_State *L, const char *path, int err)
     if (err == EBUSY)
         raise_busy(L, path);
     if (err == EACCES)
-        luaL_error(L, "serial %s: permission denied (is the user in the dialout group?)", path);
-    luaL_error(L, "serial %s: open: %s", path, strerror(err));
+        mpctl_raise(L, "access", path, "serial %s: permission denied (is the user in the dialout group?)", path);
+    mpctl_raise(L, mpctl_errno_kind(err), path, "serial %s: open: %s", path, strerror(err));
 }
 
 static int probe_signals(int fd)
@@ -117,7 +131,7 @@ static int open_plain_tty(lua_State *L, const char *path)
     struct termios t;
     if (!isatty(fd) || tcgetattr(fd, &t) != 0) {
         close(fd);
-        luaL_error(L, "serial %s: not a serial port (no tty)", path);
+        mpctl_raise(L, "unsupported", path, "serial %s: not a serial port (no tty)", path);
     }
     cfmakeraw(&t);
     t.c_cflag |= CLOCAL | CREAD;
@@ -128,7 +142,7 @@ static int open_plain_tty(lua_State *L, const char *path)
     return fd;
 }
 
-static int open_with_libserialport(lua_State *L, struct port *p, const char *path)
+static int open_with_libserialport(lua_State *L, struct local_port *lp, const char *path)
 {
     struct sp_port *sp;
     if (sp_get_port_by_name(path, &sp) != SP_OK)
@@ -142,7 +156,7 @@ static int open_with_libserialport(lua_State *L, struct port *p, const char *pat
     }
     int fd = -1;
     sp_get_port_handle(sp, &fd);
-    p->sp = sp;
+    lp->sp = sp;
     /* 8N1, no flow control: what every MicroPython board and ESP ROM speaks */
     sp_set_bits(sp, 8);
     sp_set_parity(sp, SP_PARITY_NONE);
@@ -156,9 +170,13 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
     struct stat st;
     if (stat(path, &st) != 0 && errno == ENOENT) {
         local_push_present(L);
-        luaL_error(L, "serial: no such port %s; %s", path, lua_tostring(L, -1));
+        mpctl_raise(L, "not_found", path, "serial: no such port %s; %s", path, lua_tostring(L, -1));
     }
-    int fd = open_with_libserialport(L, p, path);
+    struct local_port *lp = calloc(1, sizeof *lp);
+    if (lp == NULL)
+        abort();
+    port_set_backend(p, &port_local_ops, lp, "local");
+    int fd = open_with_libserialport(L, lp, path);
     if (fd < 0)
         fd = open_plain_tty(L, path);
     p->fd = fd;
@@ -170,13 +188,13 @@ void local_open(lua_State *L, struct port *p, const char *path, int exclusive)
             port_release(p);
             if (err == EWOULDBLOCK)
                 raise_busy(L, path);
-            luaL_error(L, "serial %s: lock: %s", path, strerror(err));
+            mpctl_raise(L, mpctl_errno_kind(err), path, "serial %s: lock: %s", path, strerror(err));
         }
-        p->exclusive = 1;
+        lp->exclusive = 1;
     }
     port_set_nonblock(fd);
-    p->signals = probe_signals(fd);
-    if (p->sp == NULL && !p->signals)
+    lp->signals = probe_signals(fd);
+    if (lp->sp == NULL && !lp->signals)
         p->label = "pty"; /* a tty without modem lines: in practice a pseudo-terminal */
 }
 
@@ -198,11 +216,11 @@ static speed_t speed_constant(long baud)
     return B0;
 }
 
-void local_set_baud(lua_State *L, struct port *p, long baud)
+static void local_set_baud(lua_State *L, struct port *p, long baud)
 {
-    if (p->sp) {
-        if (sp_set_baudrate(p->sp, (int)baud) != SP_OK)
-            luaL_error(L, "serial %s: cannot set baud rate %d: %s", p->name, (int)baud,
+    if (loc(p)->sp) {
+        if (sp_set_baudrate(loc(p)->sp, (int)baud) != SP_OK)
+            mpctl_raise(L, "unsupported", p->name, "serial %s: cannot set baud rate %d: %s", p->name, (int)baud,
                        sp_last_error_message());
     } else {
         /* A pty has no wire: a rate termios cannot name is only recorded. */
@@ -221,9 +239,11 @@ static int no_modem_lines(int err)
     return err == ENOTTY || err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS;
 }
 
-void local_set_signals(lua_State *L, struct port *p, int dtr, int rts)
+/* Set DTR and/or RTS (-1 = leave) with one TIOCMGET/TIOCMSET; a tty that cannot carry modem
+ * lines (a pty) turns signals off instead of failing. */
+static void local_set_signals(lua_State *L, struct port *p, int dtr, int rts)
 {
-    if (!p->signals)
+    if (!loc(p)->signals)
         return;
     int bits;
     if (ioctl(p->fd, TIOCMGET, &bits) == 0) {
@@ -240,13 +260,13 @@ void local_set_signals(lua_State *L, struct port *p, int dtr, int rts)
         }
     }
     if (no_modem_lines(errno)) {
-        p->signals = 0;
+        loc(p)->signals = 0;
         return;
     }
-    luaL_error(L, "serial %s: set DTR/RTS: %s", p->name, strerror(errno));
+    mpctl_raise(L, mpctl_errno_kind(errno), p->name, "serial %s: set DTR/RTS: %s", p->name, strerror(errno));
 }
 
-void local_send_break(lua_State *L, struct port *p, double seconds)
+static void local_send_break(lua_State *L, struct port *p, double seconds)
 {
     (void)L;
     if (ioctl(p->fd, TIOCSBRK) != 0)
@@ -255,7 +275,49 @@ void local_send_break(lua_State *L, struct port *p, double seconds)
     ioctl(p->fd, TIOCCBRK);
 }
 
-void local_flush_input(struct port *p)
+static void local_flush_input(lua_State *L, struct port *p)
 {
+    (void)L;
     tcflush(p->fd, TCIFLUSH);
 }
+
+static int local_has_signals(const struct port *p)
+{
+    return loc(p)->signals;
+}
+
+static int local_has_baud(const struct port *p)
+{
+    (void)p;
+    return 1;
+}
+
+static void local_release(struct port *p)
+{
+    struct local_port *lp = loc(p);
+    if (lp == NULL)
+        return;
+    if (lp->exclusive && p->fd >= 0) {
+        /* TIOCEXCL outlives this fd while anyone else holds the tty (a pty listener does) */
+        ioctl(p->fd, TIOCNXCL);
+        lp->exclusive = 0;
+    }
+    if (lp->sp) {
+        sp_close(lp->sp);
+        sp_free_port(lp->sp);
+        p->fd = -1; /* closed by libserialport */
+    }
+    free(lp);
+    p->priv = NULL;
+}
+
+/* Local ttys: libserialport (or termios for ptys), modem lines by TIOCMSET. */
+const struct port_ops port_local_ops = {
+    .set_baud = local_set_baud,
+    .set_signals = local_set_signals,
+    .send_break = local_send_break,
+    .flush_input = local_flush_input,
+    .has_signals = local_has_signals,
+    .has_baud = local_has_baud,
+    .release = local_release,
+};

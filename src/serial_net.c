@@ -1,5 +1,5 @@
-/* Network and process transports for mpctl.serial: TCP connect/listen/accept for socket:// and
- * rfc2217://, and the sim:// child (mpctl itself running a simulator on a socketpair). */
+/* TCP for mpctl.serial: connect (with a deadline on the name lookup too), listen and accept for
+ * socket:// (raw backend) and rfc2217:// (RFC 2217 backends). */
 #include "serial_port.h"
 
 #include <errno.h>
@@ -27,19 +27,19 @@ static void split_hostport(lua_State *L, const char *url, const char *hp, char *
     if (*hp == '[') {
         const char *close = strchr(hp, ']');
         if (close == NULL || close[1] != ':')
-            luaL_error(L, "serial %s: expected [ADDRESS]:PORT", url);
+            mpctl_raise(L, "usage", url, "serial %s: expected [ADDRESS]:PORT", url);
         h = hp + 1;
         hl = (size_t)(close - h);
         colon = close + 1;
     } else {
         colon = strrchr(hp, ':');
         if (colon == NULL)
-            luaL_error(L, "serial %s: expected HOST:PORT", url);
+            mpctl_raise(L, "usage", url, "serial %s: expected HOST:PORT", url);
         hl = (size_t)(colon - hp);
     }
     size_t pl = strcspn(colon + 1, "?/");
     if (hl == 0 || hl >= hostsz || pl == 0 || pl >= portsz)
-        luaL_error(L, "serial %s: expected HOST:PORT", url);
+        mpctl_raise(L, "usage", url, "serial %s: expected HOST:PORT", url);
     memcpy(host, h, hl);
     host[hl] = '\0';
     memcpy(port, colon + 1, pl);
@@ -53,26 +53,138 @@ static void nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static int connect_one(const struct addrinfo *ai, double deadline, int *err)
+/* ---- name lookup with a deadline ----------------------------------------------------------
+ * getaddrinfo blocks for as long as the resolver likes (DNS retries: tens of seconds) and can be
+ * neither bounded nor cancelled. Numeric addresses (every test, most lab setups) resolve at once
+ * in-process; a name is looked up in a child process that writes the addresses to a pipe, while
+ * the parent waits with the caller's deadline through mpctl_poll (so Ctrl-C ends it too) and
+ * kills the child when time is up. Chosen over glibc's getaddrinfo_a: its helper thread cannot be
+ * stopped either, so a lookup that timed out would keep running inside mpctl, holding memory we
+ * could not free; a child is gone for good when killed, and mpctl stays single-threaded. */
+
+#define MAX_ADDRS 16
+
+struct addr_rec {
+    int family, socktype, protocol;
+    socklen_t len;
+    struct sockaddr_storage addr;
+};
+
+static int copy_addrs(const struct addrinfo *res, struct addr_rec *out, int max)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    int n = 0;
+    for (const struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof out[n].addr)
+            continue;
+        out[n] = (struct addr_rec){ai->ai_family, ai->ai_socktype, ai->ai_protocol, ai->ai_addrlen, {0}};
+        memcpy(&out[n].addr, ai->ai_addr, ai->ai_addrlen);
+        n++;
+    }
+    return n;
+}
+
+/* Child: look up, write {int gai; int n; n records}, exit. */
+static void resolver_child(int wfd, const char *host, const char *port)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    struct {
+        int gai, n;
+        struct addr_rec recs[MAX_ADDRS];
+    } msg;
+    memset(&msg, 0, sizeof msg);
+    msg.gai = gai;
+    msg.n = gai == 0 ? copy_addrs(res, msg.recs, MAX_ADDRS) : 0;
+    ssize_t ignored = write(wfd, &msg, sizeof msg);
+    (void)ignored;
+    _exit(0);
+}
+
+/* Returns the number of addresses (> 0), or raises: not_found (no such host), timeout,
+ * interrupted. */
+static int resolve(lua_State *L, const char *url, const char *host, const char *port, double deadline,
+                   struct addr_rec *out)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai == 0) {
+        int n = copy_addrs(res, out, MAX_ADDRS);
+        freeaddrinfo(res);
+        return n;
+    }
+    if (gai != EAI_NONAME)
+        mpctl_raise(L, "not_found", url, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        mpctl_raise(L, "io", url, "serial %s: pipe: %s", url, strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        resolver_child(pfd[1], host, port);
+    }
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        mpctl_raise(L, "io", url, "serial %s: fork: %s", url, strerror(errno));
+    }
+    struct {
+        int gai, n;
+        struct addr_rec recs[MAX_ADDRS];
+    } msg;
+    size_t got = 0;
+    int r = 1;
+    while (got < sizeof msg) {
+        struct pollfd p = {pfd[0], POLLIN, 0};
+        r = mpctl_poll_nothrow(L, &p, 1, deadline);
+        if (r <= 0)
+            break; /* timeout, interrupt or a failed poll */
+        ssize_t k = read(pfd[0], (char *)&msg + got, sizeof msg - got);
+        if (k > 0)
+            got += (size_t)k;
+        else if (k == 0 || (errno != EINTR && errno != EAGAIN))
+            break;
+    }
+    close(pfd[0]);
+    if (got < sizeof msg)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    if (r == MPCTL_POLL_INTERRUPTED)
+        mpctl_check_interrupt(L);
+    if (got < sizeof msg)
+        mpctl_raise(L, r == 0 ? "timeout" : "io", url, "serial %s: cannot resolve %s: %s", url, host,
+                    r == 0 ? "no answer from the resolver in time" : "the resolver failed");
+    if (msg.gai != 0 || msg.n <= 0)
+        mpctl_raise(L, "not_found", url, "serial %s: cannot resolve %s: %s", url, host,
+                    msg.gai ? gai_strerror(msg.gai) : "no address");
+    memcpy(out, msg.recs, sizeof *out * (size_t)msg.n);
+    return msg.n;
+}
+
+static int connect_one(lua_State *L, const struct addr_rec *ai, double deadline, int *err)
+{
+    int fd = socket(ai->family, ai->socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->protocol);
     if (fd < 0) {
         *err = errno;
         return -1;
     }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+    if (connect(fd, (const struct sockaddr *)&ai->addr, ai->len) == 0)
         return fd;
     if (errno == EINPROGRESS) {
+        /* a signal (SIGCHLD of a simulator) must not end the connect early; Ctrl-C does, and the
+         * socket must not leak when it does */
         struct pollfd pfd = {fd, POLLOUT, 0};
-        int r;
-        do { /* a signal (SIGCHLD of a simulator) must not end the connect early */
-            r = poll(&pfd, 1, port_ms_left(deadline));
-        } while (r < 0 && errno == EINTR);
+        int r = mpctl_poll_nothrow(L, &pfd, 1, deadline);
         socklen_t len = sizeof *err;
         if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) == 0 && *err == 0)
             return fd;
         if (r == 0)
             *err = ETIMEDOUT;
+        else if (r == MPCTL_POLL_INTERRUPTED)
+            *err = EINTR;
         else if (r < 0)
             *err = errno;
     } else {
@@ -86,18 +198,16 @@ int net_connect(lua_State *L, const char *url, const char *hostport, double time
 {
     char host[256], port[16];
     split_hostport(L, url, hostport, host, sizeof host, port, sizeof port);
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo(host, port, &hints, &res);
-    if (gai != 0)
-        luaL_error(L, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
     double deadline = mpctl_now() + timeout;
+    struct addr_rec addrs[MAX_ADDRS];
+    int n = resolve(L, url, host, port, deadline, addrs);
     int fd = -1, err = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
-        fd = connect_one(ai, deadline, &err);
-    freeaddrinfo(res);
+    for (int i = 0; i < n && fd < 0 && err != EINTR; i++)
+        fd = connect_one(L, &addrs[i], deadline, &err);
+    if (err == EINTR)
+        mpctl_check_interrupt(L);
     if (fd < 0)
-        luaL_error(L, "serial %s: connect: %s", url, strerror(err));
+        mpctl_raise(L, err == ETIMEDOUT ? "timeout" : "io", url, "serial %s: connect: %s", url, strerror(err));
     nodelay(fd);
     return fd;
 }
@@ -111,7 +221,7 @@ int net_listen(lua_State *L, const char *url, const char *hostport, int *port_ou
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0)
-        luaL_error(L, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
+        mpctl_raise(L, "not_found", url, "serial %s: cannot resolve %s: %s", url, host, gai_strerror(gai));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)
@@ -121,7 +231,8 @@ int net_listen(lua_State *L, const char *url, const char *hostport, int *port_ou
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
-        luaL_error(L, "serial %s: listen: %s", url, strerror(err));
+        mpctl_raise(L, err == EADDRINUSE ? "busy" : mpctl_errno_kind(err), url, "serial %s: listen: %s", url,
+                    strerror(err));
     }
     freeaddrinfo(res);
     struct sockaddr_storage ss;
@@ -143,138 +254,11 @@ int net_accept(lua_State *L, int lfd, const char *url, double timeout)
             return fd;
         }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            luaL_error(L, "serial %s: accept: %s", url, strerror(errno));
+            mpctl_raise(L, mpctl_errno_kind(errno), url, "serial %s: accept: %s", url, strerror(errno));
         if (mpctl_now() >= deadline)
             return -1;
-        struct pollfd pfd = {lfd, POLLIN, 0};
-        if (poll(&pfd, 1, port_ms_left(deadline)) == 0 && mpctl_now() >= deadline)
+        if (mpctl_wait_fd(L, lfd, POLLIN, deadline) == 0 && mpctl_now() >= deadline)
             return -1;
     }
 }
 
-/* ---- sim:// ------------------------------------------------------------------------------- */
-
-/* argv for `<exe> sim NAME --listen fd://3 k=v ...` from "NAME?k=v&k=v", built in a Lua table
- * so that nothing leaks if it raises. */
-static int push_sim_argv(lua_State *L, const char *exe, const char *spec)
-{
-    size_t nl = strcspn(spec, "?");
-    if (nl == 0 || strspn(spec, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != nl)
-        luaL_error(L, "serial sim://%s: simulator names are letters, digits, '_' and '-'", spec);
-    lua_newtable(L);
-    int n = 0;
-    lua_pushstring(L, exe);
-    lua_rawseti(L, -2, ++n);
-    lua_pushliteral(L, "sim");
-    lua_rawseti(L, -2, ++n);
-    lua_pushlstring(L, spec, nl);
-    lua_rawseti(L, -2, ++n);
-    lua_pushliteral(L, "--listen");
-    lua_rawseti(L, -2, ++n);
-    lua_pushliteral(L, "fd://3");
-    lua_rawseti(L, -2, ++n);
-    for (const char *q = spec[nl] ? spec + nl + 1 : spec + nl; *q;) {
-        size_t kl = strcspn(q, "&");
-        if (kl > 0) {
-            lua_pushlstring(L, q, kl);
-            lua_rawseti(L, -2, ++n);
-        }
-        q += kl + (q[kl] == '&');
-    }
-    return n;
-}
-
-static void child_exec(int sock, char **argv)
-{
-    if (sock == 3) {
-        fcntl(3, F_SETFD, 0);
-    } else if (dup2(sock, 3) < 0) {
-        _exit(127);
-    }
-    /* Only stdio and the port go to the simulator (close_range: glibc 2.34+, Linux 5.9+). */
-    if (close_range(4, ~0U, 0) != 0) {
-        long maxfd = sysconf(_SC_OPEN_MAX);
-        for (long fd = 4; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
-            close((int)fd);
-    }
-    signal(SIGPIPE, SIG_DFL);
-    execv(argv[0], argv);
-    _exit(127);
-}
-
-int sim_spawn(lua_State *L, const char *spec, pid_t *child)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, MPCTL_REG_EXE);
-    const char *exe = lua_tostring(L, -1);
-    if (exe == NULL)
-        luaL_error(L, "serial sim://%s: the mpctl executable is unknown (registry %s unset)", spec,
-                   MPCTL_REG_EXE);
-    int n = push_sim_argv(L, exe, spec);
-    char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
-    for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, -2, i + 1);
-        argv[i] = (char *)lua_tostring(L, -1); /* kept alive by the table below it */
-        lua_pop(L, 1);
-    }
-    argv[n] = NULL;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        luaL_error(L, "serial sim://%s: socketpair: %s", spec, strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        int err = errno;
-        close(sv[0]);
-        close(sv[1]);
-        luaL_error(L, "serial sim://%s: fork: %s", spec, strerror(err));
-    }
-    if (pid == 0)
-        child_exec(sv[1], argv);
-    close(sv[1]);
-    lua_pop(L, 3);
-    port_set_nonblock(sv[0]);
-    *child = pid;
-    return sv[0];
-}
-
-/* 1 once the child is gone: reaped here, or (ECHILD) already reaped elsewhere, when its pid
- * may belong to another process by now and must never be signalled. 0 while it runs. */
-static int wait_child(pid_t pid, int *status, double seconds)
-{
-    double deadline = mpctl_now() + seconds;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid)
-            return 1;
-        if (r < 0 && errno == ECHILD) {
-            *status = -1; /* exit status unknown */
-            return 1;
-        }
-        if (mpctl_now() >= deadline)
-            return 0;
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-void sim_reap(struct port *p, double grace)
-{
-    if (p->child <= 0)
-        return;
-    int st = 0;
-    if (wait_child(p->child, &st, grace)) {
-        p->child_status = st;
-    } else if (p->fd < 0) {
-        /* Port closed and the simulator still runs: ask, then insist. Only when closing: a
-         * stream that merely ended (the child closed fd 3) leaves the child to exit. */
-        kill(p->child, SIGTERM);
-        if (!wait_child(p->child, &st, 1.0)) {
-            kill(p->child, SIGKILL);
-            while (waitpid(p->child, &st, 0) < 0 && errno == EINTR) {
-            }
-        }
-        p->child_status = st;
-    } else {
-        return;
-    }
-    p->child = -1;
-}

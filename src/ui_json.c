@@ -408,7 +408,7 @@ void ui_json_decode(lua_State *L, const char *s, size_t len)
 {
     const char *nul = memchr(s, '\0', len);
     if (nul)
-        luaL_error(L, "json_decode: NUL byte at offset %d", (int)(nul - s));
+        mpctl_raise(L, "protocol", NULL, "json_decode: NUL byte at offset %d", (int)(nul - s));
     struct tree *t = push_tree(L);
     const char *end = NULL;
     /* Lua strings end with a NUL after their length: pass it so trailing garbage is refused. */
@@ -416,9 +416,9 @@ void ui_json_decode(lua_State *L, const char *s, size_t len)
     if (t->root == NULL) {
         size_t off = end && end >= s && end <= s + len ? (size_t)(end - s) : len;
         if (len == 0)
-            luaL_error(L, "json_decode: empty input");
+            mpctl_raise(L, "protocol", NULL, "json_decode: empty input");
         lua_pushlstring(L, s + off, len - off > 20 ? 20 : len - off);
-        luaL_error(L, "json_decode: syntax error at offset %d near \"%s\"", (int)off, lua_tostring(L, -1));
+        mpctl_raise(L, "protocol", NULL, "json_decode: syntax error at offset %d near \"%s\"", (int)off, lua_tostring(L, -1));
     }
     decode_item(L, t->root, 0);
     lua_remove(L, -2);

@@ -489,7 +489,8 @@ local function report_error(e, opts)
   end
   local ok, ui = pcall(require, "mpctl.ui")
   if ok and opts.json then
-    ui.event({ event = "error", message = msg, usage = type(e) == "table" and e.usage or nil })
+    ui.event({ event = "error", message = msg, kind = require("mpctl.errors").kind(e),
+      usage = type(e) == "table" and e.usage or nil })
   end
   io.stderr:write("mpctl: " .. msg .. "\n")
   if tb and opts.verbose and opts.verbose > 0 then io.stderr:write(tb .. "\n") end
@@ -537,10 +538,16 @@ function M.main(argv, info)
     return run_recipe(parsed, info)
   end)
   if rok then return rv end
-  local mpctl = require("mpctl")
-  report_error(rv, opts)
-  if type(rv) == "table" and (rv.usage or mpctl.is_usage_error(rv)) then return EXIT_USAGE end
-  return EXIT_FAIL
+  -- The exit code follows the error's kind (usage 2, interrupted 130, else 1). The report runs
+  -- shielded: a pending Ctrl-C must not cut it short; then the interrupt is acknowledged.
+  local errors = require("mpctl.errors")
+  return errors.shield(function()
+    require("mpctl.ui").finish_progress()
+    report_error(rv, opts)
+    require("mpctl.interrupt").acknowledge()
+    if type(rv) == "table" and rv.usage then return EXIT_USAGE end
+    return errors.exit_code(rv)
+  end)
 end
 
 return M

@@ -10,30 +10,25 @@ M.version = info.version or "0.0.0"
 M.datadir = info.datadir
 M.exe = info.exe
 
--- Raised for mistakes in how mpctl was called (exit code 2), as opposed to failures (1).
-local UsageError = {}
-UsageError.__index = UsageError
-UsageError.__tostring = function(e) return e.msg end
+local errors = require("mpctl.errors")
 
+-- Raised for mistakes in how mpctl was called: an error of kind "usage" (exit code 2), as
+-- opposed to failures (1). See mpctl.errors for the kinds.
 function M.usage_error(msg)
-  error(setmetatable({ usage = true, msg = msg }, UsageError), 2)
+  error(errors.new({ kind = "usage", detail = msg, msg = msg, usage = true }), 2)
 end
 
 function M.is_usage_error(e)
-  return type(e) == "table" and getmetatable(e) == UsageError
+  return errors.is(e, "usage")
 end
 
--- A failed check: printed as a failed step, exit code 1.
-local Failure = {}
-Failure.__index = Failure
-Failure.__tostring = function(e) return e.msg end
-
+-- A failed check: printed as a failed step, an error of kind "failed", exit code 1.
 function M.is_failure(e)
-  return type(e) == "table" and getmetatable(e) == Failure
+  return errors.is(e, "failed")
 end
 
 function M.fail(msg)
-  error(setmetatable({ failure = true, msg = msg }, Failure), 2)
+  error(errors.new({ kind = "failed", detail = msg, msg = msg, failure = true }), 2)
 end
 
 -- mpctl.check(cond, "REPL answers"): one visible step of a recipe.
@@ -81,9 +76,8 @@ function M.open_port(arg, opts)
   local baud = tonumber(opts.baud or (arg and arg.baud) or 115200)
   local ok, port = pcall(require("mpctl.serial").open, url, { baud = baud, exclusive = opts.exclusive })
   if not ok then
-    local msg = tostring(type(port) == "table" and port.msg or port)
-    if msg:find("no such port", 1, true) then M.usage_error(msg) end
-    error(msg, 0)
+    if errors.is(port, "not_found") or errors.is(port, "usage") then M.usage_error(tostring(port)) end
+    error(port, 0)
   end
   return port
 end

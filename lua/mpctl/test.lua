@@ -242,6 +242,7 @@ local function with_deadline(seconds, fn)
   end, "", 100000)
   local ok, err = xpcall(fn, function(e)
     if is_skip(e) then return e end
+    if require("mpctl.errors").is(e, "interrupted") then return e end -- stops the run (below)
     if type(e) == "table" then
       e = e.msg or e.message or tostring(e)
     end
@@ -275,6 +276,8 @@ local function run_lua_file(file, env_for, emit)
   for _, case in ipairs(cases) do
     local t0 = time.now()
     local cok, cerr = with_deadline(case.timeout or DEFAULT_CASE_TIMEOUT, case.fn)
+    -- Ctrl-C: no more cases; the CLI reports it and exits 130
+    if not cok and require("mpctl.errors").is(cerr, "interrupted") then error(cerr, 0) end
     local r = { file = file, name = case.name, time = time.now() - t0 }
     if cok then
       r.status = "pass"

@@ -170,3 +170,20 @@ test("ign_set_control does not wait for answers; without it a silent server is a
   sim:kill()
   sim:wait(5)
 end)
+
+-- Issue 9: the URL holds the word "timeout", the failure is an end of stream. The kind comes
+-- from how the read ended, so callers branching on e.kind see "eof".
+test("an EOF on rfc2217://...?timeout=2 is kind eof, not timeout", function()
+  local errors = require("mpctl.errors")
+  local slip = require("mpctl.slip")
+  local server, port = start_server()
+  local p = serial.open("rfc2217://127.0.0.1:" .. port .. "?timeout=2", { baud = 115200 })
+  server:kill("KILL")
+  server:wait(5)
+  local ok, e = pcall(slip.read_frame, p, 5)
+  test.ok(not ok, "read_frame fails once the server is gone")
+  test.eq(errors.kind(e), "eof")
+  test.contains(tostring(e), "timeout=2")
+  p:close()
+  server:close()
+end)

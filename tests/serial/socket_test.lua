@@ -60,3 +60,22 @@ test("connection refused names the URL", function()
   test.raises(function() serial.open("socket://nohostport") end, "expected HOST:PORT")
   test.raises(function() serial.open("bogus://x") end, "unknown scheme")
 end)
+
+-- Names are looked up in a child process with the open's deadline (serial_net.c), so a dead
+-- resolver cannot hang an open; a name that resolves connects as a numeric address does.
+test("socket://localhost:PORT resolves through the resolver child and connects", function()
+  local l = serial.listen("socket://127.0.0.1:0")
+  local c = serial.open("socket://localhost:" .. l.port, { timeout = 10 })
+  local s = assert(l:accept(5))
+  c:write("ping")
+  test.eq(s:read_exact(4, 5), "ping")
+  c:close(); s:close(); l:close()
+end)
+
+test("an unknown host fails with kind not_found or timeout, within the open's timeout", function()
+  local errors = require("mpctl.errors")
+  local ok, e = pcall(serial.open, "socket://mpctl-no-such-host.invalid:1", { timeout = 2 })
+  test.ok(not ok, "open of an unknown host fails")
+  test.ok(errors.is(e, "not_found") or errors.is(e, "timeout"), tostring(e))
+  test.contains(tostring(e), "cannot resolve mpctl-no-such-host.invalid")
+end)

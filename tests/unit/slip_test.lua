@@ -111,3 +111,39 @@ test("decoder: frames across feeds, bad escapes reported, not raised", function(
   test.eq(#errs, 1)
   test.contains(errs[1], "0xDB 0x02")
 end)
+
+-- Issue 8: once a frame grows past max mid-feed, the rest of it must be skipped up to its own
+-- end, as when the bytes come in one piece: its closing C0 must not open a frame of noise.
+test("decoder(max): the same frames whether the bytes come whole or split", function()
+  local function frames_of(chunks, max)
+    local d = slip.decoder(max)
+    local out = {}
+    for _, c in ipairs(chunks) do
+      for _, f in ipairs((d:feed(c))) do out[#out + 1] = f end
+    end
+    return out
+  end
+  -- the case found: a too-long frame split after it passed max, then "a" between two C0s
+  local s = "\192ab\192\219\192b\221\220\221\220\192a\192\221bb\221\221"
+  test.eq(frames_of({ s }, 3), { "ab" })
+  test.eq(frames_of({ s:sub(1, 10), s:sub(11) }, 3), { "ab" }, "split after the frame passed max")
+  -- seeded random inputs from the SLIP alphabet, split at random places
+  local alphabet = { "\192", "\219", "\220", "\221", "a", "b" }
+  local rnd = test.random_bytes(200000, 8)
+  local pos = 0
+  local function r(n) pos = pos + 1 return rnd:byte(pos) % n + 1 end
+  for _ = 1, 5000 do
+    local t = {}
+    for i = 1, r(30) do t[i] = alphabet[r(#alphabet)] end
+    local whole = table.concat(t)
+    local chunks, i = {}, 1
+    while i <= #whole do
+      local k = r(4)
+      chunks[#chunks + 1] = whole:sub(i, i + k - 1)
+      i = i + k
+    end
+    local max = r(6)
+    local hex = whole:gsub(".", function(c) return string.format("%02X ", c:byte()) end)
+    test.eq(frames_of(chunks, max), frames_of({ whole }, max), "max " .. max .. ", input " .. hex)
+  end
+end)

@@ -3,6 +3,7 @@
 -- (anchors.md §3.1): request <BBHI dir=0, op, len, checksum> + data; response <BBHI dir=1, op,
 -- len, value> + data whose status bytes follow the expected payload.
 local slip = require("mpctl.slip")
+local errors = require("mpctl.errors")
 
 local M = {}
 
@@ -101,10 +102,12 @@ end
 function Conn:read_frame(timeout)
   local ok, frame = pcall(slip.read_frame, self.port, timeout)
   if not ok then
+    -- by kind, never by text: the port URL itself may contain "timeout" (issue 9)
+    local kind = errors.kind(frame)
+    if kind == "interrupted" then error(frame, 0) end
     local msg = tostring(frame)
-    if msg:find("bad escape", 1, true) then return nil, "garbled", msg end
-    if msg:find("timeout", 1, true) then return nil, "timeout", msg end
-    if msg:find("closed", 1, true) or msg:find("EOF", 1, true) then return nil, "eof", msg end
+    if kind == "protocol" then return nil, "garbled", msg end
+    if kind == "timeout" or kind == "eof" then return nil, kind, msg end
     return nil, "io", msg
   end
   self.rx = self.rx + #frame + 2
