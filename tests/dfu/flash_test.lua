@@ -21,14 +21,16 @@ local function mpctl_write(simargs, firmware, extra)
   return ui.json_decode(line), code, out
 end
 
-test("pyboard_flash --port sim://pyboard firmware=<.dfu> ends with the verified REPL", function()
+test("pyboard_flash --port sim://pyboard?flash=F firmware=<.dfu> backup=B: backup of the old flash, then the verified REPL", function()
   S.need()
   local dir = fs.tmpdir()
+  local old = S.image(100 * 1024, 20) .. string.rep("\255", 1024 * 1024 - 100 * 1024)
+  S.write(fs.join(dir, "flash.bin"), old)
   local dfu = require("mpctl.dfu.file").build_dfu({ { offset = 0x08000000, data = S.image(256 * 1024, 21) } },
     { vid = 0x0483, pid = 0xdf11 })
   S.write(fs.join(dir, "fw.dfu"), dfu)
-  local p = require("mpctl.proc").spawn { argv = { exe(), "pyboard_flash", "--port", "sim://pyboard",
-    "firmware=" .. fs.join(dir, "fw.dfu") }, stderr = "stdout", env = { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir } }
+  local p = require("mpctl.proc").spawn { argv = { exe(), "pyboard_flash", "--port", "sim://pyboard?flash=" .. fs.join(dir, "flash.bin"),
+    "firmware=" .. fs.join(dir, "fw.dfu"), "backup=" .. fs.join(dir, "backup.bin") }, stderr = "stdout", env = { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir } }
   local port <close> = require("mpctl.serial").wrap_fd(p:stdout_fd(), "pyboard_flash")
   local out = {}
   local deadline = require("mpctl.time").now() + 150
@@ -43,6 +45,9 @@ test("pyboard_flash --port sim://pyboard firmware=<.dfu> ends with the verified 
   test.eq(code, 0, "exit code; output: " .. out:sub(-800))
   test.contains(out, "ok: flash reads back equal to the image", "verified")
   test.contains(out, "ok: print('hello') prints hello", "REPL answered")
+  test.ok(S.read(fs.join(dir, "backup.bin")) == old, "the backup holds the flash as it was")
+  local img = require("mpctl.dfu.file").load(fs.join(dir, "fw.dfu"))[1].data
+  test.ok(S.read(fs.join(dir, "flash.bin")):sub(1, #img) == img, "the simulator's flash holds the new image")
   fs.remove(dir, { recursive = true })
 end)
 

@@ -238,6 +238,23 @@ function Dev:read(addr, size, progress)
   return table.concat(chunks)
 end
 
+--- True when flash at addr already holds data. Reads block by block and stops at the first
+--- difference, so a sector that must be rewritten costs one UPLOAD, not all of them.
+function Dev:holds(addr, data)
+  self:ensure_idle()
+  self:set_address(addr)
+  self:abort()
+  local ts, pos, block, same = self.transfer_size, 1, 2, true
+  while pos <= #data do
+    local want = data:sub(pos, pos + ts - 1)
+    local got = self:upload(block, ts):sub(1, #want)
+    if got ~= want then same = false; break end
+    pos, block = pos + ts, block + 1
+  end
+  self:abort()
+  return same
+end
+
 --- Programs data at addr (the area must be erased). Raises with e.offset = first address not written.
 function Dev:program(addr, data, progress)
   local ts = self.transfer_size

@@ -5,8 +5,8 @@ connect: a DFU device named by the port (usb:...), else the one DFU device prese
 running MicroPython (its CDC port, F055:9800, given or found) sent to its bootloader with
 machine.bootloader() over the raw REPL; else the person is told what to do and the driver waits.
 
-write: reads the target sectors back (UPLOAD), compares, erases and programs only the sectors
-that differ (STM32F4 sector erase is where the time goes: 0.4-2 s each, DS8626), then reads back
+write: reads the target sectors back (UPLOAD, stopping at a sector's first difference), compares,
+erases and programs only the sectors that differ (STM32F4 sector erase is where the time goes: 0.4-2 s each, DS8626), then reads back
 everything written. The whole check happens before the first erase: every part must lie in
 erasable, writeable sectors of the alt-0 memory map the device reports.
 ]]
@@ -271,7 +271,7 @@ function T:write(parts, opts)
     local same = not opts.erased
     if same then
       for _, pc in ipairs(pieces) do
-        if d:read(pc.offset, #pc.data) ~= pc.data then same = false; break end
+        if not d:holds(pc.offset, pc.data) then same = false; break end
       end
     end
     if same then
