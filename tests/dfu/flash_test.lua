@@ -122,3 +122,18 @@ test("an image larger than the flash is refused before the device is touched", f
   test.ok(S.read(flash) == before, "flash untouched")
   fs.remove(dir, { recursive = true })
 end)
+
+test("pyboard_flash: two boards in DFU mode are listed, not guessed; none: it says what to press and waits (bounded)", function()
+  S.need()
+  local q = S.sh_quote(exe())
+  local out, code = S.run_sim("pyboard", { "boards=2" }, q .. " pyboard_flash firmware=demo", 60)
+  test.eq(code, 2, "usage error exit code; output: " .. out)
+  test.contains(out, "2 DFU devices are connected", "says why")
+  test.contains(out, "usb:1-1", "lists the first")
+  test.contains(out, "usb:1-2", "lists the second")
+  -- a DFU device of another kind (1209:0001) is not a Pyboard: the recipe asks for one and waits
+  local out2, code2 = S.run_sim("dfu11", {}, q .. " pyboard_flash firmware=demo wait=1", 60)
+  test.eq(code2, 1, "exit code; output: " .. out2)
+  test.contains(out2, "connect the DFU pin to 3V3", "tells the person what to do")
+  test.contains(out2, "no DFU device appeared in 1 s", "the wait is bounded")
+end)
