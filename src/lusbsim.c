@@ -370,7 +370,10 @@ static int l_reexec(lua_State *L)
     snprintf(pre, sizeof pre, "libumockdev-preload.so.0%s%s", old && *old ? ":" : "", old ? old : "");
     setenv("LD_PRELOAD", pre, 1);
     /* ASan must come first in the library list; with the preload in front it refuses to start */
-    setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=0", 0);
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
     execv(exe, argv);
     return luaL_error(L, "usbsim.reexec %s: %s", exe, strerror(errno));
 }
