@@ -4,6 +4,7 @@
   dfu.open(filter | "usb:..." , {alt=0, log=fn}) -> d     (exactly one DFU device, interface claimed)
   d:status() -> {status=, poll_ms=, state=}   d:clear_status()  d:abort()  d:ensure_idle()
   d:dnload(block, data)  d:wait_done(what, limit_s) -> status     d:upload(block, length) -> data
+  DFU 1.1: d:download(data, progress) -> "idle"|"wait-reset"|"reset"   d:upload_all([max]) -> data
   DfuSe: d:set_address(a)  d:erase_page(a)  d:mass_erase()  d:read_unprotect()
          d:read(addr, size, progress) -> data   d:program(addr, data, progress)   d:leave(addr)
   d.transfer_size, d.dfuse, d.layout (alt 0 memory map), d.info (mpctl.usb info), d:close()
@@ -273,6 +274,57 @@ function Dev:program(addr, data, progress)
     pos, block = pos + #chunk, block + 1
     if progress then progress(pos - 1, #data) end
   end
+end
+
+-- ---- plain DFU 1.1 (no DfuSe) -----------------------------------------------------------------
+
+--- Downloads a whole image (DFU 1.1 §6.1): blocks numbered from 0 in wTransferSize pieces, each
+--- followed by GETSTATUS polling; a zero-length DNLOAD starts manifestation, which ends in
+--- dfuIDLE (manifestation tolerant) or with the device resetting (dfuMANIFEST-WAIT-RESET).
+function Dev:download(data, progress)
+  self:ensure_idle()
+  local ts, pos, block = self.transfer_size, 1, 0
+  while pos <= #data do
+    local chunk = data:sub(pos, pos + ts - 1)
+    local ok, e = pcall(function()
+      self:dnload(block & 0xFFFF, chunk)
+      self:wait_done(string.format("download block %d", block), 10)
+    end)
+    if not ok then
+      if type(e) == "table" then e.offset = pos - 1 end
+      error(e, 0)
+    end
+    pos, block = pos + #chunk, block + 1
+    if progress then progress(pos - 1, #data) end
+  end
+  self:dnload(block & 0xFFFF, "")
+  local deadline = time.now() + 30
+  while true do
+    local ok, s = pcall(self.status, self)
+    if not ok then return "reset" end -- the device left to manifest: normal without manifestation tolerance
+    if s.state == S.dfuERROR or s.status ~= 0 then
+      self:fail("protocol", "manifestation failed: " .. (M.STATUS[s.status] or s.status), { status = s.status })
+    end
+    if s.state == S.dfuIDLE then return "idle" end
+    if s.state == S.dfuMANIFEST_WAIT_RESET then return "wait-reset" end
+    if time.now() > deadline then self:fail("timeout", "manifestation does not end") end
+    time.sleep(math.max(s.poll_ms, 1) / 1000)
+  end
+end
+
+--- Uploads the device's image (DFU 1.1 §6.2): blocks from 0 until a short one, or max bytes.
+function Dev:upload_all(max)
+  self:ensure_idle()
+  local ts, out, got, block = self.transfer_size, {}, 0, 0
+  while not max or got < max do
+    local data = self:upload(block & 0xFFFF, ts)
+    out[#out + 1] = data
+    got, block = got + #data, block + 1
+    if #data < ts then break end
+  end
+  if max and got >= max then self:abort() end
+  local all = table.concat(out)
+  return max and all:sub(1, max) or all
 end
 
 --- Leaves DFU and starts the application (DfuSe: address, then a zero-length DNLOAD, then
