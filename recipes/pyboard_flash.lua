@@ -5,6 +5,7 @@
 -- @option backup: FILE; save the whole flash to FILE first
 -- @option verify: yes|no = yes; read back everything written and compare
 -- @option repl: yes|no = yes; after leaving DFU, wait for MicroPython's USB port and run print('hello')
+-- @option unprotect: yes|no = no; remove read protection first (the chip erases ALL of its flash)
 -- @option timeout: seconds = 15; how long to wait for the REPL after leaving DFU
 -- @option wait: seconds = 120; how long to wait for a board to appear in DFU mode
 --
@@ -70,6 +71,10 @@ end })
 
 -- 3. Refuse an image that does not fit the device's memory map, before anything is erased.
 t:check_image(parts)
+if on(arg.unprotect, false) then
+  mpctl.log("removing read protection: the chip erases all of its flash and resets")
+  t:unprotect()
+end
 
 -- 4. Keep what was on flash.
 if arg.backup then

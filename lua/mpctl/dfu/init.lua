@@ -216,7 +216,9 @@ end
 
 --- Read unprotect: the chip erases all of its flash and resets. Only on explicit request.
 function Dev:read_unprotect()
-  self:command("\x92", "read unprotect", MASS_ERASE_LIMIT + 5)
+  -- the device answers, erases and resets: losing it mid-way is the expected end (AN3156)
+  local ok, e = pcall(self.command, self, "\x92", "read unprotect", MASS_ERASE_LIMIT + 5)
+  if not ok and not errors.is(e, "not_found") and not errors.is(e, "io") then error(e, 0) end
 end
 
 --- Reads size bytes at addr (UPLOAD from one address pointer, wTransferSize blocks).

@@ -350,6 +350,20 @@ function T:reset_to_app(opts)
     { hint = "press RST (and remove the DFU/BOOT0 jumper); check that the firmware is for this board" })
 end
 
+--- Read unprotect (only when asked: it wipes the whole chip): the device mass-erases and resets;
+--- the driver waits for it to come back in DFU mode and reopens it.
+function T:unprotect()
+  local path = self.d.info.path
+  self.d:read_unprotect()
+  self.d:close()
+  usb.wait({ path = path, vid = self.d.info.vid, pid = self.d.info.pid }, 40, true)
+  local back = usb.wait({ path = path, vid = self.d.info.vid, pid = self.d.info.pid }, 40)
+  if not back then errors.raise("timeout", "usb:" .. path, "the board did not come back in DFU mode after read unprotect",
+    { hint = M.how_to_enter(self.board) }) end
+  self.d = dfu.open({ path = path }, { alt = 0, log = self.log })
+  self.d:ensure_idle()
+end
+
 function T:close() if self.d then self.d:close() end end
 T.__close = T.close
 
