@@ -43,15 +43,24 @@ function M.run(parsed, name, build)
       end
     end
   end)
-  if pid then
-    usbsim.kill(pid)
-    for _ = 1, 100 do
-      if usbsim.waitpid(pid) then break end
-      require("mpctl.time").sleep(0.02)
+  -- Ctrl-C or an error: stop the command (it gets SIGTERM: its own interrupt handling runs) and keep
+  -- serving its last requests until it has gone, then save; shielded so a second check of the
+  -- interrupt cannot cut this short (a client left blocked in an ioctl would hang)
+  local function finish()
+    if pid then
+      usbsim.kill(pid)
+      local deadline = require("mpctl.time").now() + 5
+      while require("mpctl.time").now() < deadline do
+        if usbsim.waitpid(pid) then pid = nil; break end
+        pcall(host.step, host, 0.01)
+      end
+      if pid then usbsim.kill(pid, 9); for _ = 1, 50 do if usbsim.waitpid(pid) then break end end end
     end
+    host:close()
+    if save then save() end
   end
-  host:close()
-  if save then save() end
+  local errors = require("mpctl.errors")
+  if errors.shield then errors.shield(finish) else finish() end
   if not okrun then error(err, 0) end
   return rc
 end
