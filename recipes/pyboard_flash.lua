@@ -62,7 +62,8 @@ local record = { board = board.id, chip = board.chip, device = id.id, port = arg
   result = "ok" }
 local _ <close> = setmetatable({}, { __close = function(_, err)
   if err then
-    record.result, record.error = "failed", tostring(type(err) == "table" and err.msg or err)
+    local interrupted = type(err) == "table" and err.kind == "interrupted"
+    record.result, record.error = interrupted and "interrupted" or "failed", tostring(type(err) == "table" and err.msg or err)
     record.offset = type(err) == "table" and err.offset or nil
     record.duration = time.now() - t0
     pcall(mpctl.history.record, record)

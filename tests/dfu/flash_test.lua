@@ -155,3 +155,43 @@ test("unprotect=yes: read unprotect wipes the chip, the board comes back in DFU 
   test.eq(f:sub(#img + 1, 300 * 1024), string.rep("\255", 300 * 1024 - #img), "the rest of the old image was wiped")
   fs.remove(dir, { recursive = true })
 end)
+
+test("Ctrl-C during a flash: exit 130, the offset reached and the resume hint, an 'interrupted' history line", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local proc, serial, time = require("mpctl.proc"), require("mpctl.serial"), require("mpctl.time")
+  local env = { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir }
+  local p = proc.spawn { argv = { exe(), "sim", "pyboard", "timing=on", "--", exe(), "pyboard_flash", "firmware=demo" },
+    stderr = "stdout", env = env }
+  local out <close> = serial.wrap_fd(p:stdout_fd(), "sim")
+  local seen = out:read_until("in DFU mode", 60)
+  test.contains(seen, "in DFU mode", "the recipe reached the board")
+  time.sleep(1.5) -- inside the ~14 s the datasheet-timed write takes
+  p:kill("INT")
+  local text = {}
+  local deadline = time.now() + 30
+  while time.now() < deadline do
+    local ok, s = pcall(out.read, out, 65536, 1)
+    if not ok or (s == "" and out:is_eof()) then break end
+    text[#text + 1] = s
+  end
+  local code = p:wait(10)
+  p:close()
+  text = table.concat(text)
+  test.eq(code, 130, "exit code; output: " .. text)
+  test.contains(text, "run the same command again to resume", "resume hint")
+  test.ok(text:find("flash known good up to 0x080%x+"), "offset reached: " .. text)
+  local h = require("mpctl.proc").spawn { argv = { exe(), "history" }, env = env, stderr = "stdout" }
+  local hout <close> = serial.wrap_fd(h:stdout_fd(), "history")
+  local hist = {}
+  local hdeadline = time.now() + 20
+  while time.now() < hdeadline do
+    local ok, s = pcall(hout.read, hout, 65536, 1)
+    if not ok or (s == "" and hout:is_eof()) then break end
+    hist[#hist + 1] = s
+  end
+  hist = table.concat(hist)
+  h:wait(10); h:close()
+  test.ok(hist:find("\n[^\n]*interrupted%s+PYBV11"), "history line: " .. hist)
+  fs.remove(dir, { recursive = true })
+end)

@@ -47,15 +47,18 @@ function M.run(parsed, name, build)
   -- serving its last requests until it has gone, then save; shielded so a second check of the
   -- interrupt cannot cut this short (a client left blocked in an ioctl would hang)
   local function finish()
-    if pid then
-      usbsim.kill(pid)
-      local deadline = require("mpctl.time").now() + 5
-      while require("mpctl.time").now() < deadline do
+    local time = require("mpctl.time")
+    local function serve_until_gone(seconds)
+      local deadline = time.now() + seconds
+      while pid and time.now() < deadline do
         if usbsim.waitpid(pid) then pid = nil; break end
         pcall(host.step, host, 0.01)
       end
-      if pid then usbsim.kill(pid, 9); for _ = 1, 50 do if usbsim.waitpid(pid) then break end end end
     end
+    -- a Ctrl-C at a terminal reached the command too: let it finish its own way first
+    serve_until_gone(2)
+    if pid then usbsim.kill(pid); serve_until_gone(3) end
+    if pid then usbsim.kill(pid, 9); for _ = 1, 50 do if usbsim.waitpid(pid) then break end time.sleep(0.02) end end
     host:close()
     if save then save() end
   end
