@@ -2,7 +2,7 @@
 -- MicroPython's mboot (hold USR, press RST, release USR when the LED is white); mboot speaks DfuSe
 -- with the same 0483:DF11 ids (micropython ports/stm32/mboot, ports/stm32/README.md).
 return {
-  id = "PYBD_SF2", family = "dfu", chip = "STM32F722IE", mpy_port = "stm32", machine = "PYBD-SF2W with STM32F722IEK",
+  id = "PYBD_SF2", family = "dfu", chip = "STM32F722IE", mpy_port = "stm32", machine = "PYBD-SF2W",
   offset = 0x08000000, flash_size = 512 * 1024,
   usb = {
     { vid = 0x0483, pid = 0xDF11, name = "mboot DFU", mode = "dfu" },

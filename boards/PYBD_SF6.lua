@@ -1,6 +1,6 @@
 -- Pyboard D-series SF6 (STM32F767, 2 MiB internal flash). DFU through mboot, as PYBD_SF2.
 return {
-  id = "PYBD_SF6", family = "dfu", chip = "STM32F767IIK", mpy_port = "stm32", machine = "PYBD-SF6W with STM32F767IIK",
+  id = "PYBD_SF6", family = "dfu", chip = "STM32F767IIK", mpy_port = "stm32", machine = "PYBD-SF6W",
   offset = 0x08000000, flash_size = 2048 * 1024,
   usb = {
     { vid = 0x0483, pid = 0xDF11, name = "mboot DFU", mode = "dfu" },

@@ -2,7 +2,7 @@
 -- with the DFU/BOOT0 pin at 3V3 and RST pressed; MicroPython runtime CDC F055:9800.
 -- Ids and layout: anchors.md §3.3, §3.5; micropython ports/stm32/boards/PYBV11.
 return {
-  id = "PYBV11", family = "dfu", chip = "STM32F405RG", mpy_port = "stm32", machine = "PYBv1.1 with STM32F405RG",
+  id = "PYBV11", family = "dfu", chip = "STM32F405RG", mpy_port = "stm32", machine = "PYBv1.1",
   offset = 0x08000000, flash_size = 1024 * 1024,
   flash_layout = "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg",
   usb = {

@@ -1,7 +1,7 @@
 -- WeAct "Black Pill" STM32F411CEU6 (512 KiB flash). ROM DFU: hold BOOT0, press and release NRST,
 -- release BOOT0 -> 0483:DF11 (ST AN2606: STM32F411xx system memory boot over USB DFU).
 return {
-  id = "WEACT_F411CE", family = "dfu", chip = "STM32F411CE", mpy_port = "stm32", machine = "WEACT_F411CE with STM32F411CE",
+  id = "WEACT_F411CE", family = "dfu", chip = "STM32F411CE", mpy_port = "stm32",
   offset = 0x08000000, flash_size = 512 * 1024,
   flash_layout = "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,03*128Kg",
   usb = {
