@@ -237,11 +237,17 @@ local function cmd_ports(parsed)
       end
     end
   end
+  -- USB devices without a serial port (DFU, BOOTSEL): mpctl.dfu.ports
+  local usb_rows = {}
+  if not parsed.opts.port then usb_rows = require("mpctl.dfu.ports").rows() end
   if parsed.opts.json then
     for _, r in ipairs(rows) do ui.event(r) end
+    require("mpctl.dfu.ports").write(usb_rows, true)
     return EXIT_OK
   end
   local output = require("mpctl.output")
+  require("mpctl.dfu.ports").write(usb_rows, false)
+  if #rows == 0 and #usb_rows > 0 then return EXIT_OK end
   if #rows == 0 then
     output.out("no serial ports found (try --port sim://micropython for the built-in simulator)\n")
     return EXIT_OK
@@ -304,6 +310,8 @@ local function cmd_sim(parsed)
     end
     error(sim, 0)
   end
+  -- USB simulators (mpctl sim pyboard [-- COMMAND]) serve a simulated bus, not a serial port
+  if sim.usb then return sim.run(parsed) end
   local url = parsed.opts.listen or "pty"
   local serial = require("mpctl.serial")
   local opts = {}
