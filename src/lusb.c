@@ -4,6 +4,7 @@
  *   usb.open(filter_or_url) -> dev              exactly one match, else an error listing what is there
  *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone)
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
+ *   usb.tty_of(path) -> "/dev/ttyACM0" | nil  the serial port of a CDC device (by port path), from sysfs
  *   dev:info()  dev:claim(i)  dev:release(i)  dev:set_alt(i, alt)  dev:clear_halt(ep)  dev:reset()
  *   dev:control(bmRequestType, bRequest, wValue, wIndex, data_or_length [, timeout_s]) -> data | count
  *   dev:bulk_out(ep, data [, timeout_s]) -> count      dev:bulk_in(ep, length [, timeout_s]) -> data
@@ -898,6 +899,33 @@ static int d_tostring(lua_State *L)
     return 1;
 }
 
+/* usb.tty_of("1-4.2"): /sys/bus/usb/devices/<path>:1.N/tty/<name> for the first interfaces. Read
+ * here rather than with mpctl.fs: the recipe file policy keeps Lua's file access out of /sys, and
+ * under the simulated bus the umockdev preload redirects these libc calls to the testbed. */
+static int u_tty_of(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_argcheck(L, strchr(path, '/') == NULL && strstr(path, "..") == NULL, 1, "a USB port path such as 1-4.2");
+    for (int n = 0; n < 4; n++) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "/sys/bus/usb/devices/%s:1.%d/tty", path, n);
+        DIR *dp = opendir(dir);
+        if (!dp)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(dp)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            lua_pushfstring(L, "/dev/%s", e->d_name);
+            closedir(dp);
+            return 1;
+        }
+        closedir(dp);
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
 int luaopen_mpctl_usb(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -907,7 +935,8 @@ int luaopen_mpctl_usb(lua_State *L)
         {"clear_halt", d_clear_halt}, {"reset", d_reset}, {"control", d_control}, {"bulk_out", d_bulk_out},
         {"bulk_in", d_bulk_in}, {"string", d_string},   {"close", d_close},       {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"list", u_list}, {"open", u_open}, {"wait", u_wait}, {"parse_url", u_parse_url}, {NULL, NULL}};
+        {"list", u_list}, {"open", u_open}, {"wait", u_wait}, {"parse_url", u_parse_url},
+        {"tty_of", u_tty_of}, {NULL, NULL}};
     mpctl_new_class(L, DEV_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;

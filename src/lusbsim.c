@@ -8,6 +8,7 @@
  *
  *   usbsim.preloaded() -> bool           this process runs under libumockdev-preload (needed for hotplug)
  *   usbsim.reexec(argv)                   execs this program again with the preload (does not return)
+ *   usbsim.cmdline() -> {words}           this process's command line (/proc/self/cmdline), for reexec
  *   usbsim.spawn(argv) -> pid   usbsim.waitpid(pid) -> code | nil   usbsim.kill(pid [, sig])
  *   usbsim.testbed() -> tb                a fresh umockdev testbed (sets UMOCKDEV_DIR here)
  *   tb:root() -> dir
@@ -347,6 +348,34 @@ static int l_preloaded(lua_State *L)
     return 1;
 }
 
+/* usbsim.cmdline(): read in C because the recipe file policy (sandbox) keeps Lua's io.open to the
+ * recipe's folders, and reexec needs the command line as it was given. */
+static int l_cmdline(lua_State *L)
+{
+    FILE *f = fopen("/proc/self/cmdline", "rb");
+    if (!f)
+        return luaL_error(L, "usbsim.cmdline: /proc/self/cmdline: %s", strerror(errno));
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        luaL_addlstring(&b, chunk, n);
+    fclose(f);
+    luaL_pushresult(&b);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    lua_newtable(L);
+    int i = 0;
+    for (size_t at = 0; at < len;) {
+        size_t w = strnlen(s + at, len - at);
+        lua_pushlstring(L, s + at, w);
+        lua_rawseti(L, -2, ++i);
+        at += w + 1;
+    }
+    return 1;
+}
+
 /* usbsim.reexec(argv): the preload must be there from exec on (it interposes libc calls), so a
  * process that finds itself without it starts itself again with it, as umockdev-wrapper does. */
 static int l_reexec(lua_State *L)
@@ -672,7 +701,7 @@ int luaopen_mpctl_usbsim(lua_State *L)
         {"remove", tb_remove}, {"dev_fd", tb_dev_fd}, {"next", tb_next},   {"reply", tb_reply},
         {"close", tb_close},   {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"preloaded", l_preloaded}, {"reexec", l_reexec}, {"testbed", l_testbed},
+        {"preloaded", l_preloaded}, {"reexec", l_reexec}, {"cmdline", l_cmdline}, {"testbed", l_testbed},
         {"spawn", l_spawn},         {"waitpid", l_waitpid}, {"kill", l_kill},      {NULL, NULL}};
     mpctl_new_class(L, TB_MT, meta, methods);
     luaL_newlib(L, funcs);

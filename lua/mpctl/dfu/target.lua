@@ -31,17 +31,7 @@ local function ids(board, mode)
 end
 
 --- The tty of a USB device (by sysfs port path): /sys/bus/usb/devices/<path>:1.N/tty/<name>.
-function M.tty_of(path)
-  local fs = require("mpctl.fs")
-  for n = 0, 3 do
-    local dir = string.format("/sys/bus/usb/devices/%s:1.%d/tty", path, n)
-    local ok, names = pcall(fs.list, dir)
-    if ok and names and names[1] then
-      local name = type(names[1]) == "table" and names[1].name or names[1]
-      return "/dev/" .. name
-    end
-  end
-end
+M.tty_of = usb.tty_of
 
 local function find_app(board)
   for _, u in ipairs(ids(board, "app")) do
@@ -104,14 +94,11 @@ local function simulated(port)
   if not okp then
     errors.raise("unsupported", port, "this mpctl was built without umockdev", { hint = "install umockdev (scripts/setup) and rebuild" })
   end
-  local f = assert(io.open("/proc/self/cmdline", "rb"))
-  local cmdline = f:read("a")
-  f:close()
   local argv = { "sim", name }
   for kv in query:gmatch("[^&]+") do argv[#argv + 1] = kv end
   argv[#argv + 1] = "quiet=yes"
   argv[#argv + 1] = "--"
-  for w in cmdline:gmatch("([^%z]*)%z") do argv[#argv + 1] = w end
+  for _, w in ipairs(usbsim.cmdline()) do argv[#argv + 1] = w end
   local exe = debug.getregistry()["mpctl.exe"]
   -- the first word of cmdline is how we were started; run the same executable
   for i, w in ipairs(argv) do if w == "--" then argv[i + 1] = exe; break end end
