@@ -2,7 +2,7 @@
 -- @option firmware: FILE|demo; image to write: .dfu, .hex or .bin (default: the release for the board; demo = a generated test image)
 -- @option version: VERSION; release to download when firmware= is not given (default latest)
 -- @option address: integer; where a .bin goes (default: the start of the board's flash, 0x08000000)
--- @option backup: FILE; save the whole flash to FILE first
+-- @option backup: FILE|flash; keep what was on flash first: flash = a backup folder (what mpctl rollback restores), FILE = the whole flash as one raw file
 -- @option verify: yes|no = yes; read back everything written and compare
 -- @option repl: yes|no = yes; after leaving DFU, wait for MicroPython's USB port and run print('hello')
 -- @option unprotect: yes|no = no; remove read protection first (the chip erases ALL of its flash)
@@ -16,13 +16,8 @@
 
 local dfu_target = require("mpctl.dfu.target")
 local dfu_file = require("mpctl.dfu.file")
-local time, fs = mpctl.time, mpctl.fs
-local t0 = time.now()
-
-local function on(v, default)
-  if v == nil then return default end
-  return v == true or v == "yes" or v == "on" or v == "true" or v == "1"
-end
+local fs = mpctl.fs
+local target, backup = mpctl.target, mpctl.backup
 
 -- 1. Which board, which image: refused here, before any device is touched, when it is wrong.
 local board = mpctl.board(arg.board or "PYBV11")
@@ -33,11 +28,13 @@ local parts, firmware
 if arg.firmware == "demo" then
   local image = dfu_target.demo_image(board)
   parts = { { offset = board.offset, data = image, name = "demo image" } }
-  firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)) }
+  firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)), source = "demo" }
 else
   if arg.firmware then
     if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-    firmware = { file = arg.firmware, path = arg.firmware, sha256 = mpctl.hash.file(arg.firmware, "sha256") }
+    -- kept by its absolute path, so that a rollback from another folder finds it
+    local path = fs.realpath(arg.firmware)
+    firmware = { file = fs.basename(path), path = path, sha256 = mpctl.hash.file(path, "sha256"), source = "file" }
   else
     firmware = mpctl.firmware.get(board, arg.version or "latest")
   end
@@ -50,45 +47,30 @@ if board.flash_size and size > board.flash_size then
   mpctl.fail(string.format("%s is %d bytes, more than %s's %d KiB of flash", firmware.file, size, board.id, board.flash_size // 1024))
 end
 
+-- Whatever happens from here on goes into the history (mpctl history, mpctl rollback).
+local record <close> = mpctl.attempt { board = board.id, port = arg.port, firmware = target.image_record(firmware) }
+
 -- 2. Into the DFU bootloader: the DFU device present, or MicroPython told to go there, or the person.
-local t <close> = dfu_target.connect { board = board, port = arg.port, log = mpctl.log,
-  opts = { wait = tonumber(arg.wait) } }
+local t <close> = target.connect(board, arg.port, { wait = arg.wait })
+record:target(t)
 local id = t:identify()
+record.port = record.port or ("usb:" .. id.path)
 mpctl.log("%s in DFU mode (usb %s at usb:%s, serial %s), %d KiB flash at 0x%08X", board.id, id.usb, id.path,
   id.id or "?", id.flash_size // 1024, id.flash_base)
 
-local record = { board = board.id, chip = board.chip, device = id.id, port = arg.port or ("usb:" .. id.path),
-  firmware = { file = firmware.file, sha256 = firmware.sha256, version = firmware.version, path = firmware.path },
-  result = "ok" }
-local _ <close> = setmetatable({}, { __close = function(_, err)
-  if err then
-    local interrupted = type(err) == "table" and err.kind == "interrupted"
-    record.result, record.error = interrupted and "interrupted" or "failed", tostring(type(err) == "table" and err.msg or err)
-    record.offset = type(err) == "table" and err.offset or nil
-    record.duration = time.now() - t0
-    pcall(mpctl.history.record, record)
-  end
-end })
-
 -- 3. Refuse an image that does not fit the device's memory map, before anything is erased.
 t:check_image(parts)
-if on(arg.unprotect, false) then
+if arg.unprotect then
   mpctl.log("removing read protection: the chip erases all of its flash and resets")
   t:unprotect()
 end
 
--- 4. Keep what was on flash.
-if arg.backup then
-  local data = t:read(id.flash_base, id.flash_size)
-  fs.write(arg.backup, data) -- atomic: a temporary file renamed into place
-  record.backup = { flash = arg.backup }
-  mpctl.log("backup: %d KiB of flash saved to %s", #data // 1024, arg.backup)
-end
+-- 4. Keep what was on flash: the same backup folder (or raw file) as for every family.
+record.backup = backup.flash_before(t, arg.backup)
 
 -- 5. Write what changed, verify what was written.
-local verify = on(arg.verify, true)
-local st = t:write(parts, { verify = verify })
-mpctl.check(not verify or st.verified, "flash reads back equal to the image")
+local st = t:write(parts, { verify = arg.verify })
+mpctl.verified(st, "flash reads back equal to the image")
 mpctl.log("%d bytes at 0x%08X: %d sectors erased and written, %d already held the image; %d bytes over USB, %.1f s",
   st.raw, parts[1].offset, st.sectors_erased, st.sectors_skipped, st.wire, st.seconds)
 mpctl.ui.event { event = "dfu_flash", board = board.id, bytes = st.raw, written = st.written, wire = st.wire,
@@ -96,13 +78,14 @@ mpctl.ui.event { event = "dfu_flash", board = board.id, bytes = st.raw, written 
   verified = st.verified }
 
 -- 6. Leave DFU; the board starts MicroPython and shows its USB serial port.
-local app = t:reset_to_app { timeout = tonumber(arg.timeout) or 15 }
+local app = t:reset_to_app { timeout = arg.timeout }
 mpctl.log("MicroPython's USB serial port: %s", app)
 
 -- 7. Prove it runs: the same check as verify_repl.
-if on(arg.repl, true) then
+if arg.repl then
   local port <close> = mpctl.serial.open(app, { baud = 115200 })
-  mpctl.repl.verify(port, { name = app, timeout = tonumber(arg.timeout) or 15 })
+  local info = mpctl.repl.verify(port, { name = app, timeout = arg.timeout })
+  record.firmware.version = record.firmware.version or info.version
+else
+  mpctl.skip("REPL answers print('hello')", "repl=no")
 end
-record.duration = time.now() - t0
-mpctl.history.record(record)

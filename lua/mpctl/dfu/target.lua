@@ -106,7 +106,9 @@ local function simulated(port)
 end
 
 function M.connect(ctx)
-  local board, log = ctx.board, ctx.log or function() end
+  -- ctx.log is target.connect's log(level, fmt, ...); this driver and mpctl.dfu log whole lines
+  local board, log = ctx.board, function() end
+  if ctx.log then log = function(line) ctx.log("info", "%s", line) end end
   local opts = ctx.opts or {}
   local port = ctx.port
   if type(port) == "string" and port:match("^sim://") and simulated(port) then port = nil end
@@ -305,7 +307,10 @@ function T:write(parts, opts)
   end
   return { raw = raw, sent = written, written = written, wire = (d.stats.bytes_out - st0.out) + (d.stats.bytes_in - st0.inb),
     seconds = time.now() - t0, verified = verified, verify_skipped = verify_skipped,
-    sectors_erased = erased, sectors_skipped = skipped, outside = "unchanged" }
+    sectors_erased = erased, sectors_skipped = skipped,
+    -- Flash outside the image is not read back, so nothing is claimed about it; note that an
+    -- erased sector loses its bytes past the image's end (STM32 erases whole sectors).
+    outside = "skipped", outside_why = "DFU writes do not read back the flash outside the image" }
 end
 
 function T:erase(addr, size)
