@@ -90,7 +90,7 @@ if flash_backup then
   end
 else
   local fw = before.firmware
-  local parts = mpctl.firmware.parts(image, board)
+  local parts = target.parts(image, board) -- a .dfu or .hex says where its bytes go
   mpctl.log("writing %s (%s, sha256 %s) at 0x%X", image, fw.version or "?", fw.sha256, target.extent(parts))
   t:check_image(parts)
   mpctl.verified(t:write(parts, { verify = true, label = "rollback" }), "flash matches the previous firmware")

@@ -41,6 +41,8 @@ Shared helpers for drivers and recipes:
     target.interrupted(e, where) -> e | nil     -- the interrupt behind an error, when a signal came
     target.extent(parts) -> first, last         -- the address range a list of parts covers
     target.size_name(bytes) -> "4MB"
+    target.parts(path, board) -> parts          -- what a firmware file puts where: the driver's
+                                                --   driver.parts (a .dfu's elements) when it has one, else firmware.parts
     target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
     target.repl(app, opts) -> repl              -- attach to what t:reset_to_app() returned
     target.image(board, firmware, version) -> image  -- firmware=FILE|demo or version=: {file=, path=, sha256=,
@@ -216,6 +218,14 @@ function M.image(board, firmware, version)
   end
   img.parts = img.parts or fw.parts(img.path, board)
   return img
+end
+
+-- What a firmware file puts where. A family whose files carry their own addresses (.dfu, .hex)
+-- reads them through its driver; raw images go to the board's offset (firmware.parts).
+function M.parts(path, board)
+  local d = M.driver(board.family)
+  if d.parts then return d.parts(path, board) end
+  return require("mpctl.firmware").parts(path, board)
 end
 
 -- Which board is on a port, asked of its MicroPython (sys.implementation); nil when none answers.

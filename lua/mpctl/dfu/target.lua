@@ -192,6 +192,13 @@ function M.demo_image(board, size, seed)
   return table.concat(t):sub(1, size)
 end
 
+--- What a firmware file puts where, for rollback and target.image: .dfu (its elements' addresses),
+--- .hex (its records'), .bin at the board's flash start; refused when corrupt or for another VID:PID.
+function M.parts(path, board)
+  local dfu_id = ids(board, "dfu")[1] or {}
+  return require("mpctl.dfu.file").load(path, { base = board.offset, vid = dfu_id.vid, pid = dfu_id.pid })
+end
+
 function T:identify()
   local base, size = dfu.layout.total(self.d.layout)
   return { chip = self.board.chip, flash_size = size, flash_base = base, id = self.d.info.serial,
