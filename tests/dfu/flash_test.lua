@@ -192,6 +192,6 @@ test("Ctrl-C during a flash: exit 130, the offset reached and the resume hint, a
   end
   hist = table.concat(hist)
   h:wait(10); h:close()
-  test.ok(hist:find("\n[^\n]*interrupted%s+PYBV11"), "history line: " .. hist)
+  test.ok(hist:find("\n[^\n]*interrupted%s+%S+%s+PYBV11"), "history line: " .. hist)
   fs.remove(dir, { recursive = true })
 end)
