@@ -1,6 +1,7 @@
--- Flash operations of mpctl.esp: write (diff, deflate, verify), read, erase.
--- Protocol facts: esptool `loader.py` (flash_begin, flash_defl_begin, flash_block, read_flash,
--- erase_region), `cmds.py` write_flash, `targets/esp8266.py` get_erase_size; anchors.md §3.1.
+-- Flash writes of mpctl.esp: write (diff, deflate, verify) and the outside check; erase and read
+-- are in read_erase.lua.
+-- Protocol facts: esptool `loader.py` (flash_begin, flash_defl_begin, flash_block),
+-- `cmds.py` write_flash, `targets/esp8266.py` get_erase_size; anchors.md §3.1.
 local command = require("mpctl.esp.command")
 local slip = require("mpctl.slip")
 local time = require("mpctl.time")
@@ -477,81 +478,7 @@ return function(M, Chip)
     return total
   end
 
-  -- Erase everything (stub ERASE_FLASH; ROM: FLASH_BEGIN over the whole chip, cmds.erase_flash).
-  function Chip:erase_all()
-    if self.stub then
-      self.conn:command(OP.ERASE_FLASH, "", { timeout = 120 }) -- CHIP_ERASE_TIMEOUT
-    else
-      self:erase_region(0, self.flash_size)
-    end
-  end
-
-  function Chip:erase_region(offset, size)
-    if offset % SECTOR ~= 0 or size % SECTOR ~= 0 then
-      self:fail("erase region 0x%X+0x%X is not 4 KiB aligned", offset, size)
-    end
-    local timeout = math.max(3, ERASE_PER_MB * size / 1e6)
-    if self.stub then
-      self.conn:command(OP.ERASE_REGION, string.pack("<I4I4", offset, size), { timeout = timeout })
-    else
-      local bs = M.ROM_BLOCK
-      local params = string.pack("<I4I4I4I4", self:erase_size(offset, size), 0, bs, offset)
-      if self.chip.rom.encrypted_flag then params = params .. string.pack("<I4", 0) end
-      self.conn:command(OP.FLASH_BEGIN, params, { timeout = timeout })
-    end
-  end
-
-  -- Read flash. Stub: READ_FLASH streams packets we ack with the running byte count, then sends
-  -- the MD5 of what it read (loader.py read_flash). ROM: READ_FLASH_SLOW, 64 bytes a command.
-  function Chip:read_flash(offset, size, opts)
-    opts = opts or {}
-    local hash = mods()
-    local update, finish = progress(opts.label or string.format("read 0x%X", offset), size)
-    local parts, got = {}, 0
-    local conn = self.conn
-    if self.stub then
-      conn:command(OP.READ_FLASH, string.pack("<I4I4I4I4", offset, size, 0x1000, 64))
-      while got < size do
-        local frame, _, msg = conn:read_frame(10)
-        if not frame then
-          finish("failed")
-          self:fail("read_flash stopped at 0x%X of 0x%X+%d: %s", offset + got, offset, size, msg or "timeout")
-        end
-        parts[#parts + 1] = frame
-        got = got + #frame
-        conn:write_raw(string.pack("<I4", got))
-        update(got)
-      end
-      local digest, _, dmsg = conn:read_frame(10)
-      local data = table.concat(parts)
-      if #data ~= size then
-        finish("failed")
-        self:fail("read_flash 0x%X+%d: got %d bytes, asked for %d", offset, size, #data, size)
-      end
-      if not digest then
-        finish("failed")
-        self:fail("read_flash 0x%X+%d: all data received but no MD5 frame from the stub: %s", offset, size,
-          dmsg or "timeout")
-      end
-      if digest ~= hash.md5(data) then
-        finish("failed")
-        self:fail("read_flash 0x%X+%d: MD5 from the stub does not match the data received", offset, size)
-      end
-      finish()
-      return data
-    end
-    if not self.chip.rom.read_flash_slow then
-      finish("failed")
-      self:fail("the %s ROM cannot read flash; use the stub (leave stub= unset)", self.chip.name)
-    end
-    while got < size do
-      local n = math.min(64, size - got)
-      local payload = conn:command(OP.READ_FLASH_SLOW, string.pack("<I4I4", offset + got, n), { resp_len = 64 })
-      parts[#parts + 1] = payload:sub(1, n)
-      got = got + n
-      if got % 1024 == 0 or got == size then update(got) end
-    end
-    finish()
-    return table.concat(parts)
-  end
+  -- Erasing and reading (read_erase.lua), with the same constants and progress display.
+  require("mpctl.esp.read_erase")(M, Chip, { SECTOR = SECTOR, ERASE_PER_MB = ERASE_PER_MB,
+    progress = progress, mods = mods })
 end

@@ -61,7 +61,7 @@ end
 -- (`_construct_reset_strategy_sequence`) tries tight 50 ms, tight 550 ms, classic 50 ms, classic
 -- 550 ms; mpctl tries both wirings at the short delay first, as most boards that fail one
 -- wiring need the other rather than a longer wait, and goes to the longer hold of a wiring at
--- once when the boot line shows the app started (mpctl.esp Chip:sync_loop).
+-- once when the boot line shows the app started (Chip:sync_loop in mpctl.esp.connect).
 function M.sequence(mode)
   if mode == "none" or mode == "no" then
     return { { name = "no reset", fn = function() end } }
