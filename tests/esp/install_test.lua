@@ -58,3 +58,22 @@ test("installed mpctl: esp32_flash on sim://esp32 uses the installed stub; witho
   test.ok(not out:find("ROM loader", 1, true), "stub from MPCTL_STUB_DIR: " .. out)
   sh(string.format("rm -rf %q", prefix))
 end)
+
+test("installed mpctl: the simulated board's MicroPython comes with it (esp32_flash reaches the REPL, exec on sim://micropython)", function()
+  if not build then test.skip("MPCTL_TEST_BUILD_DIR not set (run under ctest)") end
+  local prefix = fs.tmpdir()
+  local rc, out = sh(string.format("cmake --install %q --prefix %q/inst && mv %q/inst %q/moved", build, prefix, prefix, prefix))
+  test.eq(rc, 0, out)
+  local root = prefix .. "/moved"
+  test.ok(fs.exists(root .. "/share/mpctl/node_modules/@micropython/micropython-webassembly-pyscript/micropython.wasm"),
+    "MicroPython's WebAssembly build installed")
+  local env = string.format("cd %q && env -u MPCTL_PATH -u MPCTL_STUB_DIR -u MPCTL_NODE_MODULES HOME=%q MPCTL_HISTORY=%q/h.jsonl",
+    prefix, prefix, prefix)
+  rc, out = sh(string.format("%s %q/bin/mpctl esp32_flash --port 'sim://esp32?timing=off' firmware=demo", env, root))
+  test.eq(rc, 0, out)
+  test.contains(out, "print('hello') prints hello")
+  rc, out = sh(string.format("%s %q/bin/mpctl exec --port sim://micropython 'print(6*7)'", env, root))
+  test.eq(rc, 0, out)
+  test.contains(out, "42")
+  sh(string.format("rm -rf %q", prefix))
+end)
