@@ -33,32 +33,9 @@ local touched = imagegen.touch_block(img, math.min(0x80000, #img // 2))
 local touched_path = fs.join(dir, "fw2.bin")
 fs.write(touched_path, touched)
 
-local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Run argv to completion; returns exit code, stdout, stderr, wall seconds (spawn to exit).
-local function run(argv, timeout)
-  local out, err = fs.join(dir, "out"), fs.join(dir, "err")
-  local sh = {}
-  for i, a in ipairs(argv) do sh[i] = shq(a) end
-  local t0 = time.now()
-  local p = proc.spawn { argv = { "/bin/sh", "-c", "exec " .. table.concat(sh, " ") .. " >" .. shq(out) .. " 2>" .. shq(err) },
-    pty = false }
-  local code = p:wait(timeout or 300)
-  local wall = time.now() - t0
-  if code == nil then p:kill("KILL") p:wait(5) end
-  p:close()
-  return code, fs.read(out), fs.read(err), wall
-end
-
--- A served simulator: returns url and a stop function.
-local function serve()
-  local p = proc.spawn { argv = { exe, "sim", "esp32", "--listen", "rfc2217://127.0.0.1:0" }, pty = false }
-  local port = mpctl.serial.wrap_fd(p:stdout_fd(), "sim stdout")
-  local line = port:read_until("\n", 10)
-  local url = line:match("(rfc2217://[%d%.]+:%d+)")
-  assert(url, "simulator printed no address: " .. line)
-  return url, function() port:close() p:kill() p:wait(5) p:close() end
-end
+local support = require("support")
+local function run(argv, timeout) return support.run(dir, argv, timeout or 300) end
+local function serve() return support.serve_esp32(exe) end
 
 local function mpctl_flash(url, path, baud)
   local code, out, err, wall = run { exe, "--json", "esp32_flash", "--port", url, "firmware=" .. path,
