@@ -30,9 +30,7 @@ function M.path(opts)
   if opts and opts.path then return opts.path end
   local e = os.getenv("MPCTL_HISTORY")
   if e and e ~= "" then return e end
-  local base = fs.xdg("state")
-  if not base:match("/mpctl/?$") then base = fs.join(base, "mpctl") end
-  return fs.join(base, "history.jsonl")
+  return fs.join(fs.xdg("state"), "history.jsonl") -- fs.xdg already ends in /mpctl
 end
 
 local function mpctl_version()

@@ -23,9 +23,7 @@ function M.dir(opts)
   if opts and opts.cache_dir then return opts.cache_dir end
   local e = os.getenv("MPCTL_CACHE_DIR")
   if e and e ~= "" then return e end
-  local base = fs.xdg("cache")
-  if not base:match("/mpctl/?$") then base = fs.join(base, "mpctl") end
-  return fs.join(base, "firmware")
+  return fs.join(fs.xdg("cache"), "firmware") -- fs.xdg already ends in /mpctl
 end
 
 function M.objects_dir(opts) return fs.join(M.dir(opts), "objects") end
