@@ -30,14 +30,17 @@ end
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({ opts = opts, log = opts.log or function() end, seen = "" }, M)
+  -- vid/pid/bcd_device/product/control_name/data_name: another port's identity (the simulated
+  -- Pico's MicroPython, 2E8A:0005: mpctl.sim.rp2.board); the Pyboard's by default
   self.usb = device.new {
-    vid = 0xF055, pid = 0x9800, bcd_device = 0x0200, class = 0xEF, subclass = 2, protocol = 1,
-    manufacturer = "MicroPython", product = "Pyboard Virtual Comm Port in FS Mode",
+    vid = opts.vid or 0xF055, pid = opts.pid or 0x9800, bcd_device = opts.bcd_device or 0x0200,
+    class = 0xEF, subclass = 2, protocol = 1,
+    manufacturer = "MicroPython", product = opts.product or "Pyboard Virtual Comm Port in FS Mode",
     serial = opts.serial or "3276345E3233",
     configs = { { attributes = 0x80, max_power = 250, interfaces = {
-      { class = 2, subclass = 2, protocol = 1, name = "Pyboard CDC control", extra = cdc_functional(),
+      { class = 2, subclass = 2, protocol = 1, name = opts.control_name or "Pyboard CDC control", extra = cdc_functional(),
         endpoints = { { address = 0x83, attributes = 3, max_packet = 8, interval = 255 } } },
-      { class = 0x0A, subclass = 0, protocol = 0, name = "Pyboard CDC data",
+      { class = 0x0A, subclass = 0, protocol = 0, name = opts.data_name or "Pyboard CDC data",
         endpoints = { { address = 0x01, attributes = 2, max_packet = 64 }, { address = 0x81, attributes = 2, max_packet = 64 } } },
     } } },
   }
@@ -60,7 +63,7 @@ function M:on_plug(host, slot)
     "P: " .. (p:gsub("^/sys", "")) .. "/1-" .. slot.port .. ":1.0",
     "E: SUBSYSTEM=usb", "E: DEVTYPE=usb_interface", "E: DRIVER=cdc_acm",
     "A: bInterfaceNumber=00\\n", "A: bInterfaceClass=02\\n", "A: bInterfaceSubClass=02\\n",
-    "A: bInterfaceProtocol=01\\n", "A: interface=Pyboard CDC control\\n", "", }, "\n"))
+    "A: bInterfaceProtocol=01\\n", "A: interface=" .. (self.opts.control_name or "Pyboard CDC control") .. "\\n", "", }, "\n"))
   host:add_child(table.concat({
     "P: " .. (self.tty_syspath:gsub("^/sys", "")), "N: ttyACM0", "L: device=../../../1-" .. slot.port .. ":1.0",
     "E: SUBSYSTEM=tty", "E: DEVNAME=/dev/ttyACM0", "E: MAJOR=166", "E: MINOR=0", "", }, "\n"))
@@ -105,7 +108,7 @@ end
 function M:tick()
   if self.bootloader and self.opts.on_bootloader then
     self.bootloader = nil
-    self.log("machine.bootloader(): back to the ROM DFU bootloader")
+    self.log("machine.bootloader(): back to the " .. (self.opts.bootloader_name or "ROM DFU bootloader"))
     return { unplug = true, replace = self.opts.on_bootloader() }
   end
 end
