@@ -32,16 +32,21 @@ for _, c in ipairs({ { "pico", "rp2040", 2 * 1024 * 1024, "2e8a:0003" }, { "pico
     test.contains(out, "ok: GET_COMMAND_STATUS after it", "command status after a STALL")
     test.contains(out, "ok: after INTERFACE_RESET commands work again", "interface reset")
     test.contains(out, "ok: its status is INVALID_ADDRESS", "bad address")
-    if sim == "pico2" then test.contains(out, "ok: its status is BAD_ALIGNMENT", "RP2350 misaligned erase") end
+    if sim == "pico2" then
+      test.contains(out, "ok: its status is BAD_ALIGNMENT", "RP2350 misaligned erase")
+      test.contains(out, "ok: GET_INFO SYS CPU_INFO", "RP2350 GET_INFO")
+    end
     test.ok(out:find("/dev/ttyACM0\n", 1, true), "the CDC port appeared: " .. out:sub(-400))
     test.contains(out, "ID 2e8a:0005 MicroPython Board in FS mode", "lsusb shows MicroPython's port")
     test.eq(#flash, flash_size, "flash file size")
     test.ok(flash:sub(1, #img) == img, "the simulator's flash holds the image")
     local pad = (4096 - #img % 4096) % 4096
     test.eq(flash:sub(#img + 1, #img + pad), string.rep("\255", pad), "the rest of the last sector is erased")
+    test.contains(out, "ok: a WRITE over written flash leaves old AND new", "NOR AND")
+    test.eq(flash:sub(#img + pad + 1, #img + pad + 256), string.rep("\48", 256), "the AND'ed page in the flash file")
     local st = ui.json_decode(stats)
-    test.eq(st.sectors_erased, (#img + pad) // 4096, "sectors erased (stats)")
-    test.eq(st.bytes_programmed, #img + pad, "bytes programmed (stats)")
+    test.eq(st.sectors_erased, (#img + pad) // 4096 + 1, "sectors erased (stats): the image's and the spare one")
+    test.eq(st.bytes_programmed, #img + pad + 512, "bytes programmed (stats): the image and two spare pages")
     test.ok(st.by_command.READ and st.by_command.READ > 0 and st.commands > 10, "commands counted: " .. stats)
     cleanup()
   end)
