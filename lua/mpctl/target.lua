@@ -44,6 +44,8 @@ Shared helpers for drivers and recipes:
     target.parts(path, board) -> parts          -- what a firmware file puts where: the driver's
                                                 --   driver.parts (a .dfu's elements) when it has one, else firmware.parts
     target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
+    target.bootloader_via_repl(tty, log)        -- machine.bootloader() over the raw REPL (no answer awaited)
+    target.simulated(port) -> bool              -- sim://NAME of a USB simulator: re-runs the command under it
     target.repl(app, opts) -> repl              -- attach to what t:reset_to_app() returned
     target.image(board, firmware, version) -> image  -- firmware=FILE|demo or version=: {file=, path=, sha256=,
                                                 --   version=, source=, cache=, parts=}
@@ -226,6 +228,44 @@ function M.parts(path, board)
   local d = M.driver(board.family)
   if d.parts then return d.parts(path, board) end
   return require("mpctl.firmware").parts(path, board)
+end
+
+-- machine.bootloader() over the raw REPL of the MicroPython on `tty`: the board resets into its
+-- ROM bootloader (DFU on an STM32, BOOTSEL on an RP2), so no answer comes (mpremote's `bootloader`).
+function M.bootloader_via_repl(tty, log)
+  log("asking MicroPython on " .. tty .. " to enter its bootloader (machine.bootloader())")
+  local serial, time = require("mpctl.serial"), require("mpctl.time")
+  local port <close> = serial.open(tty, { baud = 115200, timeout = 2 })
+  port:write("\r\3\3", 1)
+  time.sleep(0.1)
+  port:write("\1", 1) -- raw REPL
+  pcall(port.read_until, port, "raw REPL; CTRL-B to exit\r\n>", 3)
+  port:write("import machine\nmachine.bootloader()\4", 2)
+  time.sleep(0.2)
+end
+
+-- --port sim://NAME[?k=v&...] for a USB simulator (sim/NAME.lua with `usb = true`: pyboard, pico,
+-- pico2): the whole command runs again under `mpctl sim NAME k=v quiet=yes -- <this command>` (the
+-- umockdev preload must be there from exec on); inside it (UMOCKDEV_DIR set, preloaded) this returns
+-- true and the simulated board is simply the USB device present. False for other sim:// names.
+function M.simulated(port)
+  local name, query = port:match("^sim://([%w_]+)%??(.*)$")
+  local ok, sim = pcall(require, "mpctl.sim." .. (name or "?"))
+  if not (ok and type(sim) == "table" and sim.usb) then return false end
+  local okp, usbsim = pcall(require, "mpctl.usbsim")
+  if okp and usbsim.preloaded() and os.getenv("UMOCKDEV_DIR") then return true end
+  if not okp then
+    errors.raise("unsupported", port, "this mpctl was built without umockdev", { hint = "install umockdev (scripts/setup) and rebuild" })
+  end
+  local argv = { "sim", name }
+  for kv in query:gmatch("[^&]+") do argv[#argv + 1] = kv end
+  argv[#argv + 1] = "quiet=yes"
+  argv[#argv + 1] = "--"
+  for _, w in ipairs(usbsim.cmdline()) do argv[#argv + 1] = w end
+  local exe = debug.getregistry()["mpctl.exe"]
+  -- the first word of cmdline is how we were started; run the same executable
+  for i, w in ipairs(argv) do if w == "--" then argv[i + 1] = exe; break end end
+  usbsim.reexec(argv)
 end
 
 -- Which board is on a port, asked of its MicroPython (sys.implementation); nil when none answers.

@@ -52,18 +52,8 @@ local function dfu_present(board)
   return out
 end
 
--- machine.bootloader() over the raw REPL: the board resets into its DFU bootloader, so no answer comes.
-local function enter_bootloader(tty, log)
-  log("asking MicroPython on " .. tty .. " to enter its bootloader (machine.bootloader())")
-  local serial = require("mpctl.serial")
-  local port <close> = serial.open(tty, { baud = 115200, timeout = 2 })
-  port:write("\r\3\3", 1)
-  time.sleep(0.1)
-  port:write("\1", 1) -- raw REPL
-  pcall(port.read_until, port, "raw REPL; CTRL-B to exit\r\n>", 3)
-  port:write("import machine\nmachine.bootloader()\4", 2)
-  time.sleep(0.2)
-end
+-- machine.bootloader() over the raw REPL: the board resets into its DFU bootloader (target.bootloader_via_repl).
+local function enter_bootloader(tty, log) require("mpctl.target").bootloader_via_repl(tty, log) end
 
 local function wait_dfu(board, seconds)
   local deadline = time.now() + seconds
@@ -82,28 +72,8 @@ function M.how_to_enter(board)
     "connect the DFU/BOOT0 pin to 3V3 and press RST (Pyboard v1.x), or hold USR and press RST until the LED turns white (mboot boards)"
 end
 
--- --port sim://pyboard[?k=v&...]: the whole command runs again under `mpctl sim pyboard k=v -- ...`
--- (the umockdev preload must be there from exec on); inside it the simulated board is simply the
--- DFU device present.
-local function simulated(port)
-  local name, query = port:match("^sim://([%w_]+)%??(.*)$")
-  local ok, sim = pcall(require, "mpctl.sim." .. (name or "?"))
-  if not (ok and sim.usb) then return false end
-  local okp, usbsim = pcall(require, "mpctl.usbsim")
-  if okp and usbsim.preloaded() and os.getenv("UMOCKDEV_DIR") then return true end
-  if not okp then
-    errors.raise("unsupported", port, "this mpctl was built without umockdev", { hint = "install umockdev (scripts/setup) and rebuild" })
-  end
-  local argv = { "sim", name }
-  for kv in query:gmatch("[^&]+") do argv[#argv + 1] = kv end
-  argv[#argv + 1] = "quiet=yes"
-  argv[#argv + 1] = "--"
-  for _, w in ipairs(usbsim.cmdline()) do argv[#argv + 1] = w end
-  local exe = debug.getregistry()["mpctl.exe"]
-  -- the first word of cmdline is how we were started; run the same executable
-  for i, w in ipairs(argv) do if w == "--" then argv[i + 1] = exe; break end end
-  usbsim.reexec(argv)
-end
+-- --port sim://pyboard[?k=v&...]: the whole command runs again under the simulator (target.simulated).
+local function simulated(port) return require("mpctl.target").simulated(port) end
 
 function M.connect(ctx)
   -- ctx.log is target.connect's log(level, fmt, ...); this driver and mpctl.dfu log whole lines

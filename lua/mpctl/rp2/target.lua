@@ -1,0 +1,493 @@
+--[[ mpctl.rp2.target: the RP2040/RP2350 driver of the target interface (docs/internals.md "The
+target interface"), so rp2_flash, backup, history and rollback work for Picos.
+
+connect: the board must be in BOOTSEL (its boot ROM). A BOOTSEL device named by --port usb:...,
+else the one present (several: listed, not guessed); else a board running MicroPython (its CDC
+port 2E8A:0005, given as --port /dev/ttyACM0 or found) told machine.bootloader() over the raw
+REPL; else the person is told to hold BOOTSEL while plugging in, and the driver waits (bounded).
+
+Two methods (opts.method; default: PICOBOOT when the USB device can be opened, else the drive):
+- picoboot: EXCLUSIVE_ACCESS with eject (the drive goes away, so nothing writes flash behind our
+  back), EXIT_XIP, then per 4 KiB sector: READ, compare, and only when it differs FLASH_ERASE and
+  WRITE the sector (its bytes outside the image as they were: read first), like `picotool load -u`
+  (main.cpp: "Skip writing flash sectors that already contain identical data"); then every sector
+  written is read back and compared. REBOOT into the application.
+- drive: the UF2 copied onto the RPI-RP2/RP2350 drive (mpctl.rp2.drive), fsync'ed; the ROM writes
+  and reboots on its own. No read-back exists on this path: the write reports verify skipped,
+  and the recipe's REPL check after the reboot is what says the board runs.
+
+A failure while writing raises with e.offset (the first sector not known good), e.sector (its
+index in the image's sectors), e.hint = "run the same command again to resume" (the rerun skips
+the sectors already on flash).
+]]
+local usb = require("mpctl.usb")
+local errors = require("mpctl.errors")
+local time = require("mpctl.time")
+local picoboot = require("mpctl.rp2.picoboot")
+local drive = require("mpctl.rp2.drive")
+local uf2 = require("mpctl.rp2.uf2")
+
+local M = { family = "rp2" }
+
+local RESUME = "run the same command again to resume"
+local SECTOR, PAGE = picoboot.SECTOR, picoboot.PAGE
+
+local T = {}
+T.__index = T
+
+local function ids(board, mode)
+  local out = {}
+  for _, u in ipairs(board.usb or {}) do if u.mode == mode then out[#out + 1] = u end end
+  return out
+end
+
+function M.how_to_enter(board)
+  return board.bootsel_entry or "hold the BOOTSEL button while plugging the board into USB, then let go"
+end
+
+-- The BOOTSEL devices of this board's chip (2E8A:0003 for an RP2040 board, 000F for RP2350).
+local function bootsel_present(board)
+  local out = {}
+  for _, u in ipairs(ids(board, "bootsel")) do
+    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do out[#out + 1] = info end
+  end
+  return out
+end
+
+local function find_app(board)
+  for _, u in ipairs(ids(board, "app")) do
+    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do
+      local tty = usb.tty_of(info.path)
+      if tty then return tty, info end
+    end
+  end
+end
+
+local function wait_bootsel(board, seconds)
+  local deadline = time.now() + seconds
+  repeat
+    local found = bootsel_present(board)
+    if #found > 0 then return found end
+    for _, u in ipairs(ids(board, "bootsel")) do
+      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
+    end
+  until time.now() >= deadline
+  return bootsel_present(board)
+end
+
+local function list_text(found)
+  local names = {}
+  for _, d in ipairs(found) do
+    names[#names + 1] = string.format("usb:%s (%04x:%04x %s)", d.path, d.vid, d.pid, d.serial or "")
+  end
+  return table.concat(names, ", ")
+end
+
+-- Where the BOOTSEL device is: {path=} of the one device, after getting the board there.
+local function reach_bootsel(board, port, opts, log)
+  local wait = tonumber(opts.wait)
+  local function after_bootloader(where)
+    local found = wait_bootsel(board, wait or 15)
+    if #found ~= 1 then
+      errors.raise("timeout", where, "no " .. board.chip .. " BOOTSEL device appeared after machine.bootloader()",
+        { hint = M.how_to_enter(board) })
+    end
+    return found[1]
+  end
+  if type(port) == "string" and port:match("^usb:") then
+    local list = usb.list(usb.parse_url(port))
+    if #list == 1 and not picoboot.PIDS[list[1].pid] then
+      local tty = usb.tty_of(list[1].path)
+      if not tty then errors.raise("unsupported", port, "neither an RP2 BOOTSEL device nor a serial port") end
+      require("mpctl.target").bootloader_via_repl(tty, log)
+      return after_bootloader(port)
+    end
+    if #list == 0 then errors.raise("not_found", port, "no such USB device", { hint = "see `mpctl ports`" }) end
+    if #list > 1 then errors.raise("usage", port, #list .. " devices match: " .. list_text(list), { hint = "name one by its bus path" }) end
+    return list[1]
+  elseif type(port) == "string" and port ~= "" then
+    require("mpctl.target").bootloader_via_repl(port, log)
+    return after_bootloader(port)
+  end
+  local found = bootsel_present(board)
+  if #found > 1 then
+    errors.raise("usage", "usb", #found .. " " .. board.chip .. " boards are in BOOTSEL: " .. list_text(found),
+      { hint = "name one with --port usb:BUS-PATH or usb:serial=SERIAL" })
+  end
+  if #found == 0 then
+    local tty = find_app(board)
+    if tty then
+      require("mpctl.target").bootloader_via_repl(tty, log)
+      found = wait_bootsel(board, wait or 15)
+    end
+  end
+  if #found == 0 then
+    local secs = wait or 120
+    log(string.format("no %s in BOOTSEL: %s. Waiting up to %d s ...", board.id, M.how_to_enter(board), secs))
+    found = wait_bootsel(board, secs)
+    if #found == 0 then
+      errors.raise("timeout", "usb", "no " .. board.chip .. " BOOTSEL device appeared in " .. secs .. " s",
+        { hint = M.how_to_enter(board) })
+    end
+  end
+  return found[1]
+end
+
+local function sim_query(port)
+  local out = {}
+  local q = type(port) == "string" and port:match("^sim://[%w_]+%?(.*)$")
+  for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do out[k] = v end
+  return out
+end
+
+local function find_drive(board, opts, log, why)
+  local found = drive.find { drive = opts.drive, board_id = board.drive_board_id }
+  if #found == 0 then
+    errors.raise("not_found", opts.drive or "drive", string.format("no %s drive (INFO_UF2.TXT with Board-ID: %s) %s%s",
+      board.drive_board_id or "BOOTSEL", board.drive_board_id or "RPI-RP2", opts.drive and ("at " .. opts.drive) or
+      "under /media, /run/media or /mnt", why and ("; " .. why) or ""),
+      { hint = "mount the board's drive and give its folder with drive=PATH, or use method=picoboot" })
+  end
+  if #found > 1 then
+    local names = {}
+    for _, d in ipairs(found) do names[#names + 1] = d.path end
+    errors.raise("usage", "drive", #found .. " BOOTSEL drives are mounted: " .. table.concat(names, ", "),
+      { hint = "name one with drive=PATH" })
+  end
+  log(string.format("BOOTSEL drive %s (Board-ID %s, %s)", found[1].path, found[1].board_id, found[1].model or "?"))
+  return found[1]
+end
+
+function M.connect(ctx)
+  local board, log = ctx.board, function() end
+  if ctx.log then log = function(line) ctx.log("info", "%s", line) end end
+  local opts = {}
+  for k, v in pairs(ctx.opts or {}) do opts[k] = v end
+  local port = ctx.port
+  if type(port) == "string" and port:match("^sim://") then
+    -- the simulated Pico's drive=DIR is the drive's folder, unless drive= was given to us too
+    opts.drive = opts.drive or sim_query(port).drive
+    if require("mpctl.target").simulated(port) then port = nil end
+  end
+  local method = opts.method
+  if method ~= nil and method ~= "picoboot" and method ~= "drive" then
+    errors.raise("usage", "method", "method=" .. tostring(method) .. ": use picoboot or drive")
+  end
+  local dev = reach_bootsel(board, port, opts, log)
+  local t = setmetatable({ family = "rp2", board = board, log = log, opts = opts, usb_path = dev.path,
+    usb_info = dev, event = "rp2_flash" }, T)
+  if method ~= "drive" then
+    local ok, c = pcall(picoboot.open, { path = dev.path, vid = dev.vid, pid = dev.pid }, { log = log })
+    if ok then
+      t.c, t.method = c, "picoboot"
+      -- exclusive + eject: the drive goes away, so nothing writes the flash behind PICOBOOT's back
+      c:exclusive(2)
+      c:exit_xip()
+      log(string.format("%s in BOOTSEL (usb %04x:%04x at usb:%s, serial %s): PICOBOOT", board.chip, dev.vid, dev.pid,
+        dev.path, dev.serial or "?"))
+      return t
+    end
+    if method == "picoboot" or errors.is(c, "interrupted") then error(c, 0) end
+    log("PICOBOOT not reachable (" .. tostring(type(c) == "table" and c.msg or c) .. "); using the BOOTSEL drive")
+  end
+  t.drive, t.method = find_drive(board, opts, log), "drive"
+  return t
+end
+
+--- What a firmware file puts where: a .uf2 (its blocks of the board's family; another family is
+--- refused here, before any device is touched, naming both), an .elf (its PT_LOAD segments), or
+--- a .bin at the board's flash start (0x10000000) or opts.address.
+function M.parts(path, board, opts)
+  opts = opts or {}
+  local data = require("mpctl.firmware").load_file(path, { max = 64 * 1024 * 1024 })
+  local parts
+  if uf2.is_uf2(data) then
+    local file
+    parts, file = uf2.load(data, { where = path, families = board.uf2_families, board = board.id })
+    for _, p in ipairs(parts) do p.family = file.family end
+  elseif uf2.is_elf(data) then
+    parts = uf2.from_elf(data, path)
+  else
+    parts = { { offset = opts.address or board.offset, data = data, name = path } }
+  end
+  return parts
+end
+
+-- The RP2040 boot ROM's boot2 checksum: a CRC-32 with polynomial 0x04C11DB7, not reflected, init
+-- 0xFFFFFFFF, no final xor, of the first 252 bytes, stored little-endian in the last 4 (pico-sdk
+-- src/rp2040/boot_stage2/pad_checksum run with `-s 0xffffffff` by its CMakeLists.txt; checked here
+-- on the published padded bs2_default, whose word is 0x7a4eb274).
+function M.boot2_crc(data)
+  local crc = 0xFFFFFFFF
+  for i = 1, #data do
+    crc = crc ~ (data:byte(i) << 24)
+    for _ = 1, 8 do
+      if crc & 0x80000000 ~= 0 then crc = ((crc << 1) ~ 0x04C11DB7) & 0xFFFFFFFF else crc = (crc << 1) & 0xFFFFFFFF end
+    end
+  end
+  return crc
+end
+
+-- The smallest IMAGE_DEF block an RP2350 executable carries in its first 4 KiB (pico-sdk
+-- src/rp2_common/pico_crt0/embedded_start_block.inc.S and boot/picobin.h): PICOBIN_BLOCK_MARKER_START
+-- 0xffffded3; item IMAGE_TYPE (0x42, 1 word) = EXE (1) | SECURITY_S (2 << 4) | CPU_ARM (0 << 8) |
+-- CHIP_RP2350 (1 << 12); item LAST (0xff) with the items' size in words (1); link 0 (no end block);
+-- PICOBIN_BLOCK_MARKER_END 0xab123579.
+M.RP2350_IMAGE_DEF = string.pack("<I4BBI2BI2BI4I4", 0xffffded3, 0x42, 1, 0x1 | (0x2 << 4) | (0x1 << 12), 0xff, 1, 0, 0, 0xab123579)
+
+--- A MicroPython-like image for firmware=demo and the bench, bootable by the chip's ROM rule:
+--- RP2040: a 256-byte boot2 with its checksum, then a Cortex-M vector table (SP in SRAM at
+--- 0x20042000, reset handler in flash with the Thumb bit); RP2350: the vector table at the start
+--- and an IMAGE_DEF block after it. Then seeded code-like bytes (same seed, same image).
+function M.demo_image(board, size, seed)
+  size = size or 600 * 1024
+  local x = seed or 1
+  local function bytes(n)
+    local b = {}
+    for i = 1, n do x = (x * 1103515245 + 12345) & 0x7fffffff; b[i] = string.char((x >> 16) & 255) end
+    return table.concat(b)
+  end
+  local base = (board and board.offset) or 0x10000000
+  local t
+  if board and board.chip == "RP2350" then
+    t = { string.pack("<I4I4", 0x20082000, base + 0x200 + 1), bytes(0x110 - 8), M.RP2350_IMAGE_DEF }
+  else
+    local boot2 = bytes(252)
+    t = { boot2, string.pack("<I4", M.boot2_crc(boot2)), string.pack("<I4I4", 0x20042000, base + 0x100 + 0xC1) }
+  end
+  local banner = "MicroPython demo image for " .. (board and board.id or "RP2") .. "\0"
+  local n = #table.concat(t)
+  while n < size do
+    local piece = (n % 4096 < 256 and n >= 4096) and banner or bytes(256 - n % 256)
+    t[#t + 1] = piece
+    n = n + #piece
+  end
+  return table.concat(t):sub(1, size)
+end
+
+function T:identify()
+  local info = self.usb_info or {}
+  return { chip = self.board.chip, flash_size = self.board.flash_size, flash_base = self.board.offset, id = info.serial,
+    usb = string.format("%04x:%04x", info.vid or 0, info.pid or 0), path = self.usb_path, method = self.method,
+    drive = self.drive and self.drive.path }
+end
+
+--- Parts inside the flash; a part read from a UF2 of another family refused (naming both).
+function T:check_image(parts)
+  local base, size = self.board.offset, self.board.flash_size
+  for _, p in ipairs(parts) do
+    if #p.data == 0 then errors.raise("refused", p.name or "image", "an empty part") end
+    if p.offset < base or p.offset + #p.data > base + size then
+      errors.raise("refused", p.name or "image", string.format("0x%08X..0x%08X is outside %s's flash (0x%08X, %d KiB)",
+        p.offset, p.offset + #p.data, self.board.id, base, size // 1024), { hint = "nothing was written; check the file and address=" })
+    end
+    if p.family then
+      local ok = false
+      for _, f in ipairs(self.board.uf2_families or {}) do if f == p.family then ok = true end end
+      if not ok then
+        errors.raise("refused", p.name or "image", string.format("this image is for %s, but %s takes %s UF2s",
+          uf2.name(p.family), self.board.id, uf2.name((self.board.uf2_families or {})[1])), { hint = "nothing was written" })
+      end
+    end
+  end
+end
+
+local function need_picoboot(self, what)
+  if not self.c then
+    errors.raise("unsupported", self.drive and self.drive.path or "drive", what .. " needs PICOBOOT; the BOOTSEL drive " ..
+      "can only take a UF2 (it cannot read or erase the flash)", { hint = "use method=picoboot (the default when the USB device can be opened)" })
+  end
+end
+
+function T:read(addr, size, opts)
+  need_picoboot(self, "reading the flash")
+  opts = opts or {}
+  local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "read", size) or nil
+  local out, done = {}, 0
+  while done < size do
+    local n = math.min(SECTOR, size - done)
+    out[#out + 1] = self.c:read(addr + done, n)
+    done = done + n
+    if bar then bar:update(done) end
+  end
+  if bar then bar:finish() end
+  return table.concat(out)
+end
+
+-- The sectors the parts touch, each with what the image puts in it.
+local function sectors_of(parts)
+  local map, list = {}, {}
+  for _, p in ipairs(parts) do
+    local a, e = p.offset, p.offset + #p.data
+    local s = a - a % SECTOR
+    while s < e do
+      if not map[s] then map[s] = { addr = s, pieces = {} }; list[#list + 1] = map[s] end
+      local lo, hi = math.max(a, s), math.min(e, s + SECTOR)
+      table.insert(map[s].pieces, { at = lo - s, data = p.data:sub(lo - a + 1, hi - a) })
+      s = s + SECTOR
+    end
+  end
+  table.sort(list, function(x, y) return x.addr < y.addr end)
+  return list
+end
+
+local function overlay(current, pieces)
+  local out = current
+  for _, pc in ipairs(pieces) do
+    out = out:sub(1, pc.at) .. pc.data .. out:sub(pc.at + #pc.data + 1)
+  end
+  return out
+end
+
+local function resumable(self, e, s, index, total)
+  if type(e) ~= "table" then e = errors.new { kind = "io", where = self.c and self.c.where, detail = tostring(e) } end
+  e.offset = e.offset or s.addr
+  e.sector, e.sectors = index, total
+  e.hint = RESUME
+  local why = errors.is(e, "not_found") and "the board went away" or "the write stopped"
+  local text = tostring(e.msg or e.detail or e.kind)
+  e.msg = string.format("%s: %s at sector %d of %d (0x%08X); flash known good up to 0x%08X; %s", text, why, index, total,
+    s.addr, e.offset, RESUME)
+  return e
+end
+
+function T:write(parts, opts)
+  opts = opts or {}
+  self:check_image(parts)
+  if self.method == "drive" then return self:write_drive(parts, opts) end
+  local c, t0 = self.c, time.now()
+  local st0 = { out = c.stats.bytes_out, inb = c.stats.bytes_in }
+  local raw = 0
+  for _, p in ipairs(parts) do raw = raw + #p.data end
+  local sectors = sectors_of(parts)
+  local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "write", #sectors * SECTOR) or nil
+  local written, erased, skipped, programmed = 0, 0, 0, {}
+  for i, s in ipairs(sectors) do
+    local ok, e = pcall(function()
+      local current = opts.erased and string.rep("\255", SECTOR) or c:read(s.addr, SECTOR)
+      local want = overlay(current, s.pieces)
+      if want == current and not opts.erased then skipped = skipped + 1; return end
+      c:exit_xip()
+      c:erase(s.addr, SECTOR)
+      erased = erased + 1
+      -- program ANDs into erased (0xFF) NOR: pages that stay all 0xFF need no WRITE
+      for pg = 0, SECTOR - PAGE, PAGE do
+        local page = want:sub(pg + 1, pg + PAGE)
+        if page ~= string.rep("\255", PAGE) then
+          c:write(s.addr + pg, page)
+          written = written + PAGE
+        end
+      end
+      programmed[#programmed + 1] = { addr = s.addr, data = want, index = i }
+    end)
+    if not ok then
+      if bar then bar:finish() end
+      error(resumable(self, e, s, i, #sectors), 0)
+    end
+    if bar then bar:update(i * SECTOR) end
+  end
+  if bar then bar:finish() end
+  local verified, verify_skipped = false, opts.verify == false
+  if not verify_skipped then
+    -- Everything written is read back; the sectors skipped were read and compared equal above.
+    for _, w in ipairs(programmed) do
+      local ok, back = pcall(c.read, c, w.addr, SECTOR)
+      if not ok then error(resumable(self, back, w, w.index, #sectors), 0) end
+      if back ~= w.data then
+        local k = 1
+        while back:byte(k) == w.data:byte(k) do k = k + 1 end
+        errors.raise("failed", c.where, string.format("verify: flash differs from the image at 0x%08X", w.addr + k - 1),
+          { offset = w.addr, hint = RESUME })
+      end
+    end
+    verified = true
+  end
+  return { raw = raw, sent = written, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
+    seconds = time.now() - t0, verified = verified, verify_skipped = verify_skipped, verify_what = "read-back of the sectors written",
+    sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot",
+    -- only the sectors the image touches are erased, and their bytes outside the image were read
+    -- first and written back; nothing else is read back, so nothing is claimed about it
+    outside = "skipped", outside_why = "PICOBOOT writes read back only the sectors written" }
+end
+
+--- The drive method: the parts as a UF2 of the board's family (the file's own family when it came
+--- from a UF2), copied and fsync'ed; then the ROM writes it and reboots.
+function T:write_drive(parts, opts)
+  local t0 = time.now()
+  local family = parts[1].family or (self.board.uf2_families or {})[1]
+  local data = uf2.build(parts, { family = family })
+  local raw = 0
+  for _, p in ipairs(parts) do raw = raw + #p.data end
+  local path = drive.copy(self.drive.path, data)
+  self.log(string.format("copied %d bytes of UF2 (%d blocks, %s) to %s; waiting for the board to reboot", #data,
+    #data // 512, uf2.name(family), path))
+  if not drive.wait_gone(self.drive.path, opts.timeout or 30) then
+    errors.raise("timeout", self.drive.path, "the drive is still there 30 s after the copy: the boot ROM did not take the UF2",
+      { hint = "check that the file is for " .. self.board.chip .. "; unplug and replug the board in BOOTSEL and try again" })
+  end
+  self.rebooted = true
+  return { raw = raw, sent = #data, written = raw, wire = #data, seconds = time.now() - t0, verified = false,
+    verify_skipped = true, verify_what = "read-back of the flash",
+    verify_why = "the BOOTSEL drive cannot be read back; the REPL after the reboot is the check",
+    sectors = #sectors_of(parts), method = "drive", outside = "skipped",
+    outside_why = "the BOOTSEL drive cannot be read back" }
+end
+
+function T:erase(addr, size)
+  need_picoboot(self, "erasing")
+  if addr % SECTOR ~= 0 or size % SECTOR ~= 0 then
+    errors.raise("usage", self.c.where, string.format("erase 0x%08X+%d: not whole 4 KiB sectors", addr, size))
+  end
+  for a = addr, addr + size - 1, SECTOR do self.c:exit_xip(); self.c:erase(a, SECTOR) end
+end
+
+function T:erase_all()
+  need_picoboot(self, "erasing")
+  -- 64 KiB per command: each erase answers within picotool's 10 s ack timeout even on slow flash
+  for a = self.board.offset, self.board.offset + self.board.flash_size - 1, 65536 do
+    self.c:exit_xip(); self.c:erase(a, 65536)
+  end
+end
+
+--- Reboots into the application (PICOBOOT) or waits for the reboot the drive copy started;
+--- returns MicroPython's CDC port once it has enumerated.
+function T:reset_to_app(opts)
+  opts = opts or {}
+  local where = self.c and self.c.where or ("usb:" .. tostring(self.usb_path))
+  if self.c then
+    local ok, e = pcall(self.c.reboot, self.c)
+    -- the ROM may reset before its ack reaches us: a device gone after REBOOT is the reboot
+    if not ok and not errors.is(e, "not_found") then error(e, 0) end
+    self.c:close()
+    self.c = nil
+    usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
+  end
+  local deadline = time.now() + (opts.timeout or 15)
+  while time.now() < deadline do
+    local tty = find_app(self.board)
+    if tty then return tty end
+    for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
+  end
+  if #bootsel_present(self.board) > 0 then
+    errors.raise("failed", where, "the board came back in BOOTSEL, not as MicroPython: the boot ROM found no valid image",
+      { hint = "check that the firmware is a MicroPython build for " .. self.board.id })
+  end
+  errors.raise("timeout", where, "MicroPython's USB serial port (2E8A:0005) did not appear after the reboot",
+    { hint = "unplug and replug the board; check that the firmware is for " .. self.board.id })
+end
+
+function T:summary(st)
+  return { method = st.method or self.method, sectors_erased = st.sectors_erased, sectors_skipped = st.sectors_skipped }
+end
+
+function T:close()
+  if self.c then
+    -- give the drive back (NOT_EXCLUSIVE) when we leave without rebooting, as picotool does
+    pcall(self.c.exclusive, self.c, 0)
+    self.c:close()
+    self.c = nil
+  end
+end
+T.__close = T.close
+
+return M
