@@ -11,7 +11,7 @@ args[16]) sent to OUT; dTransferLength bytes follow on IN or OUT; on success the
 zero-length ACK in the opposite direction; on error it stalls. Control requests to the interface:
 PICOBOOT_IF_RESET 0x41 (vendor OUT, no data) and PICOBOOT_IF_CMD_STATUS 0x42 (vendor IN,
 16 bytes: dToken, dStatusCode, bCmdId, bInProgress). Ids: EXCLUSIVE_ACCESS 0x01, REBOOT 0x02,
-FLASH_ERASE 0x03, READ 0x84, WRITE 0x05, EXIT_XIP 0x06, REBOOT2 0x0a. Status: OK 0,
+FLASH_ERASE 0x03, READ 0x84, WRITE 0x05, EXIT_XIP 0x06, REBOOT2 0x0a, GET_INFO 0x8b. Status: OK 0,
 UNKNOWN_CMD 1, INVALID_ADDRESS 4, BAD_ALIGNMENT 5.
 Boot2 check (RP2040 datasheet 2.8.1.3.1): CRC-32, polynomial 0x04c11db7, initial 0xffffffff,
 no reflection, no final XOR, over the first 252 bytes, stored LE in the last 4 of the 256.
@@ -175,8 +175,13 @@ def flash_session(image_path, addr):
         pb.write(addr + off, padded[off:off + 4096])
     back = b"".join(pb.read(addr + off, 4096) for off in range(0, size, 4096))
     check(back == padded, "read back equals what was written (%d bytes)" % len(image))
-    # programming over programmed flash ANDs: write 0x0F over a page and read 0x0F & old
-    # (done on the last page, which the image does not use when it is shorter than the sector)
+    # WRITE "does no erase" (picoboot.h): NOR programming only clears bits, so a second write over
+    # a written page leaves old AND new (done in the sector after the image)
+    spare = addr + size
+    pb.erase(spare, 4096)
+    pb.write(spare, b"\x3c" * 256)
+    pb.write(spare, b"\xf0" * 256)
+    check(pb.read(spare, 256) == b"\x30" * 256, "a WRITE over written flash leaves old AND new (0x3c & 0xf0)")
     # a bad command: unknown id 0x7f -> stall, then the status names it
     token = pb.token
     check(stalled(lambda: pb.command(0x7F)), "an unknown command (0x7f) stalls")
@@ -196,6 +201,15 @@ def flash_session(image_path, addr):
         check(stalled(lambda: pb.erase(addr + 256, 4096)), "a misaligned FLASH_ERASE stalls (RP2350)")
         check(pb.status()["code"] == 5, "its status is BAD_ALIGNMENT")
         pb.reset()
+    if pb.pid == 0x000F:
+        # GET_INFO (0x8b, RP2350 only; picoboot.h struct picoboot_get_info_cmd: bType, bParam,
+        # wParam, dParams[3]); the reply layout is the RP2350 datasheet's (bootrom chapter,
+        # PICOBOOT GET_INFO / get_sys_info): word 0 = words that follow, then for
+        # PICOBOOT_GET_INFO_SYS (1, picoboot_constants.h) the supported flags and per flag its
+        # words; CPU_INFO 0x0004 (pico-sdk bootrom_constants.h) is one word, 0 = Arm
+        got = pb.command(0x8B, struct.pack("<BBHIII", 1, 0, 0, 0x0004, 0, 0), 32)[0]
+        words = struct.unpack("<8I", got)
+        check(words[:3] == (2, 0x0004, 0), "GET_INFO SYS CPU_INFO: 2 words, flag 0x4, Arm (got %r)" % (words[:3],))
     pb.exclusive(1)
     pb.reboot()
     check(True, "REBOOT acked")

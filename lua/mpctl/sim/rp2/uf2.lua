@@ -45,7 +45,7 @@ end
 
 --- chip: mpctl.sim.rp2.chips entry; flash: mpctl.sim.rp2.flash; log(msg)
 function M.new(chip, flash, log)
-  return setmetatable({ chip = chip, flash = flash, log = log or function() end, count = 0,
+  return setmetatable({ chip = chip, flash = flash, log = log or function() end, count = 0, status = 0,
     stats = { blocks = 0, written = 0, ignored = 0, resets = 0 } }, M)
 end
 
@@ -64,6 +64,17 @@ function M:forget(why)
   self.num_blocks, self.family, self.seen, self.cleared, self.count = nil, nil, nil, nil, 0
 end
 
+--- The board (re)entered BOOTSEL: the ROM starts with no download and a clear status.
+function M:restart()
+  self.num_blocks, self.family, self.seen, self.cleared, self.count, self.status = nil, nil, nil, nil, 0, 0
+end
+
+--- RP2350 GET_INFO UF2_STATUS: uf2_status (u16), ram, no_reboot, family_id, valid_block_count,
+--- num_blocks (pico-bootrom-rp2350 usb_virtual_disk.c, the struct "exposed directly to PICOBOOT").
+function M:status_words()
+  return string.pack("<I2BBI4I4I4", self.status, self.ram and 1 or 0, 0, self.family or 0, self.count, self.num_blocks or 0)
+end
+
 --- One sector written to the drive. exclusive: PICOBOOT holds exclusive access.
 --- Returns seconds of flash work, and "reboot" when the download is complete.
 function M:sector(s, exclusive)
@@ -72,24 +83,28 @@ function M:sector(s, exclusive)
   if not b or b.flags & FAMILY_ID_PRESENT == 0 or not self.chip.families[b.family]
     or b.flags & NOT_MAIN_FLASH ~= 0 or b.size ~= 256 then
     self.stats.ignored = self.stats.ignored + 1
+    -- RP2350 GET_INFO UF2_STATUS bit UF2_STATUS_IGNORED_FAMILY (pico-sdk picoboot_constants.h)
+    if b and b.flags & FAMILY_ID_PRESENT ~= 0 and not self.chip.families[b.family] then self.status = self.status | 0x01 end
     return 0
   end
   local ram = in_ram(self.chip, b.addr) and in_ram(self.chip, b.addr + 255)
   local xip = b.addr >= XIP_BASE and b.addr + 255 <= XIP_END
   if b.count == 0 or not (ram or xip) or (xip and b.addr % 256 ~= 0) then
     self.stats.ignored = self.stats.ignored + 1
+    self.status = self.status | 0x20 -- UF2_STATUS_ABORT_BAD_ADDRESS
     self:forget(string.format("block %d at 0x%08X is neither flash nor RAM (or not 256-aligned)", b.no, b.addr))
     return 0
   end
   if exclusive then
     self.stats.ignored = self.stats.ignored + 1
+    self.status = self.status | 0x10 -- UF2_STATUS_ABORT_EXCLUSIVELY_LOCKED
     self:forget("PICOBOOT holds exclusive access")
     return 0
   end
   if self.num_blocks ~= b.count or self.family ~= b.family then
     self.log(string.format("new UF2 download: %d blocks, family 0x%08X", b.count, b.family))
     self.num_blocks, self.family, self.ram = b.count, b.family, ram
-    self.seen, self.cleared, self.count = {}, {}, 0
+    self.seen, self.cleared, self.count, self.status = {}, {}, 0, 0
   end
   if ram ~= self.ram or b.no >= b.count then
     self.stats.ignored = self.stats.ignored + 1

@@ -43,7 +43,8 @@ Model decisions (not from the sources):
     INVALID_ADDRESS (a real chip would see its address bits wrap)
   - the simulator runs no code: EXEC / VECTORIZE_FLASH are acked and do nothing (RP2040) or answer
     UNKNOWN_CMD as the RP2350 ROM does; a REBOOT with dPC != 0 (RAM code) comes back in BOOTSEL
-  - RP2350 GET_INFO, OTP_READ, OTP_WRITE are not modelled: they answer NOT_PERMITTED (stall)
+  - RP2350 GET_INFO: SYS and UF2_STATUS (fixed chip ids, see info_reply); partition-table types
+    answer INVALID_ARG. OTP_READ reads an unprogrammed OTP (zeros); OTP_WRITE answers NOT_PERMITTED
   - bulk IN asked while the device has nothing to send (a real one NAKs until the host times out)
     fails at once with an I/O error: umockdev cannot hold a URB back without libusb spinning
   - the mass-storage interface has its descriptors only; the drive is a folder (mpctl.sim.rp2.drive)
@@ -64,7 +65,7 @@ local XIP_BASE, XIP_END = 0x10000000, 0x20000000
 
 local ST = { OK = 0, UNKNOWN_CMD = 1, INVALID_CMD_LENGTH = 2, INVALID_TRANSFER_LENGTH = 3,
   INVALID_ADDRESS = 4, BAD_ALIGNMENT = 5, INTERLEAVED_WRITE = 6, REBOOTING = 7, UNKNOWN_ERROR = 8,
-  INVALID_STATE = 9, NOT_PERMITTED = 10, INVALID_ARG = 11 }
+  INVALID_STATE = 9, NOT_PERMITTED = 10, INVALID_ARG = 11, BUFFER_TOO_SMALL = 12 }
 M.status = ST
 
 -- id (bits 0-6) -> name, argument size, transfer ("range": dSize, "info": <= 256, or 0), rp2350 only
@@ -218,10 +219,53 @@ function M:run_task(name, args)
     if self.chip.name == "rp2350" then return ST.UNKNOWN_CMD end
     self.log(name .. " acked: the simulator runs no code")
     return ST.OK
-  elseif name == "GET_INFO" or name == "OTP_READ" or name == "OTP_WRITE" then
-    return ST.NOT_PERMITTED
   end
   return ST.UNKNOWN_CMD
+end
+
+-- RP2350 GET_INFO and OTP_READ replies (tlen bytes). GET_INFO (pico-bootrom-rp2350
+-- nsboot_async_task.c, varm_apis.c s_varm_api_get_sys_info; the RP2350 datasheet's bootrom chapter,
+-- get_sys_info and PICOBOOT GET_INFO): word 0 is
+-- the number of words that follow, then the answer. SYS (bType 1, dParams[0] = flags from
+-- pico-sdk boot/bootrom_constants.h): the supported flags first, then per flag CHIP_INFO 0x1
+-- (package_sel, device id, wafer id: 3 words), CRITICAL 0x2 (1), CPU_INFO 0x4 (1: 0 = Arm),
+-- FLASH_DEV_INFO 0x8 (1), BOOT_RANDOM 0x10 (4), BOOT_INFO 0x40 (4); NONCE 0x20 is not offered.
+-- UF2_STATUS (bType 4): 4 words of the drive's download state (mpctl.sim.rp2.uf2). Partition
+-- tables (bTypes 2, 3) are not modelled: INVALID_ARG, as for an unknown bType.
+-- OTP_READ: an unprogrammed OTP (rows read 0); rows past 4096 are INVALID_ADDRESS.
+function M:info_reply(name, args, tlen)
+  if name == "OTP_READ" then
+    local row, count = string.unpack("<I2I2", args)
+    if row + count > 4096 then return ST.INVALID_ADDRESS end
+    return ST.OK, string.rep("\0", tlen)
+  end
+  if name ~= "GET_INFO" then return ST.NOT_PERMITTED end
+  if tlen < 8 or tlen % 4 ~= 0 then return ST.INVALID_TRANSFER_LENGTH end
+  local btype, _, _, p0 = string.unpack("<BBI2I4", args)
+  local words
+  if btype == 1 then
+    local flags = p0 & 0x5F
+    words = { flags }
+    local function add(...) for _, w in ipairs({ ... }) do words[#words + 1] = w end end
+    if flags & 0x01 ~= 0 then add(0, 0x00004927, 0x5A09D531) end -- package sel 0; the simulator's own made-up ids
+    if flags & 0x02 ~= 0 then add(0) end -- no critical OTP flags (secure boot off)
+    if flags & 0x04 ~= 0 then add(0) end -- Arm
+    if flags & 0x08 ~= 0 then add(0) end -- flash devinfo as the ROM leaves it unconfigured
+    if flags & 0x10 ~= 0 then add(0x1234ABCD, 0x0F1E2D3C, 0x4B5A6978, 0x8796A5B4) end
+    if flags & 0x40 ~= 0 then add(0, 0, 0, 0) end
+    if #words > tlen // 4 - 1 then return ST.BUFFER_TOO_SMALL end
+  elseif btype == 4 then
+    local uf2 = self.board.uf2
+    local raw = uf2 and uf2:status_words() or string.rep("\0", 16)
+    words = { string.unpack("<I4I4I4I4", raw) }
+    words[5] = nil
+  else
+    return ST.INVALID_ARG
+  end
+  local out = { string.pack("<I4", #words) }
+  for _, w in ipairs(words) do out[#out + 1] = string.pack("<I4", w) end
+  local reply = table.concat(out)
+  return ST.OK, reply .. string.rep("\0", tlen - #reply)
 end
 
 -- REBOOT (RP2040) / REBOOT2 (RP2350): acked, then the board reboots after the delay.
@@ -288,9 +332,10 @@ function M:command(data)
   if tlen > 0 then
     self.cur = { name = spec.name, addr = string.unpack("<I4", args), left = tlen, write = not in_dir }
     if spec.xfer ~= "range" then
-      -- GET_INFO / OTP: not modelled
-      self:fail(ST.NOT_PERMITTED)
-      return "ok"
+      -- GET_INFO / OTP_READ: the whole reply is known now; OTP_WRITE is refused
+      local code, reply = self:info_reply(spec.name, args, tlen)
+      if code ~= ST.OK then self:fail(code); return "ok" end
+      self.cur.reply = reply
     end
     self.phase = in_dir and "data_in" or "data_out"
     return "ok"
@@ -346,6 +391,14 @@ function M:bulk_in(ep, length)
   if ep ~= EP_IN then return "stall" end
   self:wait_busy()
   if self.halted[EP_IN] then return "stall" end
+  if self.phase == "data_in" and self.cur.reply then
+    local cur = self.cur
+    local n = math.min(length, cur.left)
+    local start = #cur.reply - cur.left
+    cur.left = cur.left - n
+    if cur.left == 0 then self.phase = "ack_out" end
+    return "ok", cur.reply:sub(start + 1, start + n)
+  end
   if self.phase == "data_in" then
     local cur, out = self.cur, {}
     local want = math.min(length, cur.left)
@@ -409,6 +462,7 @@ end
 
 function M:on_plug()
   self.board.in_bootsel = true
+  if self.board.uf2 then self.board.uf2:restart() end
   if self.board.drive then self.board.drive:mount() end
 end
 
