@@ -97,6 +97,19 @@ test("rp2_flash method=drive: the UF2 copied onto the simulated BOOTSEL drive; t
   test.ok(not out:find("ok: flash reads back", 1, true), "no read-back claimed")
   test.contains(out, "ok: print('hello') prints hello", "the REPL answered")
   test.ok(S.read(flash):sub(1, #img) == img, "the boot ROM model wrote the image")
+  test.contains(out, "skipped: the board reports the version written (the firmware file does not say its version)", "no version to compare")
+  -- a release file's name says its version: the REPL's answer is compared with it (the simulated
+  -- board runs MicroPython 1.27.0 whatever was written)
+  local rel = fs.join(dir, "RPI_PICO-20251209-v1.27.0.uf2")
+  S.write(rel, S.read(fw))
+  out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?flash=" .. flash .. "&drive=" .. drive, "method=drive", "firmware=" .. rel })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  test.contains(out, "ok: the board runs MicroPython 1.27.0, the version written", "version compared")
+  local old = fs.join(dir, "RPI_PICO-20241129-v1.24.1.uf2")
+  S.write(old, S.read(fw))
+  out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?flash=" .. flash .. "&drive=" .. drive, "method=drive", "firmware=" .. old })
+  test.eq(code, 1, "a board that does not run the version written fails; output: " .. out:sub(-1500))
+  test.contains(out, "check failed: the board runs MicroPython 1.24.1, the version written: it reports 1.27.0", "says so")
   fs.remove(dir, { recursive = true })
 end)
 
@@ -137,9 +150,9 @@ test("the board disappears mid-write: the sector reached and the resume hint; th
   local flash = fs.join(dir, "flash.bin")
   S.write(flash, string.rep("\255", PICO))
   local fw, img = uf2_file(dir, "fw.uf2", "RPI_PICO", 128 * 1024, 67)
-  -- fault_at counts FLASH_ERASE and WRITE commands: 17 per sector (1 erase + 16 pages), so the
-  -- 60th is in the 4th sector
-  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=disconnect&fault_at=60&flash=" .. flash,
+  -- fault_at counts FLASH_ERASE and WRITE commands: 2 per sector (the erase, one WRITE of the
+  -- sector's 16 pages), so the 7th is the 4th sector's erase
+  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=disconnect&fault_at=7&flash=" .. flash,
     "firmware=" .. fw })
   test.eq(code, 1, "exit code; output: " .. out)
   test.contains(out, "the board went away at sector 4 of 32 (0x10003000)", "the sector reached")
@@ -159,9 +172,9 @@ test("a stalled WRITE: the boot ROM's status is read, the interface reset, the e
   S.need()
   local dir = fs.tmpdir()
   local fw = uf2_file(dir, "fw.uf2", "RPI_PICO", 64 * 1024, 68)
-  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=stall&fault_at=20", "firmware=" .. fw })
+  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=stall&fault_at=4", "firmware=" .. fw })
   test.eq(code, 1, "exit code; output: " .. out)
-  test.contains(out, "WRITE 0x10001100+256 failed", "the command")
+  test.contains(out, "WRITE 0x10001000+4096 failed", "the command (the 2nd sector's WRITE)")
   test.contains(out, "the boot ROM says", "the status asked with GET_COMMAND_STATUS")
   test.contains(out, "at sector 2 of 16 (0x10001000)", "the sector reached")
   fs.remove(dir, { recursive = true })

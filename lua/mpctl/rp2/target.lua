@@ -31,6 +31,7 @@ local M = { family = "rp2" }
 
 local RESUME = "run the same command again to resume"
 local SECTOR, PAGE = picoboot.SECTOR, picoboot.PAGE
+local READ_AHEAD = 16 -- sectors per READ when comparing (64 KiB)
 
 local T = {}
 T.__index = T
@@ -305,7 +306,7 @@ function T:read(addr, size, opts)
   local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "read", size) or nil
   local out, done = {}, 0
   while done < size do
-    local n = math.min(SECTOR, size - done)
+    local n = math.min(READ_AHEAD * SECTOR, size - done)
     out[#out + 1] = self.c:read(addr + done, n)
     done = done + n
     if bar then bar:update(done) end
@@ -362,20 +363,42 @@ function T:write(parts, opts)
   local sectors = sectors_of(parts)
   local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "write", #sectors * SECTOR) or nil
   local written, erased, skipped, programmed = 0, 0, 0, {}
+  -- What is on flash, read ahead in runs of up to READ_AHEAD contiguous sectors per READ (picotool
+  -- reads in batches too: size/100 rounded up to a sector); fewer commands, same bytes.
+  local ahead = {}
+  local function current_of(i, s)
+    if opts.erased then return string.rep("\255", SECTOR) end
+    if not ahead[s.addr] then
+      local n = 1
+      while n < READ_AHEAD and sectors[i + n] and sectors[i + n].addr == s.addr + n * SECTOR do n = n + 1 end
+      local data = c:read(s.addr, n * SECTOR)
+      for k = 0, n - 1 do ahead[s.addr + k * SECTOR] = data:sub(k * SECTOR + 1, (k + 1) * SECTOR) end
+    end
+    local cur = ahead[s.addr]
+    ahead[s.addr] = nil
+    return cur
+  end
   for i, s in ipairs(sectors) do
     local ok, e = pcall(function()
-      local current = opts.erased and string.rep("\255", SECTOR) or c:read(s.addr, SECTOR)
+      local current = current_of(i, s)
       local want = overlay(current, s.pieces)
       if want == current and not opts.erased then skipped = skipped + 1; return end
       c:exit_xip()
       c:erase(s.addr, SECTOR)
       erased = erased + 1
-      -- program ANDs into erased (0xFF) NOR: pages that stay all 0xFF need no WRITE
-      for pg = 0, SECTOR - PAGE, PAGE do
-        local page = want:sub(pg + 1, pg + PAGE)
-        if page ~= string.rep("\255", PAGE) then
-          c:write(s.addr + pg, page)
-          written = written + PAGE
+      -- program ANDs into erased (0xFF) NOR: pages that stay all 0xFF need no WRITE; the others go
+      -- as one WRITE per run of consecutive pages (usually the whole sector in one command)
+      local blank = string.rep("\255", PAGE)
+      local pg = 0
+      while pg < SECTOR do
+        if want:sub(pg + 1, pg + PAGE) == blank then
+          pg = pg + PAGE
+        else
+          local e = pg + PAGE
+          while e < SECTOR and want:sub(e + 1, e + PAGE) ~= blank do e = e + PAGE end
+          c:write(s.addr + pg, want:sub(pg + 1, e))
+          written = written + (e - pg)
+          pg = e
         end
       end
       programmed[#programmed + 1] = { addr = s.addr, data = want, index = i }
@@ -389,16 +412,24 @@ function T:write(parts, opts)
   if bar then bar:finish() end
   local verified, verify_skipped = false, opts.verify == false
   if not verify_skipped then
-    -- Everything written is read back; the sectors skipped were read and compared equal above.
-    for _, w in ipairs(programmed) do
-      local ok, back = pcall(c.read, c, w.addr, SECTOR)
-      if not ok then error(resumable(self, back, w, w.index, #sectors), 0) end
-      if back ~= w.data then
-        local k = 1
-        while back:byte(k) == w.data:byte(k) do k = k + 1 end
-        errors.raise("failed", c.where, string.format("verify: flash differs from the image at 0x%08X", w.addr + k - 1),
-          { offset = w.addr, hint = RESUME })
+    -- Everything written is read back (runs of contiguous sectors per READ, as above); the sectors
+    -- skipped were read and compared equal before.
+    local j = 1
+    while j <= #programmed do
+      local n = 1
+      while n < READ_AHEAD and programmed[j + n] and programmed[j + n].addr == programmed[j].addr + n * SECTOR do n = n + 1 end
+      local ok, data = pcall(c.read, c, programmed[j].addr, n * SECTOR)
+      if not ok then error(resumable(self, data, programmed[j], programmed[j].index, #sectors), 0) end
+      for k = 0, n - 1 do
+        local w, back = programmed[j + k], data:sub(k * SECTOR + 1, (k + 1) * SECTOR)
+        if back ~= w.data then
+          local x = 1
+          while back:byte(x) == w.data:byte(x) do x = x + 1 end
+          errors.raise("failed", c.where, string.format("verify: flash differs from the image at 0x%08X", w.addr + x - 1),
+            { offset = w.addr, hint = RESUME })
+        end
       end
+      j = j + n
     end
     verified = true
   end
@@ -421,8 +452,12 @@ function T:write_drive(parts, opts)
   local path = drive.copy(self.drive.path, data)
   self.log(string.format("copied %d bytes of UF2 (%d blocks, %s) to %s; waiting for the board to reboot", #data,
     #data // 512, uf2.name(family), path))
-  if not drive.wait_gone(self.drive.path, opts.timeout or 30) then
-    errors.raise("timeout", self.drive.path, "the drive is still there 30 s after the copy: the boot ROM did not take the UF2",
+  -- The ROM erases and programs as the blocks arrive: at the flash's worst case (W25Q16JV: 4 KiB
+  -- sector erase 400 ms max, page program 3 ms max) that is 28 ms per 256-byte block, so the wait
+  -- is 30 s plus 30 ms per block (650 KB of firmware: about 110 s)
+  local limit = opts.timeout or (30 + 0.03 * (#data // 512))
+  if not drive.wait_gone(self.drive.path, limit) then
+    errors.raise("timeout", self.drive.path, string.format("the drive is still there %d s after the copy: the boot ROM did not take the UF2", limit),
       { hint = "check that the file is for " .. self.board.chip .. "; unplug and replug the board in BOOTSEL and try again" })
   end
   self.rebooted = true
