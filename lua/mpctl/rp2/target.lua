@@ -449,7 +449,15 @@ function T:write_drive(parts, opts)
   local data = uf2.build(parts, { family = family })
   local raw = 0
   for _, p in ipairs(parts) do raw = raw + #p.data end
-  local path = drive.copy(self.drive.path, data)
+  local okc, path = pcall(drive.copy, self.drive.path, data)
+  if not okc then
+    if errors.is(path, "access") and not self.opts.drive then
+      -- found under /media or /mnt, which recipes may only read (lua/mpctl/sandbox.lua)
+      errors.raise("access", self.drive.path, "found the BOOTSEL drive here, but a recipe may write there only when told to",
+        { hint = "run again with drive=" .. self.drive.path .. " (nothing was written)" })
+    end
+    error(path, 0)
+  end
   self.log(string.format("copied %d bytes of UF2 (%d blocks, %s) to %s; waiting for the board to reboot", #data,
     #data // 512, uf2.name(family), path))
   -- The ROM erases and programs as the blocks arrive: at the flash's worst case (W25Q16JV: 4 KiB
