@@ -246,3 +246,34 @@ test("rp2_flash: backup with method=drive is refused before anything is written;
   test.contains(out, "no RP2350 BOOTSEL device appeared in 1 s", "bounded")
   fs.remove(dir, { recursive = true })
 end)
+
+test("Ctrl-C during a PICOBOOT write: exit 130, the sector reached and the resume hint, an 'interrupted' history line", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local proc, serial, time = require("mpctl.proc"), require("mpctl.serial"), require("mpctl.time")
+  local env = { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir }
+  local p = proc.spawn { argv = { exe(), "sim", "pico", "timing=on", "quiet=yes", "--", exe(), "rp2_flash", "firmware=demo" },
+    stderr = "stdout", env = env }
+  local out <close> = serial.wrap_fd(p:stdout_fd(), "sim")
+  local seen = out:read_until("writing over PICOBOOT", 60)
+  test.contains(seen, "writing over PICOBOOT", "the recipe reached the board")
+  time.sleep(1.5) -- inside the ~10 s the datasheet-timed write of the 600 KB demo image takes
+  p:kill("INT")
+  local text = {}
+  local deadline = time.now() + 30
+  while time.now() < deadline do
+    local ok, s = pcall(out.read, out, 65536, 1)
+    if not ok or (s == "" and out:is_eof()) then break end
+    text[#text + 1] = s
+  end
+  local code = p:wait(10)
+  p:close()
+  text = table.concat(text)
+  test.eq(code, 130, "exit code; output: " .. text)
+  test.contains(text, "run the same command again to resume", "resume hint")
+  test.ok(text:find("flash known good up to 0x100%x+"), "offset reached: " .. text)
+  local h = history(dir)
+  test.eq(h[#h].result, "interrupted", "history: " .. ui.json_encode(h[#h] or {}))
+  test.eq(h[#h].board, "RPI_PICO")
+  fs.remove(dir, { recursive = true })
+end)
