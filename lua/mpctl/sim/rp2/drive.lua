@@ -80,6 +80,10 @@ end
 --- Polls the folder; now = the device clock. Returns "reboot", ram when a download completed.
 function M:poll(now, exclusive, timing)
   if not self.mounted or now < self.busy_until then return end
+  -- a folder listing per bus request would slow PICOBOOT down: look every 20 ms, as a host's
+  -- writes reach a real drive in bursts anyway
+  if self.next_look and now < self.next_look and not self.pending then return end
+  self.next_look = now + 0.02
   local ok, names = pcall(fs.list, self.dir)
   if not ok then return end
   for _, name in ipairs(names) do
@@ -94,6 +98,7 @@ function M:poll(now, exclusive, timing)
         end
         -- whole sectors only: a copy still in progress shows a partial one at its end
         local avail = (st.size - f.offset) // 512
+        self.pending = avail > 0 or nil
         while avail > 0 and now >= self.busy_until do
           local n = math.min(avail, timing and 1 or 256)
           local data = read_from(path, f.offset, n * 512)
