@@ -60,14 +60,14 @@ function M.boot2_crc(data)
 end
 
 local function rp2040_valid(flash)
-  local boot2 = flash:read(0, 256)
+  local boot2 = flash:peek(0, 256)
   local want = string.unpack("<I4", boot2, 253)
   if M.boot2_crc(boot2:sub(1, 252)) == want then return true end
   return false, "no valid boot2: the CRC-32 of flash bytes 0..251 does not equal the word at 252 (RP2040 datasheet §2.8.1.3.1)"
 end
 
 local function rp2350_valid(flash)
-  local head = flash:read(0, 4096)
+  local head = flash:peek(0, 4096)
   for off = 1, 4096 - 8, 4 do
     if string.unpack("<I4", head, off) == 0xFFFFDED3 and head:byte(off + 4) == 0x42 then
       for e = off + 8, 4096 - 3, 4 do

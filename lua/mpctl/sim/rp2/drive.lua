@@ -100,14 +100,20 @@ function M:poll(now, exclusive, timing)
         local avail = (st.size - f.offset) // 512
         self.pending = avail > 0 or nil
         while avail > 0 and now >= self.busy_until do
-          local n = math.min(avail, timing and 1 or 256)
+          local n = math.min(avail, 256)
           local data = read_from(path, f.offset, n * 512)
           if not data or #data < n * 512 then break end
           for i = 0, n - 1 do
+            if now < self.busy_until then break end
             local secs, action, ram = self.rom:sector(data:sub(i * 512 + 1, i * 512 + 512), exclusive)
             f.offset = f.offset + 512
             avail = avail - 1
-            if timing then self.busy_until = math.max(self.busy_until, now) + secs end
+            if timing then
+              -- the device clock runs on from where the last work ended while the flash stays busy
+              -- (a poll that comes late must not lose that time), from now after an idle spell
+              local start = self.busy_until < now - 0.05 and now or self.busy_until
+              self.busy_until = start + secs
+            end
             if action == "reboot" then return "reboot", ram end
           end
         end
