@@ -18,14 +18,6 @@ shared/tinyusb/mp_usbd.h: "MicroPython", "Board in FS mode", "Board CDC"), the i
 local M = {}
 M.__index = M
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local function usage(name, msg, hint)
   require("mpctl.errors").raise("usage", "sim " .. name, msg, { hint = hint })
 end
@@ -53,7 +45,8 @@ function M.new(chip, opts)
   local log = quiet and function() end or function(msg) io.stderr:write("sim ", chip.sim, ": ", msg, "\n") end
   local flash = require("mpctl.sim.rp2.flash").new(chip.flash_size)
   if opts.flash then
-    local img = read_file(opts.flash)
+    local fs = require("mpctl.fs")
+    local img = fs.exists(opts.flash) and fs.read(opts.flash)
     if img then
       if #img > chip.flash_size then
         usage(chip.sim, string.format("flash=%s holds %d bytes, more than the %d-byte flash", opts.flash, #img, chip.flash_size),
@@ -99,6 +92,15 @@ function M:after_reboot(kind)
     self.log("back in BOOTSEL: " .. why)
   end
   return self:bootsel()
+end
+
+--- The simulator entry `mpctl.sim.<name>` (pico, pico2) for a chip of mpctl.sim.rp2.chips.
+function M.entry(name, chip)
+  local E = { usb = true }
+  function E.build(opts) return M.build(require("mpctl.sim.rp2.chips")[chip], opts) end
+  --- `mpctl sim <name> [k=v ...] [-- COMMAND ...]` (called by cmd_sim with the parsed command line)
+  function E.run(parsed) return require("mpctl.sim.usb.run").run(parsed, name, E.build) end
+  return E
 end
 
 --- Builds the bus: returns host, save (run at exit: stats=FILE, flash=FILE).
