@@ -5,7 +5,7 @@ in BOOTSEL (mpctl.sim.usb.rp2_boot) or MicroPython's CDC port (mpctl.sim.usb.cdc
 Options (Contract R, docs/simulators.md "RP2 boards"): start=bootsel|app, timing=on|off,
 flash=FILE (loaded at start when it exists, saved at exit), drive=DIR, stats=FILE (JSON at exit),
 fault=disconnect|stall with fault_at=N (the Nth PICOBOOT FLASH_ERASE/WRITE command), serial=S,
-quiet=yes.
+quiet=yes, node=PATH (the node binary MicroPython runs on). Anything else is a usage error.
 
 Leaving BOOTSEL (REBOOT, REBOOT2, a completed UF2 copy, a disconnect) takes the normal boot path:
 MicroPython comes up when the flash holds an image the chip's ROM would boot (the rule is in
@@ -22,7 +22,18 @@ local function usage(name, msg, hint)
   require("mpctl.errors").raise("usage", "sim " .. name, msg, { hint = hint })
 end
 
+local KNOWN = { start = true, timing = true, flash = true, drive = true, stats = true, fault = true,
+  fault_at = true, serial = true, quiet = true, node = true }
+
 local function check_opts(name, opts)
+  for k in pairs(opts) do
+    if not KNOWN[k] then
+      local keys = {}
+      for n in pairs(KNOWN) do keys[#keys + 1] = n end
+      table.sort(keys)
+      usage(name, "no option " .. tostring(k) .. "=", "options: " .. table.concat(keys, ", ") .. " (docs/simulators.md \"RP2 boards\")")
+    end
+  end
   local allowed = { start = { bootsel = true, app = true }, timing = { on = true, off = true },
     fault = { disconnect = true, stall = true }, quiet = { yes = true, no = true } }
   for k, set in pairs(allowed) do
