@@ -7,7 +7,7 @@ test("unknown option, unknown value, fault without fault_at, oversized flash fil
   S.need()
   local p, cleanup = S.tmp()
   for _, c in ipairs({
-    { { "timng=on" }, "no option timng=", "options: drive, fault" },
+    { { "timng=on" }, "no option timng=", "options: boards, drive, fault" },
     { { "start=foo" }, "start=foo is not known", "app|bootsel" },
     { { "fault=stall" }, "needs fault_at=N", "fault_at=3" },
     { { "flash=" .. p("big.bin") }, "more than the 2097152-byte flash", "at most 2097152" },
