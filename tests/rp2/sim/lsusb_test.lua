@@ -9,7 +9,7 @@ local function iface_block(out, n)
   return out:match("bInterfaceNumber%s+" .. n .. "\n(.-)\n    Interface Descriptor") or out:match("bInterfaceNumber%s+" .. n .. "\n(.*)$")
 end
 
-for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10" }, { "pico2", "000f", "RP2350 Boot", "2.10" } }) do
+for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10", "500mA" }, { "pico2", "000f", "RP2350 Boot", "2.10", "50mA" } }) do
   test("lsusb -v shows sim " .. c[1] .. "'s BOOTSEL descriptors", function()
     S.need("lsusb")
     local out, code = S.run_sim(c[1], {}, "lsusb -v -d 2e8a:" .. c[2], 60)
@@ -17,6 +17,7 @@ for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10" }, { "pico2", "000f", 
     test.contains(out, "ID 2e8a:" .. c[2] .. " Raspberry Pi " .. c[3], "ids and strings")
     test.ok(out:find("bcdUSB%s+" .. c[4]:gsub("%.", "%%.")), "bcdUSB " .. c[4])
     test.ok(out:find("bNumInterfaces%s+2"), "two interfaces")
+    test.ok(out:find("MaxPower%s+" .. c[5]), "MaxPower " .. c[5])
     local msc, pb = iface_block(out, 0), iface_block(out, 1)
     test.ok(msc and msc:find("bInterfaceClass%s+8") and msc:find("bInterfaceSubClass%s+6") and msc:find("bInterfaceProtocol%s+80"), "interface 0 is mass storage (SCSI, bulk-only)")
     test.ok(msc:find("0x81%s+EP 1 IN") and msc:find("0x02%s+EP 2 OUT"), "mass-storage endpoints")

@@ -9,7 +9,8 @@ Sources:
     (bcdUSB 0x0110, bcdDevice 0x0100, "Raspberry Pi" / "RP2 Boot", 500 mA, interface 0 MSC
     08/06/50 with EP 0x81 IN + 0x02 OUT, interface 1 vendor FF/00/00 with EP 0x03 OUT + 0x84 IN,
     64-byte bulk packets); raspberrypi/pico-bootrom-rp2350 src/nsboot/nsboot_usb_client.c
-    ("RP2350 Boot", bcdUSB 0x0210, same interfaces and endpoints).
+    ("RP2350 Boot", bcdUSB 0x0210, 50 mA, same interfaces and endpoints; its BOS descriptor with the
+    Microsoft OS 2.0 capability is not modelled: a GET_DESCRIPTOR(BOS) stalls).
   - INFO_UF2.TXT: RP2040 bootrom/info_uf2.txt ("UF2 Bootloader v3.0", "Model: Raspberry Pi RP2",
     "Board-ID: RPI-RP2"); RP2350 src/nsboot/info_uf2_txt.h ("UF2 Bootloader v1.0" with Model and
     Board-ID filled in: "Raspberry Pi RP2350", "RP2350", as read off real boards).
@@ -79,7 +80,7 @@ local function rp2350_valid(flash)
 end
 
 M.rp2040 = {
-  name = "rp2040", sim = "pico", pid = 0x0003, product = "RP2 Boot", bcd_usb = 0x0110,
+  name = "rp2040", sim = "pico", pid = 0x0003, product = "RP2 Boot", bcd_usb = 0x0110, max_power = 0xFA, -- 500 mA
   flash_size = 2 * 1024 * 1024,
   info_uf2 = "UF2 Bootloader v3.0\r\nModel: Raspberry Pi RP2\r\nBoard-ID: RPI-RP2\r\n",
   index_url = "https://raspberrypi.com/device/RP2?version=E0C9125B0D9B",
@@ -98,7 +99,7 @@ M.rp2040 = {
 }
 
 M.rp2350 = {
-  name = "rp2350", sim = "pico2", pid = 0x000F, product = "RP2350 Boot", bcd_usb = 0x0210,
+  name = "rp2350", sim = "pico2", pid = 0x000F, product = "RP2350 Boot", bcd_usb = 0x0210, max_power = 0x19, -- 50 mA
   flash_size = 4 * 1024 * 1024,
   info_uf2 = "UF2 Bootloader v1.0\r\nModel: Raspberry Pi RP2350\r\nBoard-ID: RP2350\r\n",
   index_url = "https://raspberrypi.com/device/RP2?version=5A09D5312E22",
