@@ -17,8 +17,10 @@ Sources:
   - UF2 families (pico-sdk src/common/boot_uf2_headers/include/boot/uf2.h): RP2040 0xE48BFF56,
     ABSOLUTE 0xE48BFF57, DATA 0xE48BFF58, RP2350_ARM_S 0xE48BFF59, RP2350_RISCV 0xE48BFF5A,
     RP2350_ARM_NS 0xE48BFF5B. The RP2040 ROM takes only RP2040 blocks (virtual_disk.c
-    vd_write_block); the RP2350 ROM takes ABSOLUTE..RP2350_RISCV without a partition table
-    (usb_virtual_disk.c _update_current_uf2_info); ARM_NS and RP2040 blocks are ignored.
+    vd_write_block); the RP2350 ROM, without a partition table, takes the families its default
+    partition permits: ABSOLUTE, DATA, RP2350_ARM_S, RP2350_RISCV (varm_flash_boot.c default
+    permissions_and_flags, varm_nsboot.c s_varm_ram_trash_get_uf2_target_partition_workarea,
+    usb_virtual_disk.c _update_current_uf2_info); RP2040 and ARM_NS blocks are ignored.
   - Boot decision ("valid image"):
       RP2040: the ROM loads the first 256 bytes of flash (boot2) and runs them only when the
       CRC-32 of the first 252 bytes equals the last 4 (little endian); else it falls back to USB
@@ -103,7 +105,7 @@ M.rp2350 = {
   flash_size = 4 * 1024 * 1024,
   info_uf2 = "UF2 Bootloader v1.0\r\nModel: Raspberry Pi RP2350\r\nBoard-ID: RP2350\r\n",
   index_url = "https://raspberrypi.com/device/RP2?version=5A09D5312E22",
-  families = { [ABSOLUTE] = true, [ARM_S] = true, [RISCV] = true },
+  families = { [ABSOLUTE] = true, [DATA] = true, [ARM_S] = true, [RISCV] = true },
   rom_size = 32 * 1024, rom_version = 2,
   ram = { { 0x20000000, 520 * 1024 } },
   acks_failed_commands = false,
