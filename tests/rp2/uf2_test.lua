@@ -147,7 +147,7 @@ test("damaged files are refused with the reason and the block", function()
   test.raises(function() uf2.parse(good:sub(1, 1024 + 508) .. "XXXX" .. good:sub(1537), "t.uf2") end, "block 2 (file offset 1024): not a UF2 block")
   -- block 2 written twice (file of 8 blocks, one number repeated, the last missing)
   local dup = good:sub(1, 1536) .. good:sub(1025, 1536) .. good:sub(2049, 4096 - 512)
-  test.raises(function() uf2.parse(dup, "t.uf2") end, "repeats block number 2")
+  test.raises(function() uf2.parse(dup, "t.uf2") end, "repeats block number 2 of the RP2040 blocks")
   test.raises(function() uf2.parse(block { addr = 0x10000000, no = 3, count = 3 }, "t.uf2") end, "block_no 3 is not below num_blocks 3")
   test.raises(function() uf2.parse(block { addr = 0x10000000, no = 0, count = 1, size = 480 }, "t.uf2") end, "payload_size 480")
   test.raises(function() uf2.parse(block { addr = 0x10000080, no = 0, count = 1 }, "t.uf2") end, "256-aligned")
@@ -188,4 +188,34 @@ test("concatenated files (RP2040 + RP2350) and the RP2350-E10 absolute block: ea
   test.ok(p2[1].data == b, "the RP2350 part")
   test.eq(f2.ignored, 1, "the E10 block was recognised and left out")
   test.raises(function() uf2.load(both, {}) end, "say which board it is for")
+end)
+
+-- The second independent implementation: tests/rp2/sim/uf2_peer.py (rp2sim's, written from the
+-- spec alone, shares no code with mpctl), run by Debian's python3.
+local PY = ROOT .. "tests/rp2/sim/uf2_peer.py"
+
+test("mpctl's UF2 read by the Python peer gives the same flash image; the peer's concatenated file read by mpctl too", function()
+  if not fs.exists("/usr/bin/python3") then test.skip("/usr/bin/python3 not installed") end
+  with_dir(function(dir)
+    local a, b = test.random_bytes(3000, 51), test.random_bytes(5000, 52)
+    local parts = { { offset = 0x10000000, data = a }, { offset = 0x10008000, data = b } }
+    write(fs.join(dir, "m.uf2"), uf2.build(parts, { family = F.RP2040 }))
+    local cmd = string.format("/usr/bin/python3 %s read %s %d %s %d %d 2>&1", q(PY), q(fs.join(dir, "m.uf2")), F.RP2040,
+      q(fs.join(dir, "img.bin")), 0x10000000, 0x10000)
+    local p = assert(io.popen(cmd, "r")); local out = p:read("a"); local ok = p:close()
+    test.ok(ok, "peer read: " .. out)
+    local want = uf2.image(uf2.load(uf2.build(parts, { family = F.RP2040 }), { families = { F.RP2040 } }), 0x10000000, 0x10000)
+    test.ok(read(fs.join(dir, "img.bin")) == want, "the same image from both readers")
+    -- the peer writes a file with blocks of another family interleaved (own numbering)
+    local bin = test.random_bytes(4096, 53)
+    write(fs.join(dir, "in.bin"), bin)
+    cmd = string.format("/usr/bin/python3 %s write %s %s %d %d wrong-family=%d@%d:3 2>&1", q(PY), q(fs.join(dir, "p.uf2")),
+      q(fs.join(dir, "in.bin")), 0x10000000, F.RP2040, F.RP2350_ARM_S, 0x10100000)
+    p = assert(io.popen(cmd, "r")); out = p:read("a"); ok = p:close()
+    test.ok(ok, "peer write: " .. out)
+    local got, file = uf2.load(read(fs.join(dir, "p.uf2")), { families = { F.RP2040 }, board = "RPI_PICO" })
+    test.eq(#got, 1, "one RP2040 part")
+    test.ok(got[1].data == bin and got[1].offset == 0x10000000, "the RP2040 blocks")
+    test.eq(file.families[F.RP2350_ARM_S], 3, "the other family's blocks were seen and left out")
+  end)
 end)

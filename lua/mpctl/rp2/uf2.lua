@@ -22,7 +22,7 @@ block_no, num_blocks, file_size-or-familyID, data[476], magic_end 0x0AB16F30. Fl
 0x8000. "Payload size and target address should always be 4-byte aligned" (spec). Block numbers
 count from 0 within one family's blocks; files for several families may be concatenated, and a
 boot ROM disregards blocks of a family that is not its own, "including blockNo and numBlocks"
-(spec, Family ID). So numbering is checked per run of one family.
+(spec, Family ID). So numbering is checked per family.
 
 RP2 specifics: the boot ROM writes 256-byte flash pages, so its blocks carry payload_size 256 at
 256-aligned addresses with the family id flag set; picotool's UF2 reader keeps exactly those
@@ -123,8 +123,9 @@ local function parse_block(data, i, where)
   return b
 end
 
---- Every block checked; numbering checked per run of one family (a run ends when the family
---- changes or a block number repeats after the run is complete).
+--- Every block checked; numbering checked per family: each family's blocks count 0..num_blocks-1
+--- on their own, whatever other families' blocks sit between them (a boot ROM ignores those
+--- entirely); a family's numbering may start again at 0 once complete (files concatenated).
 function M.parse(data, where)
   where = where or "UF2 file"
   if #data == 0 then refuse(where, "empty file") end
@@ -133,9 +134,8 @@ function M.parse(data, where)
       #data, #data // M.BLOCK, #data % M.BLOCK))
   end
   local file = { blocks = {}, runs = {}, families = {}, ignored = 0, where = where }
-  local run
-  local function close_run()
-    if not run then return end
+  local open = {} -- family key -> the run being read
+  local function close_run(run)
     local missing = {}
     for n = 0, run.count - 1 do
       if not run.seen[n] then
@@ -150,7 +150,6 @@ function M.parse(data, where)
     end
     run.seen = nil
     file.runs[#file.runs + 1] = run
-    run = nil
   end
   for i = 1, #data // M.BLOCK do
     local b = parse_block(data, i, where)
@@ -158,23 +157,32 @@ function M.parse(data, where)
     if b.ignore then
       file.ignored = file.ignored + 1
     else
-      if run and (run.family ~= b.family or (run.done and b.no == 0)) then close_run() end
-      if not run then run = { family = b.family, count = b.count, first = b.index, seen = {}, n = 0 } end
+      local key = b.family or "none"
+      local run = open[key]
+      if run and run.done and b.no == 0 then close_run(run); run = nil end
+      if not run then
+        run = { family = b.family, count = b.count, first = b.index, seen = {}, n = 0 }
+        open[key] = run
+      end
       if b.count ~= run.count then
-        refuse(where, string.format("block %d says num_blocks %d, the blocks before it in this run said %d",
-          b.index, b.count, run.count), { block = b.index })
+        refuse(where, string.format("block %d says num_blocks %d, the %s blocks before it said %d",
+          b.index, b.count, M.name(b.family), run.count), { block = b.index })
       end
       if run.seen[b.no] then
-        refuse(where, string.format("block %d repeats block number %d of this run", b.index, b.no), { block = b.index })
+        refuse(where, string.format("block %d repeats block number %d of the %s blocks", b.index, b.no, M.name(b.family)),
+          { block = b.index })
       end
       run.seen[b.no] = true
       run.n = run.n + 1
       run.last = b.index
       run.done = run.n == run.count
-      if b.main then file.families[b.family or "none"] = (file.families[b.family or "none"] or 0) + 1 end
+      if b.main then file.families[key] = (file.families[key] or 0) + 1 end
     end
   end
-  close_run()
+  local left = {}
+  for _, run in pairs(open) do left[#left + 1] = run end
+  table.sort(left, function(x, y) return x.first < y.first end)
+  for _, run in ipairs(left) do close_run(run) end
   return file
 end
 
