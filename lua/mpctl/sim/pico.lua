@@ -10,15 +10,4 @@ after a reboot into a bootable flash image it is MicroPython's CDC port 2E8A:000
 MicroPython (WebAssembly) behind /dev/ttyACM0. The pieces: mpctl.sim.rp2.board; docs/simulators.md
 "RP2 boards".
 ]]
-local M = { usb = true }
-
-function M.build(opts)
-  return require("mpctl.sim.rp2.board").build(require("mpctl.sim.rp2.chips").rp2040, opts)
-end
-
---- `mpctl sim pico [k=v ...] [-- COMMAND ...]` (called by cmd_sim with the parsed command line).
-function M.run(parsed)
-  return require("mpctl.sim.usb.run").run(parsed, "pico", M.build)
-end
-
-return M
+return require("mpctl.sim.rp2.board").entry("pico", "rp2040")

@@ -9,7 +9,7 @@ local function iface_block(out, n)
   return out:match("bInterfaceNumber%s+" .. n .. "\n(.-)\n    Interface Descriptor") or out:match("bInterfaceNumber%s+" .. n .. "\n(.*)$")
 end
 
-for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10" }, { "pico2", "000f", "RP2350 Boot", "2.10" } }) do
+for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10", "500mA" }, { "pico2", "000f", "RP2350 Boot", "2.10", "50mA" } }) do
   test("lsusb -v shows sim " .. c[1] .. "'s BOOTSEL descriptors", function()
     S.need("lsusb")
     local out, code = S.run_sim(c[1], {}, "lsusb -v -d 2e8a:" .. c[2], 60)
@@ -17,6 +17,7 @@ for _, c in ipairs({ { "pico", "0003", "RP2 Boot", "1.10" }, { "pico2", "000f", 
     test.contains(out, "ID 2e8a:" .. c[2] .. " Raspberry Pi " .. c[3], "ids and strings")
     test.ok(out:find("bcdUSB%s+" .. c[4]:gsub("%.", "%%.")), "bcdUSB " .. c[4])
     test.ok(out:find("bNumInterfaces%s+2"), "two interfaces")
+    test.ok(out:find("MaxPower%s+" .. c[5]), "MaxPower " .. c[5])
     local msc, pb = iface_block(out, 0), iface_block(out, 1)
     test.ok(msc and msc:find("bInterfaceClass%s+8") and msc:find("bInterfaceSubClass%s+6") and msc:find("bInterfaceProtocol%s+80"), "interface 0 is mass storage (SCSI, bulk-only)")
     test.ok(msc:find("0x81%s+EP 1 IN") and msc:find("0x02%s+EP 2 OUT"), "mass-storage endpoints")
@@ -33,4 +34,15 @@ test("start=app: lsusb shows MicroPython's CDC port 2E8A:0005 and the tty exists
   test.contains(out, "/dev/ttyACM0", "tty")
   test.contains(out, "MicroPython", "manufacturer")
   test.contains(out, "Board in FS mode", "product")
+end)
+
+test("boards=3: three BOOTSEL devices on ports 1-3; RP2040s share the ROM's serial, RP2350s do not", function()
+  S.need("lsusb")
+  local out, code = S.run_sim("pico", { "boards=3" }, "for d in /sys/bus/usb/devices/1-*; do cat $d/idProduct $d/serial; done", 60)
+  test.eq(code, 0, "exit code: " .. out)
+  local n = select(2, out:gsub("0003\nE0C9125B0D9B", ""))
+  test.eq(n, 3, "three RP2040 BOOTSEL devices with the ROM's serial: " .. out)
+  local out2 = S.run_sim("pico2", { "boards=2" }, "cat /sys/bus/usb/devices/1-*/serial", 60)
+  local a, b = out2:match("(%x+)\n(%x+)")
+  test.ok(a and b and a ~= b, "two RP2350s, two serials: " .. out2)
 end)

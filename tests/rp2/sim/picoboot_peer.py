@@ -13,42 +13,20 @@ PICOBOOT_IF_RESET 0x41 (vendor OUT, no data) and PICOBOOT_IF_CMD_STATUS 0x42 (ve
 16 bytes: dToken, dStatusCode, bCmdId, bInProgress). Ids: EXCLUSIVE_ACCESS 0x01, REBOOT 0x02,
 FLASH_ERASE 0x03, READ 0x84, WRITE 0x05, EXIT_XIP 0x06, REBOOT2 0x0a, GET_INFO 0x8b. Status: OK 0,
 UNKNOWN_CMD 1, INVALID_ADDRESS 4, BAD_ALIGNMENT 5.
-Boot2 check (RP2040 datasheet 2.8.1.3.1): CRC-32, polynomial 0x04c11db7, initial 0xffffffff,
-no reflection, no final XOR, over the first 252 bytes, stored LE in the last 4 of the 256.
 
 usage: picoboot_peer.py flash IMAGE ADDR        full session: reset, exclusive, exit XIP, erase,
                                                 write, read back, a bad command + status, reset,
                                                 bad-address read + status, reboot
-       picoboot_peer.py make-image OUT SIZE SEED   a bootable RP2040 image (boot2 with its CRC)
+(bootable test images: uf2_peer.py make-image)
 Prints one "ok: ..." line per check; exit status 0 only when every check passed.
 """
 import errno
-import random
 import struct
 import sys
 
 MAGIC = 0x431FD10B
 VID = 0x2E8A
 BOOTSEL_PIDS = (0x0003, 0x000F)
-
-
-def crc32_mpeg2(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else (crc << 1)
-            crc &= 0xFFFFFFFF
-    return crc
-
-
-def make_image(path, size, seed):
-    rnd = random.Random(seed)
-    boot2 = bytes(rnd.getrandbits(8) for _ in range(252))
-    boot2 += struct.pack("<I", crc32_mpeg2(boot2))
-    rest = bytes(rnd.getrandbits(8) for _ in range(size - 256))
-    with open(path, "wb") as f:
-        f.write(boot2 + rest)
 
 
 class Fail(Exception):
@@ -217,9 +195,6 @@ def flash_session(image_path, addr):
 
 
 def main(argv):
-    if len(argv) >= 4 and argv[1] == "make-image":
-        make_image(argv[2], int(argv[3], 0), int(argv[4]) if len(argv) > 4 else 1)
-        return 0
     if len(argv) == 4 and argv[1] == "flash":
         try:
             return flash_session(argv[2], int(argv[3], 0))

@@ -69,18 +69,13 @@ test("an image the RP2040 ROM would not boot (boot2 CRC wrong): after REBOOT the
   cleanup()
 end)
 
-test("fault=stall at the 3rd flash erase/write command: the peer sees the STALL and fails", function()
-  S.need("pyusb")
-  local out, code, _, _, _, cleanup = session("pico", "rp2040", 64 * 1024, 5, { "fault=stall", "fault_at=3" })
-  test.ne(code, 0, "peer exit code; output: " .. out:sub(-600))
-  test.ok(out:find("Pipe error", 1, true), "a pipe error (the STALL) reached the peer: " .. out:sub(-600))
-  cleanup()
-end)
-
-test("fault=disconnect at the 2nd flash command: the device vanishes under the peer", function()
-  S.need("pyusb")
-  local out, code, _, _, _, cleanup = session("pico", "rp2040", 64 * 1024, 6, { "fault=disconnect", "fault_at=2" })
-  test.ne(code, 0, "peer exit code; output: " .. out:sub(-600))
-  test.ok(out:find("No such device", 1, true) or out:find("rror", 1, true), "the peer reports the lost device: " .. out:sub(-600))
-  cleanup()
-end)
+-- faults at the Nth flash erase/write command: what the peer must see
+for _, f in ipairs({ { "stall", 3, "Pipe error", "the STALL" }, { "disconnect", 2, "No such device", "the lost device" } }) do
+  test("fault=" .. f[1] .. " at flash command " .. f[2] .. ": the peer sees " .. f[4] .. " and fails", function()
+    S.need("pyusb")
+    local out, code, _, _, _, cleanup = session("pico", "rp2040", 64 * 1024, 5, { "fault=" .. f[1], "fault_at=" .. f[2] })
+    test.ne(code, 0, "peer exit code; output: " .. out:sub(-600))
+    test.contains(out, f[3], f[4] .. " reached the peer")
+    cleanup()
+  end)
+end

@@ -5,7 +5,8 @@ in BOOTSEL (mpctl.sim.usb.rp2_boot) or MicroPython's CDC port (mpctl.sim.usb.cdc
 Options (Contract R, docs/simulators.md "RP2 boards"): start=bootsel|app, timing=on|off,
 flash=FILE (loaded at start when it exists, saved at exit), drive=DIR, stats=FILE (JSON at exit),
 fault=disconnect|stall with fault_at=N (the Nth PICOBOOT FLASH_ERASE/WRITE command), serial=S,
-quiet=yes.
+quiet=yes, node=PATH (the node binary MicroPython runs on), boards=N (more boards in BOOTSEL on
+ports 2..N, own flash, no drive). Anything else is a usage error.
 
 Leaving BOOTSEL (REBOOT, REBOOT2, a completed UF2 copy, a disconnect) takes the normal boot path:
 MicroPython comes up when the flash holds an image the chip's ROM would boot (the rule is in
@@ -18,19 +19,22 @@ shared/tinyusb/mp_usbd.h: "MicroPython", "Board in FS mode", "Board CDC"), the i
 local M = {}
 M.__index = M
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local function usage(name, msg, hint)
   require("mpctl.errors").raise("usage", "sim " .. name, msg, { hint = hint })
 end
 
+local KNOWN = { start = true, timing = true, flash = true, drive = true, stats = true, fault = true,
+  fault_at = true, serial = true, quiet = true, node = true, boards = true }
+
 local function check_opts(name, opts)
+  for k in pairs(opts) do
+    if not KNOWN[k] then
+      local keys = {}
+      for n in pairs(KNOWN) do keys[#keys + 1] = n end
+      table.sort(keys)
+      usage(name, "no option " .. tostring(k) .. "=", "options: " .. table.concat(keys, ", ") .. " (docs/simulators.md \"RP2 boards\")")
+    end
+  end
   local allowed = { start = { bootsel = true, app = true }, timing = { on = true, off = true },
     fault = { disconnect = true, stall = true }, quiet = { yes = true, no = true } }
   for k, set in pairs(allowed) do
@@ -40,6 +44,10 @@ local function check_opts(name, opts)
       table.sort(keys)
       usage(name, string.format("%s=%s is not known", k, tostring(opts[k])), k .. "= takes " .. table.concat(keys, "|"))
     end
+  end
+  local n = tonumber(opts.boards or 1)
+  if not n or n < 1 or n > 8 or n % 1 ~= 0 then
+    usage(name, "boards=" .. tostring(opts.boards) .. " is not a number of boards from 1 to 8", "e.g. boards=2")
   end
   if opts.fault and not tonumber(opts.fault_at) then
     usage(name, "fault=" .. opts.fault .. " needs fault_at=N", "e.g. fault_at=3: the third flash erase/write command")
@@ -53,7 +61,8 @@ function M.new(chip, opts)
   local log = quiet and function() end or function(msg) io.stderr:write("sim ", chip.sim, ": ", msg, "\n") end
   local flash = require("mpctl.sim.rp2.flash").new(chip.flash_size)
   if opts.flash then
-    local img = read_file(opts.flash)
+    local fs = require("mpctl.fs")
+    local img = fs.exists(opts.flash) and fs.read(opts.flash)
     if img then
       if #img > chip.flash_size then
         usage(chip.sim, string.format("flash=%s holds %d bytes, more than the %d-byte flash", opts.flash, #img, chip.flash_size),
@@ -101,12 +110,29 @@ function M:after_reboot(kind)
   return self:bootsel()
 end
 
+--- The simulator entry `mpctl.sim.<name>` (pico, pico2) for a chip of mpctl.sim.rp2.chips.
+function M.entry(name, chip)
+  local E = { usb = true }
+  function E.build(opts) return M.build(require("mpctl.sim.rp2.chips")[chip], opts) end
+  --- `mpctl sim <name> [k=v ...] [-- COMMAND ...]` (called by cmd_sim with the parsed command line)
+  function E.run(parsed) return require("mpctl.sim.usb.run").run(parsed, name, E.build) end
+  return E
+end
+
 --- Builds the bus: returns host, save (run at exit: stats=FILE, flash=FILE).
 function M.build(chip, opts)
   local board = M.new(chip, opts)
   local host = require("mpctl.sim.usb.host").new { log = board.log }
   local first = opts.start == "app" and board:app() or board:bootsel()
   host:plug(first, { port = 1 })
+  -- boards=N: more boards in BOOTSEL on ports 2..N, each with its own (unsaved) flash and no drive.
+  -- Every RP2040 shows the same BOOTSEL serial (the ROM builds it from its own revision, not the
+  -- chip: usb_boot_device.c usb_boot_device_init), so only the port tells them apart; RP2350s differ.
+  for i = 2, tonumber(opts.boards or 1) do
+    local o = { quiet = opts.quiet, timing = opts.timing, node = opts.node }
+    if chip.name == "rp2350" then o.serial = string.format("%s%02X", chip.serial:sub(1, -3), i) end
+    host:plug(M.new(chip, o):bootsel(), { port = i })
+  end
   local function save()
     if opts.stats then
       local f = assert(io.open(opts.stats, "wb"))

@@ -9,15 +9,18 @@ Sources:
     (bcdUSB 0x0110, bcdDevice 0x0100, "Raspberry Pi" / "RP2 Boot", 500 mA, interface 0 MSC
     08/06/50 with EP 0x81 IN + 0x02 OUT, interface 1 vendor FF/00/00 with EP 0x03 OUT + 0x84 IN,
     64-byte bulk packets); raspberrypi/pico-bootrom-rp2350 src/nsboot/nsboot_usb_client.c
-    ("RP2350 Boot", bcdUSB 0x0210, same interfaces and endpoints).
+    ("RP2350 Boot", bcdUSB 0x0210, 50 mA, same interfaces and endpoints; its BOS descriptor with the
+    Microsoft OS 2.0 capability is not modelled: a GET_DESCRIPTOR(BOS) stalls).
   - INFO_UF2.TXT: RP2040 bootrom/info_uf2.txt ("UF2 Bootloader v3.0", "Model: Raspberry Pi RP2",
     "Board-ID: RPI-RP2"); RP2350 src/nsboot/info_uf2_txt.h ("UF2 Bootloader v1.0" with Model and
     Board-ID filled in: "Raspberry Pi RP2350", "RP2350", as read off real boards).
   - UF2 families (pico-sdk src/common/boot_uf2_headers/include/boot/uf2.h): RP2040 0xE48BFF56,
     ABSOLUTE 0xE48BFF57, DATA 0xE48BFF58, RP2350_ARM_S 0xE48BFF59, RP2350_RISCV 0xE48BFF5A,
     RP2350_ARM_NS 0xE48BFF5B. The RP2040 ROM takes only RP2040 blocks (virtual_disk.c
-    vd_write_block); the RP2350 ROM takes ABSOLUTE..RP2350_RISCV without a partition table
-    (usb_virtual_disk.c _update_current_uf2_info); ARM_NS and RP2040 blocks are ignored.
+    vd_write_block); the RP2350 ROM, without a partition table, takes the families its default
+    partition permits: ABSOLUTE, DATA, RP2350_ARM_S, RP2350_RISCV (varm_flash_boot.c default
+    permissions_and_flags, varm_nsboot.c s_varm_ram_trash_get_uf2_target_partition_workarea,
+    usb_virtual_disk.c _update_current_uf2_info); RP2040 and ARM_NS blocks are ignored.
   - Boot decision ("valid image"):
       RP2040: the ROM loads the first 256 bytes of flash (boot2) and runs them only when the
       CRC-32 of the first 252 bytes equals the last 4 (little endian); else it falls back to USB
@@ -60,14 +63,14 @@ function M.boot2_crc(data)
 end
 
 local function rp2040_valid(flash)
-  local boot2 = flash:read(0, 256)
+  local boot2 = flash:peek(0, 256)
   local want = string.unpack("<I4", boot2, 253)
   if M.boot2_crc(boot2:sub(1, 252)) == want then return true end
   return false, "no valid boot2: the CRC-32 of flash bytes 0..251 does not equal the word at 252 (RP2040 datasheet §2.8.1.3.1)"
 end
 
 local function rp2350_valid(flash)
-  local head = flash:read(0, 4096)
+  local head = flash:peek(0, 4096)
   for off = 1, 4096 - 8, 4 do
     if string.unpack("<I4", head, off) == 0xFFFFDED3 and head:byte(off + 4) == 0x42 then
       for e = off + 8, 4096 - 3, 4 do
@@ -79,7 +82,7 @@ local function rp2350_valid(flash)
 end
 
 M.rp2040 = {
-  name = "rp2040", sim = "pico", pid = 0x0003, product = "RP2 Boot", bcd_usb = 0x0110,
+  name = "rp2040", sim = "pico", pid = 0x0003, product = "RP2 Boot", bcd_usb = 0x0110, max_power = 0xFA, -- 500 mA
   flash_size = 2 * 1024 * 1024,
   info_uf2 = "UF2 Bootloader v3.0\r\nModel: Raspberry Pi RP2\r\nBoard-ID: RPI-RP2\r\n",
   index_url = "https://raspberrypi.com/device/RP2?version=E0C9125B0D9B",
@@ -98,11 +101,11 @@ M.rp2040 = {
 }
 
 M.rp2350 = {
-  name = "rp2350", sim = "pico2", pid = 0x000F, product = "RP2350 Boot", bcd_usb = 0x0210,
+  name = "rp2350", sim = "pico2", pid = 0x000F, product = "RP2350 Boot", bcd_usb = 0x0210, max_power = 0x19, -- 50 mA
   flash_size = 4 * 1024 * 1024,
   info_uf2 = "UF2 Bootloader v1.0\r\nModel: Raspberry Pi RP2350\r\nBoard-ID: RP2350\r\n",
   index_url = "https://raspberrypi.com/device/RP2?version=5A09D5312E22",
-  families = { [ABSOLUTE] = true, [ARM_S] = true, [RISCV] = true },
+  families = { [ABSOLUTE] = true, [DATA] = true, [ARM_S] = true, [RISCV] = true },
   rom_size = 32 * 1024, rom_version = 2,
   ram = { { 0x20000000, 520 * 1024 } },
   acks_failed_commands = false,

@@ -80,6 +80,10 @@ end
 --- Polls the folder; now = the device clock. Returns "reboot", ram when a download completed.
 function M:poll(now, exclusive, timing)
   if not self.mounted or now < self.busy_until then return end
+  -- a folder listing per bus request would slow PICOBOOT down: look every 20 ms, as a host's
+  -- writes reach a real drive in bursts anyway
+  if self.next_look and now < self.next_look and not self.pending then return end
+  self.next_look = now + 0.02
   local ok, names = pcall(fs.list, self.dir)
   if not ok then return end
   for _, name in ipairs(names) do
@@ -94,15 +98,22 @@ function M:poll(now, exclusive, timing)
         end
         -- whole sectors only: a copy still in progress shows a partial one at its end
         local avail = (st.size - f.offset) // 512
+        self.pending = avail > 0 or nil
         while avail > 0 and now >= self.busy_until do
-          local n = math.min(avail, timing and 1 or 256)
+          local n = math.min(avail, 256)
           local data = read_from(path, f.offset, n * 512)
           if not data or #data < n * 512 then break end
           for i = 0, n - 1 do
+            if now < self.busy_until then break end
             local secs, action, ram = self.rom:sector(data:sub(i * 512 + 1, i * 512 + 512), exclusive)
             f.offset = f.offset + 512
             avail = avail - 1
-            if timing then self.busy_until = math.max(self.busy_until, now) + secs end
+            if timing then
+              -- the device clock runs on from where the last work ended while the flash stays busy
+              -- (a poll that comes late must not lose that time), from now after an idle spell
+              local start = self.busy_until < now - 0.05 and now or self.busy_until
+              self.busy_until = start + secs
+            end
             if action == "reboot" then return "reboot", ram end
           end
         end

@@ -36,8 +36,15 @@ function M:contains(off, len)
   return off >= 0 and len >= 0 and off + len <= self.size
 end
 
---- Reads len bytes at offset off (inside the chip).
+--- Reads len bytes at offset off (inside the chip), counted in bytes_read (what a host read).
 function M:read(off, len)
+  local s = self:peek(off, len)
+  self.bytes_read = self.bytes_read + len
+  return s
+end
+
+--- The same without counting (the ROM's own look at the flash when it boots).
+function M:peek(off, len)
   local out = {}
   local n = len
   while n > 0 do
@@ -47,7 +54,6 @@ function M:read(off, len)
     out[#out + 1] = page and page:sub(o + 1, o + k) or ERASED:sub(1, k)
     off, n = off + k, n - k
   end
-  self.bytes_read = self.bytes_read + len
   return table.concat(out)
 end
 
