@@ -253,7 +253,24 @@ local function with_deadline(seconds, fn)
   return ok, err
 end
 
+-- Each test file gets a temporary folder of its own: TMPDIR points into it while the file runs,
+-- so fs.tmpdir() of the test and its helpers, and every program it starts (mpctl runs, simulators,
+-- the HTTP and TLS fixtures) leave their folders there, and the whole folder goes when the file
+-- ends, whatever the file did or forgot. Returns a to-be-closed value that restores TMPDIR.
+local function file_tmpdir()
+  local fs, proc = require("mpctl.fs"), require("mpctl.proc")
+  local old = os.getenv("TMPDIR")
+  local dir = fs.tmpdir()
+  proc.setenv("TMPDIR", dir)
+  return setmetatable({dir = dir}, {__close = function()
+    proc.setenv("TMPDIR", old)
+    collectgarbage()   -- processes and files the file's cases dropped are closed before the folder goes
+    pcall(fs.remove, dir, {recursive = true})
+  end})
+end
+
 local function run_lua_file(file, env_for, emit)
+  local tmp <close> = file_tmpdir()
   local cases = {}
   collector = cases
   local env = env_for(file)
