@@ -109,6 +109,7 @@ M.is_error = errors.is_error
 M.pyquote = pysrc.quote
 M.run_streaming = commands.run_streaming
 M.verify = commands.verify
+M.starter = require("mpctl.repl.starter")
 M.name_traceback = commands.name_traceback
 M.machine_call = commands.machine_call
 
