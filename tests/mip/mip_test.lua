@@ -98,6 +98,13 @@ test("install from an HTTP index: dependencies come along, files land in /lib wi
     test.contains(out, "up to date :/lib/shout.py")
     test.contains(out, "0 files written")
     test.eq(srv.count("/file/"), files_before, "files served from the cache")
+    -- offline=yes: "latest" and every file from the cache, not one request
+    local requests = #srv.requests()
+    code, out = mpctl({"mip", "install", "--port", pty, "greet", "index=" .. srv.url, "cache=" .. cache,
+      "offline=yes", "target=/offline"})
+    test.eq(code, 0, out)
+    test.eq(cat(pty, "/offline/shout.py"), PACKAGES.shout.files["shout.py"])
+    test.eq(#srv.requests(), requests, "no request offline")
   end)
 end, {timeout = 240})
 
@@ -184,6 +191,26 @@ test("a package.json at a URL: files named by URL and dependencies from the inde
     test.eq(code, 0, out)
     test.eq(cat(pty, "/lib/blink.py"), "def on():\n    return 'blink on'\n")
     test.eq(cat(pty, "/lib/shout.py"), PACKAGES.shout.files["shout.py"])
+  end)
+end, {timeout = 240})
+
+test("an index that cannot be reached: the copy cached earlier is used, with a warning", function()
+  R.with_sim(function(pty)
+    local srv2 = S.start_server(idx, {logdir = fs.tmpdir()})
+    local cache = new_cache()
+    local code, out = mpctl({"mip", "install", "--port", pty, "shout", "index=" .. srv2.url, "cache=" .. cache})
+    test.eq(code, 0, out)
+    srv2.stop()
+    code, out = mpctl({"mip", "install", "--port", pty, "shout", "index=" .. srv2.url, "cache=" .. cache,
+      "retries=0", "target=/again"})
+    test.eq(code, 0, out)
+    test.contains(out, "using the copy of package/6/shout/latest.json cached earlier")
+    test.eq(cat(pty, "/again/shout.py"), PACKAGES.shout.files["shout.py"])
+    -- nothing cached for another package: the error says what could not be read and what to do
+    code, out = mpctl({"mip", "install", "--port", pty, "greet", "index=" .. srv2.url, "cache=" .. cache, "retries=0"})
+    test.eq(code, 1, out)
+    test.contains(out, "mip: cannot read package/6/greet/latest.json from " .. srv2.url)
+    test.contains(out, "offline=yes uses what the cache holds")
   end)
 end, {timeout = 240})
 
