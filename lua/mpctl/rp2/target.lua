@@ -362,7 +362,8 @@ function T:write(parts, opts)
   for _, p in ipairs(parts) do raw = raw + #p.data end
   local sectors = sectors_of(parts)
   local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "write", #sectors * SECTOR) or nil
-  local written, erased, skipped, programmed = 0, 0, 0, {}
+  -- written: bytes of the image in the sectors written; sent: bytes programmed (whole pages)
+  local written, sent, erased, skipped, programmed = 0, 0, 0, 0, {}
   -- What is on flash, read ahead in runs of up to READ_AHEAD contiguous sectors per READ (picotool
   -- reads in batches too: size/100 rounded up to a sector); fewer commands, same bytes.
   local ahead = {}
@@ -397,10 +398,11 @@ function T:write(parts, opts)
           local e = pg + PAGE
           while e < SECTOR and want:sub(e + 1, e + PAGE) ~= blank do e = e + PAGE end
           c:write(s.addr + pg, want:sub(pg + 1, e))
-          written = written + (e - pg)
+          sent = sent + (e - pg)
           pg = e
         end
       end
+      for _, pc in ipairs(s.pieces) do written = written + #pc.data end
       programmed[#programmed + 1] = { addr = s.addr, data = want, index = i }
     end)
     if not ok then
@@ -433,7 +435,7 @@ function T:write(parts, opts)
     end
     verified = true
   end
-  return { raw = raw, sent = written, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
+  return { raw = raw, sent = sent, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
     seconds = time.now() - t0, verified = verified, verify_skipped = verify_skipped, verify_what = "read-back of the sectors written",
     sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot",
     -- only the sectors the image touches are erased, and their bytes outside the image were read
@@ -497,18 +499,21 @@ end
 function T:reset_to_app(opts)
   opts = opts or {}
   local where = self.c and self.c.where or ("usb:" .. tostring(self.usb_path))
+  local left = self.rebooted -- the drive copy: the drive went away (write_drive waited for it)
   if self.c then
     local ok, e = pcall(self.c.reboot, self.c)
     -- the ROM may reset before its ack reaches us: a device gone after REBOOT is the reboot
     if not ok and not errors.is(e, "not_found") then error(e, 0) end
     self.c:close()
     self.c = nil
-    usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
+    left = usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
   end
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
     local tty = find_app(self.board)
     if tty then return tty end
+    -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app)
+    if left and #bootsel_present(self.board) > 0 then break end
     for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
   end
   if #bootsel_present(self.board) > 0 then
