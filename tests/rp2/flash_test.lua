@@ -129,7 +129,7 @@ test("a Pico 2 UF2 on a Pico (and the reverse) is refused before the board is to
   local fw1 = uf2_file(dir, "pico.uf2", "RPI_PICO", 64 * 1024, 65)
   out, code = mpctl_run(dir, { "rp2_flash", "--board", "RPI_PICO2", "--port", "sim://pico2", "firmware=" .. fw1 })
   test.eq(code, 1, "exit code; output: " .. out)
-  test.contains(out, "this UF2 is for RP2040, but RPI_PICO2 takes RP2350 ARM secure or RP2350 RISC-V or absolute UF2s", "names both")
+  test.contains(out, "this UF2 is for RP2040, but RPI_PICO2 takes RP2350 ARM secure or RP2350 RISC-V or absolute or data UF2s", "names both")
   fs.remove(dir, { recursive = true })
 end)
 
