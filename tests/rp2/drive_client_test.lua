@@ -7,15 +7,8 @@ local fs = require("mpctl.fs")
 local drive = require("mpctl.rp2.drive")
 local uf2 = require("mpctl.rp2.uf2")
 
-local function write(path, data) local f = assert(io.open(path, "wb")); f:write(data); f:close() end
-local function read(path) local f = assert(io.open(path, "rb")); local s = f:read("a"); f:close(); return s end
-
-local function with_dir(fn)
-  local dir = fs.tmpdir()
-  local ok, e = pcall(fn, dir)
-  fs.remove(dir, { recursive = true })
-  if not ok then error(e, 0) end
-end
+local R = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "support.lua")
+local write, read, with_dir = R.write, R.read, R.with_dir
 
 test("INFO_UF2.TXT of the RP2040 and RP2350 ROMs is recognised; another bootloader's drive is not", function()
   with_dir(function(dir)

@@ -9,40 +9,10 @@ local fs = require("mpctl.fs")
 local ui = require("mpctl.ui")
 local uf2 = require("mpctl.rp2.uf2")
 local rp2 = require("mpctl.rp2.target")
-local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../usb/support.lua")
+local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "support.lua")
 
-local function exe() return test.exe() or debug.getregistry()["mpctl.exe"] end
-local PICO, PICO2 = 2 * 1024 * 1024, 4 * 1024 * 1024
-
--- Runs mpctl with argv (each word quoted) under the test's own state folders; output, exit code.
-local function mpctl_run(dir, args, timeout)
-  local cmd = { "env", "XDG_STATE_HOME=" .. dir, "XDG_CACHE_HOME=" .. dir, "MPCTL_BACKUP_DIR=" .. fs.join(dir, "backups"),
-    S.sh_quote(exe()) }
-  for _, a in ipairs(args) do cmd[#cmd + 1] = S.sh_quote(a) end
-  local proc, serial, time = require("mpctl.proc"), require("mpctl.serial"), require("mpctl.time")
-  local p = proc.spawn { argv = { "sh", "-c", table.concat(cmd, " ") }, stderr = "stdout" }
-  local out <close> = serial.wrap_fd(p:stdout_fd(), "mpctl")
-  local chunks, deadline = {}, time.now() + (timeout or 150)
-  while true do
-    local left = deadline - time.now()
-    if left <= 0 then
-      p:kill("KILL"); p:wait(5); p:close()
-      error("mpctl " .. table.concat(args, " ") .. " did not finish in time; output: " .. table.concat(chunks), 0)
-    end
-    local ok, s = pcall(out.read, out, 65536, math.min(left, 1))
-    if not ok or (s == "" and out:is_eof()) then break end
-    chunks[#chunks + 1] = s
-  end
-  local code = p:wait(10)
-  p:close()
-  return table.concat(chunks), code
-end
-
-local function history(dir)
-  local lines = {}
-  for line in (S.read(fs.join(dir, "mpctl", "history.jsonl")) or ""):gmatch("[^\n]+") do lines[#lines + 1] = ui.json_decode(line) end
-  return lines
-end
+local exe, mpctl_run, history = S.exe, S.mpctl, S.history
+local PICO = 2 * 1024 * 1024
 
 local function board(id) return require("mpctl.board").load(id) end
 

@@ -5,9 +5,8 @@ local test = require("mpctl.test")
 local fs = require("mpctl.fs")
 local uf2 = require("mpctl.rp2.uf2")
 
-local function write(path, data) local f = assert(io.open(path, "wb")); f:write(data); f:close() end
-local function read(path) local f = io.open(path, "rb"); if not f then return nil end local s = f:read("a"); f:close(); return s end
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local R = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "support.lua")
+local write, read, q, with_dir = R.write, R.read, R.sh_quote, R.with_dir
 
 local function mpctl(dir, args)
   local exe = test.exe() or debug.getregistry()["mpctl.exe"]
@@ -15,13 +14,6 @@ local function mpctl(dir, args)
   local out = p:read("a")
   local _, _, code = p:close()
   return out, code
-end
-
-local function with_dir(fn)
-  local dir = fs.tmpdir()
-  local ok, e = pcall(fn, dir)
-  fs.remove(dir, { recursive = true })
-  if not ok then error(e, 0) end
 end
 
 test("uf2 convert .bin -> .uf2 -> .bin round trip; info lists the family and the range", function()
@@ -74,11 +66,8 @@ test("uf2 info/convert of a truncated file: refused, nothing written; an .elf co
     out, code = mpctl(dir, "uf2 convert t.uf2 t.bin")
     test.eq(code, 1, out)
     test.eq(read(fs.join(dir, "t.bin")), nil, "nothing written")
-    -- an ELF32 with one PT_LOAD segment at 0x10000000
     local text = test.random_bytes(700, 93)
-    local elf = "\127ELF" .. string.char(1, 1, 1, 0) .. string.rep("\0", 8) ..
-      string.pack("<I2I2I4I4I4I4I4I2I2I2I2I2I2", 2, 40, 1, 0x10000001, 52, 0, 0x05000000, 52, 32, 1, 40, 0, 0) ..
-      string.pack("<I4I4I4I4I4I4I4I4", 1, 84, 0x10000000, 0x10000000, #text, #text, 5, 4) .. text
+    local elf = R.elf { { paddr = 0x10000000, data = text } }
     write(fs.join(dir, "fw.elf"), elf)
     out, code = mpctl(dir, "uf2 convert fw.elf fw.uf2")
     test.eq(code, 0, out)

@@ -65,15 +65,7 @@ local function find_app(board)
 end
 
 local function wait_bootsel(board, seconds)
-  local deadline = time.now() + seconds
-  repeat
-    local found = bootsel_present(board)
-    if #found > 0 then return found end
-    for _, u in ipairs(ids(board, "bootsel")) do
-      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
-    end
-  until time.now() >= deadline
-  return bootsel_present(board)
+  return require("mpctl.target").wait_usb(function() return bootsel_present(board) end, ids(board, "bootsel"), seconds)
 end
 
 local function list_text(found)
