@@ -20,7 +20,13 @@ local fs = mpctl.fs
 local target, backup = mpctl.target, mpctl.backup
 
 -- 1. Which board, which image: a UF2 for another chip is refused here, before any device is touched.
-local board = mpctl.board(arg.board or "RPI_PICO")
+local board_id = arg.board
+if not board_id then
+  local why
+  board_id, why = rp2.guess_board(arg.firmware)
+  mpctl.log("no --board: assuming %s (%s; a Pico W or Pico 2 W needs --board)", board_id, why)
+end
+local board = mpctl.board(board_id)
 if board.family ~= "rp2" then mpctl.usage_error(board.id .. " is not an RP2 board (family " .. board.family .. ")") end
 local parts, firmware
 if arg.firmware == "demo" then

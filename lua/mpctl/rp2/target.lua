@@ -187,6 +187,27 @@ function M.connect(ctx)
   return t
 end
 
+--- Which board to assume without --board: the chip of the BOOTSEL device present (one chip
+--- kind), else the chip the UF2 is for, else RPI_PICO. The device comes first so that a UF2 for the
+--- other chip is refused by the family check, naming both. Returns id, why. The W boards cannot be
+--- told apart from their BOOTSEL ROM (same chip, same ids): they need --board.
+function M.guess_board(firmware_path)
+  local rp2040 = #usb.list { vid = picoboot.VID, pid = 0x0003 }
+  local rp2350 = #usb.list { vid = picoboot.VID, pid = 0x000F }
+  if rp2350 > 0 and rp2040 == 0 then return "RPI_PICO2", "an RP2350 is in BOOTSEL" end
+  if rp2040 > 0 and rp2350 == 0 then return "RPI_PICO", "an RP2040 is in BOOTSEL" end
+  if firmware_path and firmware_path ~= "demo" then
+    local ok, data = pcall(require("mpctl.firmware").load_file, firmware_path, { max = 64 * 1024 * 1024 })
+    local okp, file = false, nil
+    if ok and uf2.is_uf2(data) then okp, file = pcall(uf2.parse, data, firmware_path) end
+    if okp and file.families[uf2.FAMILY.RP2040] then return "RPI_PICO", "the UF2 is for the RP2040" end
+    if okp and (file.families[uf2.FAMILY.RP2350_ARM_S] or file.families[uf2.FAMILY.RP2350_RISCV]) then
+      return "RPI_PICO2", "the UF2 is for the RP2350"
+    end
+  end
+  return "RPI_PICO", "the default"
+end
+
 --- What a firmware file puts where: a .uf2 (its blocks of the board's family; another family is
 --- refused here, before any device is touched, naming both), an .elf (its PT_LOAD segments), or
 --- a .bin at the board's flash start (0x10000000) or opts.address.
