@@ -392,8 +392,9 @@ function T:write(parts, opts)
     ahead[s.addr] = nil
     return cur
   end
+  local retried = 0
   for i, s in ipairs(sectors) do
-    local ok, e = pcall(function()
+    local function one_sector()
       local current = current_of(i, s)
       local want = overlay(current, s.pieces)
       if want == current and not opts.erased then skipped = skipped + 1; return end
@@ -417,7 +418,18 @@ function T:write(parts, opts)
       end
       for _, pc in ipairs(s.pieces) do written = written + #pc.data end
       programmed[#programmed + 1] = { addr = s.addr, data = want, index = i }
-    end)
+    end
+    local ok, e = pcall(one_sector)
+    -- A command the ROM refused (stall: its status read, the interface reset by picoboot) or that
+    -- timed out is retried once for this sector, from a fresh read of it; a board that went away
+    -- or Ctrl-C is not (nothing to retry with).
+    if not ok and (errors.is(e, "protocol") or errors.is(e, "timeout")) then
+      self.log(string.format("sector 0x%08X: %s; interface reset, writing the sector again", s.addr,
+        tostring(type(e) == "table" and (e.detail or e.msg) or e)))
+      retried = retried + 1
+      ahead = {}
+      ok, e = pcall(one_sector)
+    end
     if not ok then
       if bar then bar:finish() end
       error(resumable(self, e, s, i, #sectors), 0)
@@ -450,7 +462,7 @@ function T:write(parts, opts)
   end
   return { raw = raw, sent = sent, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
     seconds = time.now() - t0, verified = verified, verify_skipped = verify_skipped, verify_what = "read-back of the sectors written",
-    sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot",
+    sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot", retried = retried,
     -- only the sectors the image touches are erased, and their bytes outside the image were read
     -- first and written back; nothing else is read back, so nothing is claimed about it
     outside = "skipped", outside_why = "PICOBOOT writes read back only the sectors written" }
