@@ -8,6 +8,7 @@
 -- @option reset: classic|usb-jtag|none; how to enter the bootloader (default: from the board file)
 -- @option stub: FILE|no; flasher stub JSON, or no for ROM-only mode (default: found)
 -- @option timeout: seconds = 10; how long to wait for the REPL after reset
+-- @family: esp
 --
 --   mpctl esp32_flash --port /dev/ttyUSB0 firmware=ESP32_GENERIC-20250415-v1.25.0.bin
 --   mpctl esp32_flash --port sim://esp32 firmware=demo

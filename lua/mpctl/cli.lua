@@ -380,6 +380,10 @@ local function dispatch(argv, parsed, info)
     table.insert(argv, opts._command_index, "fs")
     return dispatch(argv, M.parse(argv), info)
   end
+  -- several boards (--port given more than once, --ports FILE, --port auto finding several):
+  -- one child per board under a supervisor (mpctl.many)
+  local boards = require("mpctl.many").boards(parsed, info)
+  if boards then return require("mpctl.many").run(argv, parsed, info, boards) end
   M.default_port(parsed)
   -- now that the recipe is known, parse again so its declared options take values
   local path = M.find_recipe(cmd, info)

@@ -131,9 +131,21 @@ end
 -- interruption held off (errors.shield). opts.path: history file.
 local Attempt = {}
 
+-- The board's identity is known from here on: an event for a supervisor (mpctl.many) and the
+-- station's "never the same board twice": a device named in $MPCTL_SKIP_DEVICES (comma-separated
+-- MACs / unique ids) is refused before anything is written, and no history line is written.
 function Attempt.target(rec, t)
   local info = t:identify()
   rec.family, rec.chip, rec.device = t.family, info.chip, info.id
+  local skip = os.getenv("MPCTL_SKIP_DEVICES")
+  local done = skip and info.id and ("," .. skip .. ","):find("," .. info.id .. ",", 1, true)
+  require("mpctl.ui").event({ event = "board", family = t.family, chip = info.chip, device = info.id,
+    skipped = done and true or nil })
+  if done then
+    getmetatable(rec).closed = true
+    error(errors.new({ kind = "refused", where = info.id,
+      detail = "board " .. tostring(info.id) .. " was already flashed in this run (again=yes flashes it again)" }), 0)
+  end
   return rec
 end
 
@@ -161,6 +173,8 @@ local function close_attempt(rec, err)
     end
   end
   local history = require("mpctl.history")
+  -- the same line as an event, for a supervisor that runs this recipe on many boards
+  pcall(require("mpctl.ui").event, { event = "history_record", record = line })
   -- held off from interrupts: a second Ctrl-C must not cut the line in half
   local ok, why = pcall(errors.shield, history.record, line, meta.opts)
   if not ok then M.warn("could not write the history record: %s", tostring(why)) end
