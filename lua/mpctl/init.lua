@@ -186,6 +186,12 @@ function M.attempt(rec, opts)
     t0 = opts and opts.t0 or nil })
 end
 
+-- mpctl.board_data(device) -> this board's row of the station's `data=FILE` (a table of the CSV's
+-- columns), or nil: matched by MAC, else in the order boards arrived (mpctl.many.data).
+function M.board_data(device)
+  return require("mpctl.many.data").for_this_board(device)
+end
+
 -- A board named on the command line: a typo there is a usage error (exit 2), with the known ids.
 function M.board(id)
   local ok, b = pcall(require("mpctl.board").load, id)
