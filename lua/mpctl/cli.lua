@@ -399,6 +399,8 @@ local function dispatch(argv, parsed, info)
   local boards = require("mpctl.many").boards(parsed, info)
   if boards then return require("mpctl.many").run(argv, parsed, info, boards) end
   M.default_port(parsed)
+  -- the port as resolved (`--port auto`: the one board of the recipe's family found)
+  local resolved = parsed.arg.port
   -- now that the recipe is known, parse again so its declared options take values
   local path = M.find_recipe(cmd, info)
   if not parsed.opts.help then
@@ -406,6 +408,7 @@ local function dispatch(argv, parsed, info)
     if next(meta.option_names) then
       parsed = M.parse(argv, meta.by_name)
       parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+      if resolved ~= nil then parsed.arg.port, parsed.opts.port = resolved, resolved end
       M.default_port(parsed)
     end
   end

@@ -22,8 +22,13 @@ function M.usb_path(port)
   if not name then return nil end
   local ok, real = pcall(fs.realpath, "/sys/class/tty/" .. name .. "/device")
   if not ok or type(real) ~= "string" then return nil end
-  -- the interface folder is "<path>:<config>.<interface>"; its parent is the device "<path>"
-  return real:match("/([%d]+%-[%d%.]+):[%d]+%.[%d]+$")
+  return M.usb_path_of(real)
+end
+
+-- The USB path in a sysfs device folder: the interface folder is "<path>:<config>.<interface>"
+-- (the kernel's naming, Documentation/usb: "bus-port.port...:config.interface").
+function M.usb_path_of(sysfs)
+  return sysfs:match("/(%d+%-[%d%.]+):%d+%.%d+$")
 end
 
 -- The facts known before connecting, from a serial.list() row (or just the URL).
