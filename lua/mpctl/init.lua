@@ -143,6 +143,8 @@ function Attempt.target(rec, t)
     skipped = done and true or nil })
   if done then
     getmetatable(rec).closed = true
+    -- back to the firmware it already runs: a skipped board is left as it was found
+    if t.reset_to_app then pcall(t.reset_to_app, t) end
     error(errors.new({ kind = "refused", where = info.id,
       detail = "board " .. tostring(info.id) .. " was already flashed in this run (again=yes flashes it again)" }), 0)
   end
