@@ -167,6 +167,13 @@ local function close_attempt(rec, err)
     line.result = kind == "interrupted" and "interrupted" or "failed"
     line.error_kind = kind
     line.error = tostring(type(err) == "table" and err.msg or err)
+    -- stopped by a supervisor (mpctl.many) because this board's deadline passed: a timeout
+    local deadline = tonumber(os.getenv("MPCTL_BOARD_DEADLINE") or "")
+    if kind == "interrupted" and deadline and require("mpctl.time").wall() >= deadline then
+      line.result, line.error_kind = "failed", "timeout"
+      line.error = "no result within --board-timeout (" .. tostring(os.getenv("MPCTL_BOARD_TIMEOUT")) ..
+        " s): stopped; " .. line.error
+    end
     if type(err) == "table" then
       if type(err.offset) == "number" then line.offset = err.offset end
       if type(err.hint) == "string" then line.hint = err.hint end

@@ -132,6 +132,13 @@ test("a board past --board-timeout is stopped, the others are not held up", func
   test.eq(ends[1].result, "timeout")
   test.contains(ends[1].error, "--board-timeout")
   test.eq(ends[2].result, "pass")
+  -- the slow board's own history record says it timed out (it was stopped at its deadline)
+  local by_port = {}
+  for _, r in ipairs(support.history(hist)) do by_port[r.port] = r end
+  test.eq(by_port[slow].result, "failed")
+  test.eq(by_port[slow].error_kind, "timeout")
+  test.contains(by_port[slow].error, "--board-timeout (4 s)")
+  test.eq(by_port[GOOD:format(42)].result, "ok")
   cleanup()
 end)
 
@@ -150,6 +157,33 @@ test("bad many-board command lines are usage errors", function()
   code, out = support.run({ "no_such_recipe", "--port", GOOD:format(1), "--port", GOOD:format(2) }, env)
   test.eq(code, 2, out)
   test.ok(not fs.exists(hist), "nothing ran")
+  cleanup()
+end)
+
+test("on a terminal: one line per board redrawn in place, then the table", function()
+  local dir, hist, cleanup = support.workdir()
+  local proc = require("mpctl.proc")
+  local argv = { test.exe() }
+  local args = argv_for({ GOOD:format(71), GOOD:format(72) }, { after = { "repl=no" } })
+  table.move(args, 1, #args, 2, argv)
+  local p = proc.spawn({ argv = argv, pty = true, env = { MPCTL_HISTORY = hist, NO_COLOR = "1", COLUMNS = "100" } })
+  local tty = require("mpctl.serial").wrap_fd(p:fd(), "tty")
+  local text, deadline = "", require("mpctl.time").now() + 120
+  while require("mpctl.time").now() < deadline do
+    local ok, chunk = pcall(tty.read, tty, 65536, 0.5)
+    if not ok or (chunk == "" and tty:is_eof()) then break end
+    text = text .. chunk
+    if p:wait(0) and chunk == "" then break end
+  end
+  local code = p:wait(30)
+  tty:close()
+  p:close()
+  test.eq(code, 0, text)
+  -- redrawn: the cursor goes up over the two board lines and each line is cleared first
+  test.contains(text, "\27[2A")
+  test.contains(text, "\r\27[2K[1] " .. GOOD:format(71))
+  test.ok(text:match("%[2%] [^\n]+PASS"), "the final line of board 2:\n" .. text)
+  test.contains(text, "2 boards: 2 passed, 0 failed")
   cleanup()
 end)
 

@@ -113,8 +113,13 @@ end
 local function start(b, opts)
   b.status, b.t0, b.buf = "running", time.now(), ""
   b.stage = "starting"
-  local ok, p = pcall(proc.spawn, { argv = opts.argv(b), pty = false, stderr = "stdout",
-    env = opts.env and opts.env(b) or nil })
+  -- the deadline goes to the child too, so the history record it writes when stopped at the
+  -- deadline says timeout, not interrupted (mpctl.attempt)
+  local env = opts.env and opts.env(b) or {}
+  -- (0.5 s early: the supervisor's own clock started just before this)
+  env.MPCTL_BOARD_DEADLINE = string.format("%.3f", time.wall() + opts.timeout - 0.5)
+  env.MPCTL_BOARD_TIMEOUT = string.format("%g", opts.timeout)
+  local ok, p = pcall(proc.spawn, { argv = opts.argv(b), pty = false, stderr = "stdout", env = env })
   if not ok then
     b.status, b.result, b.error, b.seconds = "done", "fail", tostring(p), 0
     if opts.on_change then opts.on_change(b) end
