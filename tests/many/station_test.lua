@@ -21,6 +21,16 @@ local function count(s, pat)
   return select(2, s:gsub(pat, ""))
 end
 
+-- Ctrl-C to the station once `steps` ran (or failed); the boards' simulators stopped either way.
+-- Returns the station's exit code and output.
+local function ctrl_c(st, ok, err, stops)
+  st.p:kill("INT")
+  local code, out = st.finish(60)
+  for _, stop in ipairs(stops) do stop() end
+  if not ok then error(err, 0) end
+  return code, out
+end
+
 test("two boards appearing one after the other: each flashed once, with its data row; totals at Ctrl-C", function()
   local dir, hist, cleanup = support.workdir()
   local watch, log, data = fs.join(dir, "boards.txt"), fs.join(dir, "station.csv"), fs.join(dir, "boards.csv")
@@ -46,11 +56,7 @@ test("two boards appearing one after the other: each flashed once, with its data
     st.pump(0.1)
     test.eq(count(st.text, "started"), 3, st.text)
   end)
-  st.p:kill("INT")
-  local code, out = st.finish(60)
-  stop1()
-  stop2()
-  if not ok then error(err, 0) end
+  local code, out = ctrl_c(st, ok, err, { stop1, stop2 })
   test.eq(code, 0, out)
   test.contains(out, "station: 3 boards: 2 passed, 0 failed, 1 skipped")
   test.contains(out, "already flashed in this run")
@@ -92,11 +98,7 @@ test("again=yes flashes a returning board again; a JSONL log; a failing board is
     fs.write(fs.join(watch, "b"), url2 .. "\n")
     wait_for(st, "FAIL %[3%]")
   end)
-  st.p:kill("INT")
-  local code, out = st.finish(60)
-  stop1()
-  stop2()
-  if not ok then error(err, 0) end
+  local code, out = ctrl_c(st, ok, err, { stop1, stop2 })
   test.eq(code, 1, out) -- a board failed
   test.contains(out, "station: 3 boards: 2 passed, 1 failed, 0 skipped")
   local recs = {}

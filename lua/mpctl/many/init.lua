@@ -85,6 +85,20 @@ local function positive_int(v, what)
   return n
 end
 
+-- --jobs (default `default_jobs`) and --board-timeout (default supervisor.DEFAULT_TIMEOUT), checked.
+function M.limits(opts, default_jobs)
+  local jobs = opts.jobs and positive_int(opts.jobs, "--jobs") or default_jobs
+  local timeout = supervisor.DEFAULT_TIMEOUT
+  if opts["board-timeout"] then
+    local v, why = require("mpctl.options").convert({ kind = "seconds", spec = "seconds" }, opts["board-timeout"])
+    if not v or v <= 0 then
+      usage_error("--board-timeout " .. tostring(opts["board-timeout"]) .. ": " .. (why or "expected seconds > 0"))
+    end
+    timeout = v
+  end
+  return jobs, timeout
+end
+
 -- Runs `command` on every board; `boards` from M.boards. Returns the exit code.
 -- extra: { env = function(board) -> env } (the station's), { forever, more } likewise.
 function M.run(argv, parsed, info, boards, extra)
@@ -92,13 +106,7 @@ function M.run(argv, parsed, info, boards, extra)
   local opts = parsed.opts
   local cli = require("mpctl.cli")
   local recipe = cli.find_recipe(parsed.command, info) -- unknown recipe: a usage error now, not N times
-  local jobs = opts.jobs and positive_int(opts.jobs, "--jobs") or #boards
-  local timeout = supervisor.DEFAULT_TIMEOUT
-  if opts["board-timeout"] then
-    local v, why = require("mpctl.options").convert({ kind = "seconds", spec = "seconds" }, opts["board-timeout"])
-    if not v or v <= 0 then usage_error("--board-timeout " .. tostring(opts["board-timeout"]) .. ": " .. (why or "expected seconds > 0")) end
-    timeout = v
-  end
+  local jobs, timeout = M.limits(opts, #boards)
   local rest = M.child_args(argv)
   local exe = info.exe or "mpctl"
   local v = view.new({ json = opts.json, boards = boards })

@@ -197,14 +197,7 @@ function M.run(parsed, info, argv)
 
   local rest = recipe_argv(argv, parsed.opts._command_index)
   local child = many.child_args(rest)
-  local jobs = parsed.opts.jobs and math.tointeger(tonumber(parsed.opts.jobs)) or 4
-  if not jobs or jobs < 1 then usage_error("--jobs " .. tostring(parsed.opts.jobs) .. ": expected a whole number >= 1") end
-  local timeout = supervisor.DEFAULT_TIMEOUT
-  if parsed.opts["board-timeout"] then
-    local v = require("mpctl.options").convert({ kind = "seconds", spec = "seconds" }, parsed.opts["board-timeout"])
-    if not v or v <= 0 then usage_error("--board-timeout " .. tostring(parsed.opts["board-timeout"]) .. ": expected seconds > 0") end
-    timeout = v
-  end
+  local jobs, timeout = many.limits(parsed.opts, 4)
   if data_rows then ui.log("info", "data: %d rows from %s", #data_rows, data_path) end
   ui.log("info", "station: %s; waiting for boards (%s%s); log %s; Ctrl-C ends", recipe_name,
     devices and ("attached " .. (family or "any") .. " boards") or "", a.watch and ((devices and ", " or "") .. a.watch) or "",
@@ -223,10 +216,7 @@ function M.run(parsed, info, argv)
     -- --json: every child event, tagged with its board; -v: the children's step lines too
     on_event = function(b, ev)
       if json then
-        local tagged = {}
-        for k, v in pairs(ev) do tagged[k] = v end
-        tagged.board_index, tagged.board_port = b.index, b.label
-        ui.event(tagged)
+        view.tagged_event(b, ev)
       elseif (parsed.opts.verbose or 0) > 0 and ev.event == "log" and ev.msg then
         output.out(string.format("[%d] %s\n", b.index, ev.msg))
       end

@@ -53,6 +53,14 @@ function M.line(b, color)
   return string.format("%s %-28s %4s %s", who, (b.stage or ""):sub(1, 28), pct, fmt_rate(b.rate))
 end
 
+-- A child's event as one JSON line, with its board's number and port added.
+function M.tagged_event(b, ev)
+  local tagged = {}
+  for k, v in pairs(ev) do tagged[k] = v end
+  tagged.board_index, tagged.board_port = b.index, b.label
+  ui.event(tagged)
+end
+
 -- A view: call :event / :change / :tick from the supervisor, :finish at the end.
 function M.new(opts)
   local self = { json = opts.json, boards = opts.boards, drawn = 0 }
@@ -76,11 +84,7 @@ function M.new(opts)
   end
 
   function self.event(b, ev)
-    if not self.json then return end
-    local tagged = {}
-    for k, v in pairs(ev) do tagged[k] = v end
-    tagged.board_index, tagged.board_port = b.index, b.label
-    ui.event(tagged)
+    if self.json then M.tagged_event(b, ev) end
   end
 
   function self.change(b)
