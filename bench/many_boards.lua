@@ -4,6 +4,7 @@
 -- @option baud: flashing baud rate (default 921600)
 -- @option size: image size in KB (default 1536)
 -- @option node: node executable (default node)
+-- @option esptool: yes|no; also flash with esptool-js (default yes; no: mpctl's rows only, e.g. boards=32)
 --
 -- Run: mpctl --allow-exec bench/many_boards.lua [boards=8] [baud=921600]
 -- Every board is its own `mpctl sim esp32 --listen rfc2217://127.0.0.1:0 app=none` (datasheet
@@ -24,6 +25,7 @@ local N = tonumber(arg.boards) or 8
 local baud = tonumber(arg.baud) or 921600
 local size = (tonumber(arg.size) or 1536) * 1024
 local node = arg.node or "node"
+local with_esptool = arg.esptool ~= false and arg.esptool ~= "no"
 local exe = mpctl.exe
 local flash_js = (mpctl.datadir or ".") .. "/tests/peers/esptool_js/flash.mjs"
 
@@ -97,29 +99,32 @@ end
 if passed ~= N then error(string.format("only %d of %d boards passed", passed, N), 0) end
 table.sort(board_walls)
 
--- 3. N esptool-js processes started in parallel.
-urls, stop = serve(N)
-local t0 = time.now()
-local runs = {}
-for i, u in ipairs(urls) do
-  runs[i] = launch({ node, flash_js, "--port", u, "--image", img_path, "--baud", tostring(baud), "--offset", "4096" },
-    "ejs" .. i)
+-- 3. N esptool-js processes started in parallel, and one alone for its own ratio.
+local function esptool_js(urls_)
+  local t0 = time.now()
+  local runs = {}
+  for i, u in ipairs(urls_) do
+    runs[i] = launch({ node, flash_js, "--port", u, "--image", img_path, "--baud", tostring(baud), "--offset", "4096" },
+      "ejs" .. i)
+  end
+  local cpu_all, ok_n = 0, 0
+  for _, r in ipairs(runs) do
+    local c, out, _, cpu = r.finish()
+    cpu_all = cpu_all + cpu
+    local ok, j = pcall(ui.json_decode, out:match("([^\n]*)\n?$") or "")
+    if c == 0 and ok and type(j) == "table" and j.ok then ok_n = ok_n + 1 end
+  end
+  return time.now() - t0, cpu_all, ok_n
 end
-local ejs_cpu, ejs_ok = 0, 0
-for _, r in ipairs(runs) do
-  local c, out, _, cpu = r.finish()
-  ejs_cpu = ejs_cpu + cpu
-  local ok, j = pcall(ui.json_decode, out:match("([^\n]*)\n?$") or "")
-  if c == 0 and ok and type(j) == "table" and j.ok then ejs_ok = ejs_ok + 1 end
+local wallE, ejs_cpu, ejs_ok, wallE1, cpuE1, ejs1_ok
+if with_esptool then
+  urls, stop = serve(N)
+  wallE, ejs_cpu, ejs_ok = esptool_js(urls)
+  stop()
+  urls, stop = serve(1)
+  wallE1, cpuE1, ejs1_ok = esptool_js(urls)
+  stop()
 end
-local wallE = time.now() - t0
-stop()
-
--- 4. One esptool-js alone, for its own ratio.
-urls, stop = serve(1)
-local _, _, wallE1, cpuE1 = launch({ node, flash_js, "--port", urls[1], "--image", img_path, "--baud", tostring(baud),
-  "--offset", "4096" }, "ejs_one").finish()
-stop()
 
 print(string.format("%d simulated ESP32 boards (timing typ, wire paced), %d baud, %d-byte image at 0x1000; 2 cores shared by %d simulators and the flashers",
   N, baud, size, N))
@@ -128,11 +133,14 @@ print("case                         wall s   vs 1 board   CPU s (all)   CPU s pe
 print(string.format("mpctl, 1 board               %6.2f   %10s   %11.2f   %15.2f   1/1", wall1, "1.00", cpu1, cpu1))
 print(string.format("mpctl, %d boards, 1 command   %6.2f   %10.2f   %11.2f   %15.2f   %d/%d", N, wallN, wallN / wall1, cpuN,
   cpuN / N, passed, N))
-print(string.format("esptool-js, 1 process        %6.2f   %10s   %11.2f   %15.2f   1/1", wallE1, "1.00", cpuE1, cpuE1))
-print(string.format("esptool-js, %d processes      %6.2f   %10.2f   %11.2f   %15.2f   %d/%d", N, wallE, wallE / wallE1, ejs_cpu,
-  ejs_cpu / N, ejs_ok, N))
-print()
-print(string.format("mpctl %d boards vs esptool-js %d processes: wall %.2f, CPU %.2f", N, N, wallN / wallE, cpuN / math.max(ejs_cpu, 1e-9)))
+if with_esptool then
+  print(string.format("esptool-js, 1 process        %6.2f   %10s   %11.2f   %15.2f   %d/1", wallE1, "1.00", cpuE1, cpuE1,
+    ejs1_ok))
+  print(string.format("esptool-js, %d processes      %6.2f   %10.2f   %11.2f   %15.2f   %d/%d", N, wallE, wallE / wallE1, ejs_cpu,
+    ejs_cpu / N, ejs_ok, N))
+  print()
+  print(string.format("mpctl %d boards vs esptool-js %d processes: wall %.2f, CPU %.2f", N, N, wallN / wallE, cpuN / math.max(ejs_cpu, 1e-9)))
+end
 print(string.format("mpctl per board: %.2f s CPU in the board's own process, %.2f s in the supervisor (its share)",
   child_cpu / N, (cpuN - child_cpu) / N))
 print(string.format("board times in the %d-board run: fastest %.2f s, slowest %.2f s", N, board_walls[1], board_walls[#board_walls]))
