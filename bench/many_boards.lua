@@ -41,9 +41,19 @@ local function serve(n)
       "seed=" .. (100 + i) }, pty = false, stderr = "null" }
     local port = mpctl.serial.wrap_fd(p:stdout_fd(), "sim stdout")
     urls[i] = assert(port:read_until("\n", 10):match("(rfc2217://[%d%.]+:%d+)"), "simulator printed no address")
-    stops[i] = function() port:close() p:kill() p:wait(5) p:close() end
+    stops[i] = function()
+      port:close() p:kill() p:wait(5)
+      local ru = p:rusage() or { user = 0, system = 0 }
+      p:close()
+      return ru.user + ru.system
+    end
   end
-  return urls, function() for _, s in ipairs(stops) do s() end end
+  -- stop() -> the simulators' CPU seconds, all together
+  return urls, function()
+    local cpu = 0
+    for _, s in ipairs(stops) do cpu = cpu + s() end
+    return cpu
+  end
 end
 
 -- Starts argv with output into a file; returns a handle with :finish() -> code, text, wall, cpu.
@@ -85,7 +95,7 @@ check_mpctl(code, text, "mpctl, one board")
 -- 2. N boards, one mpctl command.
 urls, stop = serve(N)
 local codeN, textN, wallN, cpuN = launch(mpctl_argv(urls), "many").finish()
-stop()
+local sims_cpu = stop()
 check_mpctl(codeN, textN, "mpctl, " .. N .. " boards")
 local child_cpu, board_walls, passed = 0, {}, 0
 for line in textN:gmatch("[^\n]+") do
@@ -143,6 +153,8 @@ if with_esptool then
 end
 print(string.format("mpctl per board: %.2f s CPU in the board's own process, %.2f s in the supervisor (its share)",
   child_cpu / N, (cpuN - child_cpu) / N))
+print(string.format("the %d simulators used %.1f s of CPU in that run (%.2f s per board), on the same 2 cores",
+  N, sims_cpu, sims_cpu / N))
 print(string.format("board times in the %d-board run: fastest %.2f s, slowest %.2f s", N, board_walls[1], board_walls[#board_walls]))
 local per_core = wall1 / (cpuN / N)
 print(string.format("CPU per board / one board's wall time = %.3f of a core: about %d boards' flashers per core (%d on 2 cores) before CPU, not the wire, sets the pace",
