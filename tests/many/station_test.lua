@@ -112,6 +112,35 @@ test("again=yes flashes a returning board again; a JSONL log; a failing board is
   cleanup()
 end)
 
+test("Ctrl-C while a board is being flashed: it stops, its record and log line say interrupted, exit 130", function()
+  local dir, hist, cleanup = support.workdir()
+  local watch, log = fs.join(dir, "boards.txt"), fs.join(dir, "station.jsonl")
+  local url, stop = support.serve_esp32({ "seed=95" }) -- timing on: the write takes seconds
+  fs.write(watch, url .. "\n")
+  local st = support.start({ "--json", "station", "esp32_flash", "watch=" .. watch, "devices=no", "log=" .. log,
+    "firmware=demo" }, { MPCTL_HISTORY = hist })
+  local ok, err = pcall(function()
+    local deadline, writing = time.now() + 60, false
+    repeat
+      for _, ev in ipairs(support.events(st.pump(0.2))) do
+        if ev.event == "progress" and ev.label == "write" and (ev.done or 0) > 0 and ev.board_index == 1 then writing = true end
+      end
+    until writing or time.now() > deadline
+    test.ok(writing, "the board was being written before Ctrl-C:\n" .. st.text)
+  end)
+  local code, out = ctrl_c(st, ok, err, { stop })
+  test.eq(code, 130, out)
+  local totals
+  for _, ev in ipairs(support.events(out)) do if ev.event == "station_totals" then totals = ev end end
+  test.eq(totals.interrupted, 1, out)
+  test.eq(require("mpctl.ui").json_decode(fs.read(log)).result, "interrupted")
+  local recs = support.history(hist)
+  test.eq(#recs, 1)
+  test.eq(recs[1].result, "interrupted")
+  test.ok(type(recs[1].offset) == "number", "the record says where to resume")
+  cleanup()
+end)
+
 test("station usage errors", function()
   local code, out = support.run({ "station" })
   test.eq(code, 2, out)
