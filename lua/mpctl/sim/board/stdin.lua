@@ -18,11 +18,12 @@ so the buffer and the "is the REPL waiting" state are modelled here from what th
   raw-paste ("R\x01" reply): waiting (its window protocol does the flow control).
 
   local rx = stdin.new { cap = 1024, deliver = function(s, now) ... end,
-                         interrupt = function(now) ... end, log = function(fmt, ...) end, name = "cdc rx" }
+                         interrupt = function(now) ... end (false: take Ctrl-C as a byte), log = function(fmt, ...) end, name = "cdc rx" }
   rx:put(data, now)      bytes that reached the board: to the REPL, into the buffer, or lost
   rx:free()              room left in the buffer
   rx:drain(now)          hands buffered bytes over while the REPL waits
-  rx:output(s)           what the REPL printed (updates the waiting state)
+  rx:output(s, now)      what the REPL printed: updates the waiting state, then drains
+  rx:note_output(s)      the same without handing anything over
   rx.reading, rx.repl    the state ("friendly" | "raw" | "paste")
 
 Every hand-over is traced as "<name> N at T" with the simulator's clock, every loss as
@@ -70,18 +71,23 @@ function S:put(data, now)
   local out, lost = {}, 0
   for i = 1, #data do
     local c = data:sub(i, i)
+    local taken = false
     if c == "\3" and self.interrupt_fn then
       self:deliver(table.concat(out), now)
       out = {}
-      self.interrupt_fn(now)
-    elseif self.reading and self.fifo_n == 0 then
-      out[#out + 1] = c
-      self:note_input(c)
-    elseif self.fifo_n < self.cap then
-      self.fifo[#self.fifo + 1] = c
-      self.fifo_n = self.fifo_n + 1
-    else
-      lost = lost + 1
+      -- false: no interrupt handler yet (the board still boots), the byte is an ordinary one
+      taken = self.interrupt_fn(now) ~= false
+    end
+    if not taken then
+      if self.reading and self.fifo_n == 0 then
+        out[#out + 1] = c
+        self:note_input(c)
+      elseif self.fifo_n < self.cap then
+        self.fifo[#self.fifo + 1] = c
+        self.fifo_n = self.fifo_n + 1
+      else
+        lost = lost + 1
+      end
     end
   end
   self:deliver(table.concat(out), now)
@@ -120,6 +126,12 @@ end
 -- What the REPL printed: updates the waiting state, then hands over what the buffer holds.
 function S:output(s, now)
   if s == "" then return end
+  self:note_output(s)
+  self:drain(now or time.now())
+end
+
+-- The waiting state after what the REPL printed (nothing handed over).
+function S:note_output(s)
   local t = self.tail .. s
   local from = #self.tail
   if fresh(t, RAW_PROMPT, from) then self.repl, self.reading = "raw", true end
@@ -130,7 +142,6 @@ function S:output(s, now)
   local last = t:sub(-4)
   if last == ">>> " or last == "... " or last == "=== " then self.repl, self.reading = "friendly", true end
   self.tail = t:sub(-32)
-  self:drain(now or time.now())
 end
 
 return M

@@ -78,6 +78,11 @@ function M.new(opts)
   if opts.cdc_flow and opts.cdc_flow ~= "none" and opts.cdc_flow ~= "rts" then
     error("sim cdc: cdc_flow must be none or rts, not " .. tostring(opts.cdc_flow), 0)
   end
+  local rx = opts.cdc_rx and tonumber(opts.cdc_rx)
+  if opts.cdc_rx and not (rx and rx >= 2 and rx == math.floor(rx)) then
+    -- MicroPython: "This must be 2 or greater, and a power of 2" (mpconfigboard_common.h)
+    error("sim cdc: cdc_rx must be a whole number of bytes, 2 or more (default 1024), not " .. tostring(opts.cdc_rx), 0)
+  end
   self.usb = device.new {
     vid = 0xF055, pid = 0x9800, bcd_device = 0x0200, class = 0xEF, subclass = 2, protocol = 1,
     manufacturer = "MicroPython", product = "Pyboard Virtual Comm Port in FS Mode",
@@ -118,6 +123,7 @@ function M:spawn()
     log = function(...) self:trace(...) end,
     deliver = function(s) self:to_mp(s) end,
     interrupt = function(now) self:interrupt(now) end }
+  self.booted = false
   self:trace("MicroPython started")
 end
 
@@ -162,6 +168,7 @@ end
 
 -- Ctrl-C reached the board (usbd_cdc_receive -> mp_sched_keyboard_interrupt).
 function M:interrupt(now)
+  if not self.booted and not self.restarting then return false end -- no REPL yet: an ordinary byte
   if self.rx.reading or self.restarting then
     pcall(self.mp.port.write, self.mp.port, "\3", 5)  -- the REPL takes it (clears the line)
   elseif not self.intr_at then
@@ -206,6 +213,7 @@ function M:restart_output(s, now)
   end
   self.txq = self.txq .. text
   self.rx:output(text, now)
+  self.booted = true
 end
 
 -- Host -> board: the tty into the host driver's buffer, then across the bus into the ring.
@@ -261,6 +269,7 @@ function M:board_to_host(now)
         else
           self.txq = self.txq .. s
           self.rx:output(s, now)
+          if self.rx.reading then self.booted = true end
         end
       end
     end
