@@ -72,17 +72,7 @@ end
 
 function M.new(opts)
   opts = opts or {}
-  local self = setmetatable({ opts = opts, log = opts.log or function() end, seen = "",
-    paced = opts.timing ~= "off" and opts.timing ~= false, hold = opts.cdc_flow == "rts",
-    hq = "", txq = "", in_t = 0, out_t = 0 }, M)
-  if opts.cdc_flow and opts.cdc_flow ~= "none" and opts.cdc_flow ~= "rts" then
-    error("sim cdc: cdc_flow must be none or rts, not " .. tostring(opts.cdc_flow), 0)
-  end
-  local rx = opts.cdc_rx and tonumber(opts.cdc_rx)
-  if opts.cdc_rx and not (rx and rx >= 2 and rx == math.floor(rx)) then
-    -- MicroPython: "This must be 2 or greater, and a power of 2" (mpconfigboard_common.h)
-    error("sim cdc: cdc_rx must be a whole number of bytes, 2 or more (default 1024), not " .. tostring(opts.cdc_rx), 0)
-  end
+  local self = setmetatable({ opts = opts, log = opts.log or function() end, seen = "" }, M)
   self.usb = device.new {
     vid = 0xF055, pid = 0x9800, bcd_device = 0x0200, class = 0xEF, subclass = 2, protocol = 1,
     manufacturer = "MicroPython", product = "Pyboard Virtual Comm Port in FS Mode",
@@ -94,6 +84,18 @@ function M.new(opts)
         endpoints = { { address = 0x01, attributes = 2, max_packet = 64 }, { address = 0x81, attributes = 2, max_packet = 64 } } },
     } } },
   }
+  -- the port's speed and buffers (see the header)
+  self.paced = opts.timing ~= "off" and opts.timing ~= false
+  self.hold = opts.cdc_flow == "rts"
+  self.hq, self.txq, self.in_t, self.out_t = "", "", 0, 0
+  if opts.cdc_flow and opts.cdc_flow ~= "none" and opts.cdc_flow ~= "rts" then
+    error("sim cdc: cdc_flow must be none or rts, not " .. tostring(opts.cdc_flow), 0)
+  end
+  local rx = opts.cdc_rx and tonumber(opts.cdc_rx)
+  if opts.cdc_rx and not (rx and rx >= 2 and rx == math.floor(rx)) then
+    -- MicroPython: "This must be 2 or greater, and a power of 2" (mpconfigboard_common.h)
+    error("sim cdc: cdc_rx must be a whole number of bytes, 2 or more (default 1024), not " .. tostring(opts.cdc_rx), 0)
+  end
   return self
 end
 
