@@ -7,6 +7,9 @@
  *   p:kill([sig])  p:close()  __gc / __close
  *
  * env adds to (or, with false, removes from) the current environment.
+ *   proc.setenv(name, value | nil)   sets (nil: removes) a variable of this process's environment,
+ *                                    which every later child inherits (the test runner points
+ *                                    TMPDIR at a folder of its own, removed after each test file)
  * Ownership of descriptors: p:fd(), p:stdin_fd() and p:stdout_fd() hand the descriptor to the
  * caller (normally straight into serial.wrap_fd, which then closes it); from that call on the
  * process object no longer closes it. Descriptors never asked for are closed by close()/__gc. */
@@ -551,6 +554,17 @@ static int pm_tostring(lua_State *L)
     return 1;
 }
 
+static int p_setenv(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (*name == '\0' || strchr(name, '=') != NULL)
+        return luaL_error(L, "proc.setenv: bad environment variable name \"%s\"", name);
+    int rc = lua_isnoneornil(L, 2) ? unsetenv(name) : setenv(name, luaL_checkstring(L, 2), 1);
+    if (rc != 0)
+        return mpctl_raise(L, mpctl_errno_kind(errno), name, "proc.setenv %s: %s", name, strerror(errno));
+    return 0;
+}
+
 int luaopen_mpctl_proc(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -571,6 +585,7 @@ int luaopen_mpctl_proc(lua_State *L)
     };
     static const luaL_Reg fns[] = {
         {"spawn", p_spawn},
+        {"setenv", p_setenv},
         {NULL, NULL},
     };
     mpctl_new_class(L, PROC_MT, meta, methods);

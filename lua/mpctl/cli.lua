@@ -197,7 +197,7 @@ local function cmd_test(parsed, info)
   local passed, failed, skipped = test.run({
     out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
-    port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
+    port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud), board = parsed.opts.board,
     timeout = parsed.opts.timeout, verbose = (parsed.opts.verbose or 0) > 0,
     exe = info.exe,
     env_for = function(file)

@@ -82,7 +82,8 @@ function M.new(port, opts)
   return setmetatable({
     port = port,
     status_len = opts.status_len or 2, -- 4 on ESP32+ ROM; the 2 meaningful ones come first
-    tx = 0, rx = 0, retries = 0,       -- bytes on the wire (SLIP encoded), for the summary/bench
+    tx = 0, rx = 0, retries = 0,
+    timeouts = 0, settled = 0,         -- commands that timed out; how many of them settle() waited out       -- bytes on the wire (SLIP encoded), for the summary/bench
     trace = opts.trace,
     -- Multiplies every reply timeout: >1 for slow remote links (RFC 2217 over a WAN, esptool
     -- #628/#704), <1 for a simulator with timing off, where an answer is due at once.
@@ -144,13 +145,32 @@ function Conn:drain(quiet_for)
   return n
 end
 
+-- Whether a command timed out since the last settle(): its answer may still be on its way and
+-- would be read as the answer to the next command of the same kind.
+function Conn:unsettled() return self.timeouts ~= self.settled end
+
+-- Read and discard until the line has been quiet for `quiet` seconds: every late answer that was
+-- coming has come. Costs `quiet` seconds, so only callers that must not be fooled by a late answer
+-- (mpctl.esp.guard: an MD5 reply names no range) use it, and only after a timeout.
+function Conn:settle(quiet)
+  for _ = 1, 4096 do
+    local f, kind = self:read_frame(quiet)
+    if not f and kind ~= "garbled" then break end
+  end
+  self.outstanding = 0
+  self.settled = self.timeouts
+end
+
 -- Wait for the response to `op`. Up to 100 unrelated frames are skipped (esptool loops 100 times
 -- too: the ESP8266 ROM emits extra SYNC replies). Returns resp or nil, kind, message.
 function Conn:response(op, timeout)
   for _ = 1, 100 do
     local frame, kind, msg = self:read_frame(timeout)
     if not frame then
-      if kind == "timeout" then self.outstanding = (self.outstanding or 0) + 1 end
+      if kind == "timeout" then
+        self.outstanding = (self.outstanding or 0) + 1
+        self.timeouts = self.timeouts + 1
+      end
       return nil, kind, msg
     end
     local r = M.decode(frame)

@@ -90,14 +90,28 @@ function M.new(chip, regions)
 end
 
 -- An MD5 request carries no checksum either: a damaged address or size gives the MD5 of another
--- range, which would read as a change. So an answer counts once two asks agree.
-local function agreed_md5(chip, from, to, first)
+-- range, which would read as a change. So an answer counts once two asks agree. An MD5 reply
+-- names no range either: after a command timed out, its late reply is read as the answer to the
+-- next MD5 ask, and the late replies of two asks of one block agree with each other (a false
+-- "changed" for the next block, seen in the fault matrix with 400 ms stalls). So two asks agree
+-- only when no command timed out before or between them without the line having gone quiet since
+-- (Conn:settle waits out late replies; it costs a second, and only after a timeout).
+local function settle(chip)
+  local conn = chip.conn
+  if conn:unsettled() then conn:settle(math.max(1, conn:t(3))) end
+end
+
+local function agreed_md5(chip, from, to)
   local seen = {}
-  if first then seen[first] = 1 end
-  for _ = 1, 4 do
+  for _ = 1, 6 do
+    settle(chip)
     local h = chip:md5(from, to - from)
-    seen[h] = (seen[h] or 0) + 1
-    if seen[h] >= 2 then return h end
+    if chip.conn:unsettled() then
+      seen = {} -- a timeout during the ask: this answer and the ones before it may be late ones
+    else
+      seen[h] = (seen[h] or 0) + 1
+      if seen[h] >= 2 then return h end
+    end
   end
   chip:raise("protocol", nil, "the MD5 of flash 0x%X-0x%X came back different on every ask: the link is too "
     .. "noisy to check the flash; try a lower baud", from, to - 1)
@@ -126,8 +140,10 @@ function Guard:check()
   local t0 = time.now()
   local changed = {}
   for _, b in ipairs(self.blocks) do
+    settle(self.chip)
     local now = self.chip:md5(b[1], b[2] - b[1])
-    if now ~= b.before then now = agreed_md5(self.chip, b[1], b[2], now) end -- a damaged ask, or a change?
+    -- a differing answer (or one that came with a timeout): a damaged or late reply, or a change?
+    if now ~= b.before or self.chip.conn:unsettled() then now = agreed_md5(self.chip, b[1], b[2]) end
     if now ~= b.before then
       local blank = now == md5_blank(b[2] - b[1])
       local last = changed[#changed]
