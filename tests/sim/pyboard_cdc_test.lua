@@ -119,3 +119,15 @@ test("pyboard CDC with cdc_flow=rts: a full ring holds the host back (NAK) and n
   test.eq(#trace_lines(trace, "cdc rx (overrun)"), 0, "no overrun in the trace")
   fs.remove(dir, { recursive = true })
 end)
+
+test("pyboard CDC: a wrong cdc_flow or cdc_rx is refused with what to give instead", function()
+  S.need()
+  local out, code = S.run_sim("pyboard", { "start=app", "cdc_flow=xon" }, "true", 60)
+  test.ok(code ~= 0, "non-zero exit; output: " .. out)
+  test.contains(out, "cdc_flow=xon is not a flow mode")
+  test.contains(out, "cdc_flow=rts")
+  -- the board starts in DFU (no CDC port yet): refused all the same, before anything runs
+  out, code = S.run_sim("pyboard", { "cdc_rx=1" }, "true", 60)
+  test.ok(code ~= 0, "non-zero exit; output: " .. out)
+  test.contains(out, "cdc_rx=1 is not a buffer size")
+end)

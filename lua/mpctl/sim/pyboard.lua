@@ -37,6 +37,7 @@ function M.build(opts)
   local stm32 = require("mpctl.sim.usb.stm32_dfu")
   local cdc = require("mpctl.sim.usb.cdc")
   local log = log_to_stderr(opts.quiet == "yes" or opts.quiet == true)
+  cdc.check(opts) -- the CDC port's options, refused now rather than after a DFU leave
   local host = host_mod.new { log = log }
   local flash = stm32.new_flash()
   if opts.flash then

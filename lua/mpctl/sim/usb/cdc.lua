@@ -70,6 +70,30 @@ local function cdc_functional()
     .. pack("<BBBBB", 5, 0x24, 0x06, 0x00, 0x01) -- union: master 0, slave 1
 end
 
+--- Refuses bad options before a board is built (a board plugged later, after a DFU leave, would
+--- fail in the middle of the run): cdc_flow, cdc_rx, a trace file that cannot be written.
+function M.check(opts)
+  local errors = require("mpctl.errors")
+  if opts.cdc_flow and opts.cdc_flow ~= "none" and opts.cdc_flow ~= "rts" then
+    errors.raise("usage", "sim cdc", "cdc_flow=" .. tostring(opts.cdc_flow) .. " is not a flow mode",
+      { hint = "use cdc_flow=none (MicroPython's default: a full ring drops bytes) or cdc_flow=rts (NAK: the host waits)" })
+  end
+  local rx = opts.cdc_rx and tonumber(opts.cdc_rx)
+  if opts.cdc_rx and not (rx and rx >= 2 and rx == math.floor(rx)) then
+    -- MicroPython: "This must be 2 or greater, and a power of 2" (mpconfigboard_common.h)
+    errors.raise("usage", "sim cdc", "cdc_rx=" .. tostring(opts.cdc_rx) .. " is not a buffer size",
+      { hint = "give the receive ring's size in bytes, 2 or more (MicroPython's default is 1024)" })
+  end
+  if opts.trace then
+    local f, err = io.open(opts.trace, "a")
+    if not f then
+      errors.raise("io", opts.trace, "cannot open the trace file: " .. tostring(err),
+        { hint = "give trace= a path in a folder you can write to" })
+    end
+    f:close()
+  end
+end
+
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({ opts = opts, log = opts.log or function() end, seen = "" }, M)
@@ -88,14 +112,7 @@ function M.new(opts)
   self.paced = opts.timing ~= "off" and opts.timing ~= false
   self.hold = opts.cdc_flow == "rts"
   self.hq, self.txq, self.in_t, self.out_t = "", "", 0, 0
-  if opts.cdc_flow and opts.cdc_flow ~= "none" and opts.cdc_flow ~= "rts" then
-    error("sim cdc: cdc_flow must be none or rts, not " .. tostring(opts.cdc_flow), 0)
-  end
-  local rx = opts.cdc_rx and tonumber(opts.cdc_rx)
-  if opts.cdc_rx and not (rx and rx >= 2 and rx == math.floor(rx)) then
-    -- MicroPython: "This must be 2 or greater, and a power of 2" (mpconfigboard_common.h)
-    error("sim cdc: cdc_rx must be a whole number of bytes, 2 or more (default 1024), not " .. tostring(opts.cdc_rx), 0)
-  end
+  M.check(opts)
   return self
 end
 
