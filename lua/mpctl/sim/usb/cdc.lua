@@ -43,7 +43,8 @@ drops off the bus and hands over to on_bootloader() (the ROM DFU model), as the 
 Ids: micropython ports/stm32/mpconfigboard_common.h (F055:9800), anchors.md section 3.5.
 
   cdc.new { serial=, log=fn, node=, heapsize=, on_bootloader=fn, timing="on"|"off", trace=PATH,
-            cdc_flow="none"|"rts", cdc_rx=1024 }
+            cdc_flow="none"|"rts", cdc_rx=1024, rate_out=B/s, rate_in=B/s }
+  cdc.check(opts)   refuses bad cdc_flow / cdc_rx / trace before a board is built
 ]]
 local device = require("mpctl.sim.usb.device")
 local stdin = require("mpctl.sim.board.stdin")
@@ -110,6 +111,8 @@ function M.new(opts)
   }
   -- the port's speed and buffers (see the header)
   self.paced = opts.timing ~= "off" and opts.timing ~= false
+  -- another board's measured rates (bytes/s) may replace the STM32 ones
+  self.rate_out, self.rate_in = tonumber(opts.rate_out) or RATE_OUT, tonumber(opts.rate_in) or RATE_IN
   self.hold = opts.cdc_flow == "rts"
   self.hq, self.txq, self.in_t, self.out_t = "", "", 0, 0
   M.check(opts)
@@ -247,7 +250,7 @@ function M:host_to_board(now)
   end
   if self.hq == "" then return end
   local budget = #self.hq
-  if self.paced then budget = math.min(budget, math.floor((now - self.in_t) * RATE_OUT)) end
+  if self.paced then budget = math.min(budget, math.floor((now - self.in_t) * self.rate_out)) end
   local moved, pos = 0, 1
   if not self.hold then
     -- every packet is taken; what finds the ring full is dropped (one call: nothing drains the
@@ -265,7 +268,7 @@ function M:host_to_board(now)
   self.hq = self.hq:sub(pos)
   if moved > 0 then self:trace("usb out %d at %.6f", moved, now) end
   if self.paced then
-    self.in_t = self.in_t + moved / RATE_OUT
+    self.in_t = self.in_t + moved / self.rate_out
     -- an idle or NAKed bus banks no time
     if self.hq == "" or moved < budget then self.in_t = math.max(self.in_t, now) end
   end
@@ -293,11 +296,11 @@ function M:board_to_host(now)
       end
     end
     local n = #self.txq
-    if self.paced then n = math.min(n, math.floor((now - self.out_t) * RATE_IN)) end
+    if self.paced then n = math.min(n, math.floor((now - self.out_t) * self.rate_in)) end
     if n <= 0 then return true end
     pcall(self.tty.write, self.tty, self.txq:sub(1, n), 5)
     self.txq = self.txq:sub(n + 1)
-    if self.paced then self.out_t = self.out_t + n / RATE_IN end
+    if self.paced then self.out_t = self.out_t + n / self.rate_in end
     self:trace("cdc tx %d at %.6f", n, now)
   end
 end
