@@ -17,8 +17,9 @@ so the buffer and the "is the REPL waiting" state are modelled here from what th
             ends a line;
   raw-paste ("R\x01" reply): waiting (its window protocol does the flow control).
 
-  local rx = stdin.new { cap = 1024, deliver = function(s, now) ... end,
-                         interrupt = function(now) ... end (false: take Ctrl-C as a byte), log = function(fmt, ...) end, name = "cdc rx" }
+  local rx = stdin.new { cap = 1023, name = "cdc rx", log = function(fmt, ...) end,
+                         deliver = function(s, now) ... end,   -- bytes the REPL takes
+                         interrupt = function(now) ... end }   -- Ctrl-C; false: an ordinary byte
   rx:put(data, now)      bytes that reached the board: to the REPL, into the buffer, or lost
   rx:free()              room left in the buffer
   rx:drain(now)          hands buffered bytes over while the REPL waits
