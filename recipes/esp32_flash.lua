@@ -9,6 +9,7 @@
 -- @option stub: FILE|no; flasher stub JSON, or no for ROM-only mode (default: found)
 -- @option timeout: seconds = 10; how long to wait for the REPL after reset
 -- @option test: yes|no = no; after the REPL check, run mpctl's starter post-flash test (LED, temperature, filesystem, memory)
+-- @family: esp
 --
 --   mpctl esp32_flash --port /dev/ttyUSB0 firmware=ESP32_GENERIC-20250415-v1.25.0.bin
 --   mpctl esp32_flash --port sim://esp32 firmware=demo

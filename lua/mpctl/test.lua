@@ -230,6 +230,8 @@ local function write_junit(path, results, total_time)
   local fs = require("mpctl.fs")
   fs.write(path, table.concat(out, "\n") .. "\n")
 end
+-- The same writer for other runners (mpctl.many: one test case per board).
+M.write_junit = write_junit
 
 -- ---------------------------------------------------------------------------------------
 -- running
