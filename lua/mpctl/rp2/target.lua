@@ -524,15 +524,16 @@ end
 function T:reset_to_app(opts)
   opts = opts or {}
   local where = self.c and self.c.where or ("usb:" .. tostring(self.usb_path))
-  local left = self.rebooted -- the drive copy: the drive went away (write_drive waited for it)
   if self.c then
     local ok, e = pcall(self.c.reboot, self.c)
     -- the ROM may reset before its ack reaches us: a device gone after REBOOT is the reboot
     if not ok and not errors.is(e, "not_found") then error(e, 0) end
     self.c:close()
     self.c = nil
-    left = usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
   end
+  -- the BOOTSEL device leaves the bus first (after REBOOT's delay, or once the drive copy is
+  -- done; the drive folder may go before the USB device does)
+  local left = usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
     local tty = find_app(self.board)
