@@ -8,6 +8,8 @@
 -- @option reset: classic|usb-jtag|none; how to enter the bootloader (default: from the board file)
 -- @option stub: FILE|no; flasher stub JSON, or no for ROM-only mode (default: found)
 -- @option timeout: seconds = 10; how long to wait for the REPL after reset
+-- @option test: yes|no = no; after the REPL check, run mpctl's starter post-flash test (LED, temperature, filesystem, memory)
+-- @family: esp
 --
 --   mpctl esp32_flash --port /dev/ttyUSB0 firmware=ESP32_GENERIC-20250415-v1.25.0.bin
 --   mpctl esp32_flash --port sim://esp32 firmware=demo
@@ -51,7 +53,7 @@ target.report(t, image, st)
 
 -- 8. Prove it runs: the same check as verify_repl, on this already open port.
 if arg["repl"] then
-  local info = mpctl.repl.verify(port, { name = arg.port, timeout = arg.timeout })
+  local info = mpctl.repl.verify(port, { name = arg.port, timeout = arg.timeout, test = arg.test, board = board })
   record.firmware.version = record.firmware.version or info.version
 else
   mpctl.skip("REPL answers print('hello')", "repl=no")

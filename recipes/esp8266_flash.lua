@@ -8,6 +8,7 @@
 -- @option reset: classic|usb-jtag|none; how to enter the bootloader (default: from the board file)
 -- @option stub: FILE|no; flasher stub JSON, or no for ROM-only mode (default: found)
 -- @option timeout: seconds = 10; how long to wait for the REPL after reset
+-- @option test: yes|no = no; after the REPL check, run mpctl's starter post-flash test (LED, temperature, filesystem, memory)
 --
 --   mpctl esp8266_flash --port /dev/ttyUSB0 firmware=ESP8266_GENERIC-20250415-v1.25.0.bin
 -- The steps are those of recipes/esp32_flash.lua; only the default board differs.

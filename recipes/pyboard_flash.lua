@@ -8,6 +8,7 @@
 -- @option unprotect: yes|no = no; remove read protection first (the chip erases ALL of its flash)
 -- @option timeout: seconds = 15; how long to wait for the REPL after leaving DFU
 -- @option wait: seconds = 120; how long to wait for a board to appear in DFU mode
+-- @option test: yes|no = no; after the REPL check, run mpctl's starter post-flash test (LED, temperature, filesystem, memory)
 --
 --   mpctl pyboard_flash firmware=PYBV11-20250415-v1.25.0.dfu
 --   mpctl pyboard_flash --port usb:0483:df11 firmware=build/firmware.dfu
@@ -84,7 +85,7 @@ mpctl.log("MicroPython's USB serial port: %s", app)
 -- 7. Prove it runs: the same check as verify_repl.
 if arg.repl then
   local port <close> = mpctl.serial.open(app, { baud = 115200 })
-  local info = mpctl.repl.verify(port, { name = app, timeout = arg.timeout })
+  local info = mpctl.repl.verify(port, { name = app, timeout = arg.timeout, test = arg.test, board = board })
   record.firmware.version = record.firmware.version or info.version
 else
   mpctl.skip("REPL answers print('hello')", "repl=no")

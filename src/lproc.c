@@ -5,8 +5,13 @@
  *   proc.spawn{argv = {...}, pty = bool, cwd = dir, env = {K = V | false}, stderr = "inherit"|"stdout"|"null"}
  *   p:pid()  p:fd()  p:stdin_fd()  p:stdout_fd()  p:wait([timeout]) -> code|nil, signal
  *   p:kill([sig])  p:close()  __gc / __close
+ *   p:rusage() -> {user=, system=, maxrss=} once reaped (wait4: the child and the children it
+ *                 waited for), else nil: the CPU a supervisor's children used
  *
  * env adds to (or, with false, removes from) the current environment.
+ *   proc.setenv(name, value | nil)   sets (nil: removes) a variable of this process's environment,
+ *                                    which every later child inherits (the test runner points
+ *                                    TMPDIR at a folder of its own, removed after each test file)
  * Ownership of descriptors: p:fd(), p:stdin_fd() and p:stdout_fd() hand the descriptor to the
  * caller (normally straight into serial.wrap_fd, which then closes it); from that call on the
  * process object no longer closes it. Descriptors never asked for are closed by close()/__gc. */
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -39,6 +45,8 @@ struct proc {
     int reaped;
     int status; /* waitpid status once reaped */
     int pidfd;  /* -1 if the kernel has no pidfd_open */
+    int have_ru;
+    struct rusage ru; /* from wait4 once reaped */
 };
 
 /* What the child reports through the status pipe when it cannot exec. */
@@ -284,6 +292,7 @@ static int p_spawn(lua_State *L)
     }
     p->reaped = 1; /* nothing to reap until fork succeeds */
     p->pidfd = -1;
+    p->have_ru = 0;
     luaL_setmetatable(L, PROC_MT);
     lua_pushstring(L, a.argv[0]);
     lua_setiuservalue(L, -2, 1);
@@ -364,8 +373,10 @@ static int try_reap(struct proc *p)
         return 1;
     pid_t r;
     do {
-        r = waitpid(p->pid, &p->status, WNOHANG);
+        r = wait4(p->pid, &p->status, WNOHANG, &p->ru);
     } while (r < 0 && errno == EINTR);
+    if (r == p->pid)
+        p->have_ru = 1;
     if (r == p->pid || (r < 0 && errno == ECHILD)) {
         if (r < 0)
             p->status = 0; /* reaped elsewhere: exit status unknown */
@@ -507,6 +518,29 @@ static int pm_gc(lua_State *L)
     return 0;
 }
 
+static double tv_seconds(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* p:rusage() -> {user=, system= (seconds), maxrss= (KiB)} once reaped, else nil */
+static int pm_rusage(lua_State *L)
+{
+    struct proc *p = check_proc(L);
+    if (!try_reap(p) || !p->have_ru) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, tv_seconds(p->ru.ru_utime));
+    lua_setfield(L, -2, "user");
+    lua_pushnumber(L, tv_seconds(p->ru.ru_stime));
+    lua_setfield(L, -2, "system");
+    lua_pushinteger(L, p->ru.ru_maxrss);
+    lua_setfield(L, -2, "maxrss");
+    return 1;
+}
+
 static int pm_pid(lua_State *L)
 {
     struct proc *p = check_proc(L);
@@ -551,6 +585,17 @@ static int pm_tostring(lua_State *L)
     return 1;
 }
 
+static int p_setenv(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (*name == '\0' || strchr(name, '=') != NULL)
+        return luaL_error(L, "proc.setenv: bad environment variable name \"%s\"", name);
+    int rc = lua_isnoneornil(L, 2) ? unsetenv(name) : setenv(name, luaL_checkstring(L, 2), 1);
+    if (rc != 0)
+        return mpctl_raise(L, mpctl_errno_kind(errno), name, "proc.setenv %s: %s", name, strerror(errno));
+    return 0;
+}
+
 int luaopen_mpctl_proc(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -561,6 +606,7 @@ int luaopen_mpctl_proc(lua_State *L)
         {"wait", pm_wait},
         {"kill", pm_kill},
         {"close", pm_close},
+        {"rusage", pm_rusage},
         {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
@@ -571,6 +617,7 @@ int luaopen_mpctl_proc(lua_State *L)
     };
     static const luaL_Reg fns[] = {
         {"spawn", p_spawn},
+        {"setenv", p_setenv},
         {NULL, NULL},
     };
     mpctl_new_class(L, PROC_MT, meta, methods);

@@ -19,6 +19,9 @@ Built-in commands:
   test PATH... [--port P]   run test files (*_test.lua, and device *.py with --port);
                             --tap, --junit FILE; ends with "N passed, N failed"
   sim NAME --listen URL     serve a simulated device (pty, socket://, rfc2217://127.0.0.1:PORT)
+  station RECIPE [k=v ...]  a flashing station: runs RECIPE on every board plugged in, a
+                            PASS/FAIL line each, a CSV/JSONL log, totals at Ctrl-C (watch=,
+                            again=yes, data=FILE, log=FILE, devices=no; --jobs, --board-timeout)
   help [RECIPE]             this text, or a recipe's description and options
   ls|cat|cp|rm|mkdir|sha256|rmdir|touch|tree|df ...   the same as mpctl fs ... (mpremote's habits)
   CMD ... + CMD ...         several commands on one connection:
@@ -34,7 +37,12 @@ Workflow recipes (mpctl recipes lists them all): esp32_flash, verify_repl, rollb
 
 Options:
   -p, --port PORT   serial port: /dev/ttyUSB0, socket://HOST:PORT, rfc2217://HOST:PORT, sim://NAME,
-                    auto (the only attached board); default $MPCTL_PORT
+                    auto (every attached board of the recipe's family); default $MPCTL_PORT.
+                    Several --port (or auto finding several): the recipe runs on every board at
+                    once, a line per board, then a table (exit 0 only if all passed)
+  --ports FILE      the boards' ports, one per line (local and rfc2217:// mixed)
+  --jobs N          boards at once (default all); --board-timeout T: per board (default 10m)
+  --junit FILE      (several boards) one JUnit test case per board
   -b, --baud N      baud rate
   --board ID        board id (boards/ID.lua), e.g. ESP32_GENERIC
   -v, --verbose     more output (twice: debug)
@@ -197,7 +205,7 @@ local function cmd_test(parsed, info)
   local passed, failed, skipped = test.run({
     out = out,
     paths = paths, tap = parsed.opts.tap, junit = parsed.opts.junit,
-    port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud),
+    port = parsed.opts.port, baud = parsed.opts.baud and tonumber(parsed.opts.baud), board = parsed.opts.board,
     timeout = parsed.opts.timeout, verbose = (parsed.opts.verbose or 0) > 0,
     exe = info.exe,
     env_for = function(file)
@@ -241,7 +249,12 @@ local ports = require("mpctl.cli.ports")
 -- Under the names tests and other modules use.
 M.describe_ports, M.auto_port = ports.describe, ports.auto
 
-local BUILTIN = { ports = ports.run, recipes = cmd_recipes, test = cmd_test, sim = cmd_sim }
+-- `mpctl station RECIPE ...`: mpctl.many.station
+local function cmd_station(parsed, info, argv)
+  return require("mpctl.many.station").run(parsed, info, argv)
+end
+
+local BUILTIN = { ports = ports.run, recipes = cmd_recipes, test = cmd_test, sim = cmd_sim, station = cmd_station }
 
 -- ---------------------------------------------------------------------------------------
 
@@ -279,6 +292,7 @@ local BUILTIN_OPTIONS = {
   recipes = {},
   test = { port = true, baud = true, board = true, device = true, tap = true, junit = true, words = true },
   sim = { listen = true, words = true },
+  station = { jobs = true, ["board-timeout"] = true, board = true, baud = true, words = true },
 }
 
 -- Typed options of the built-in commands (mpctl.options specs), e.g. `mpctl test --timeout 30`:
@@ -372,7 +386,7 @@ local function dispatch(argv, parsed, info)
     if not accepted.words and (#parsed.arg > 0 or parsed.opts._keys) then
       usage_error(string.format("%s takes no words or settings (got '%s'; mpctl help)", cmd, parsed.words[1]))
     end
-    return BUILTIN[cmd](parsed, info)
+    return BUILTIN[cmd](parsed, info, argv)
   end
   -- mpremote's file commands: `mpctl ls :` is `mpctl fs ls :`
   if FS_ALIASES[cmd] and not M.find_command(cmd) then
@@ -380,7 +394,13 @@ local function dispatch(argv, parsed, info)
     table.insert(argv, opts._command_index, "fs")
     return dispatch(argv, M.parse(argv), info)
   end
+  -- several boards (--port given more than once, --ports FILE, --port auto finding several):
+  -- one child per board under a supervisor (mpctl.many)
+  local boards = require("mpctl.many").boards(parsed, info)
+  if boards then return require("mpctl.many").run(argv, parsed, info, boards) end
   M.default_port(parsed)
+  -- the port as resolved (`--port auto`: the one board of the recipe's family found)
+  local resolved = parsed.arg.port
   -- now that the recipe is known, parse again so its declared options take values
   local path = M.find_recipe(cmd, info)
   if not parsed.opts.help then
@@ -388,6 +408,7 @@ local function dispatch(argv, parsed, info)
     if next(meta.option_names) then
       parsed = M.parse(argv, meta.by_name)
       parsed.opts.json, parsed.opts.quiet = opts.json, opts.quiet
+      if resolved ~= nil then parsed.arg.port, parsed.opts.port = resolved, resolved end
       M.default_port(parsed)
     end
   end

@@ -131,9 +131,23 @@ end
 -- interruption held off (errors.shield). opts.path: history file.
 local Attempt = {}
 
+-- The board's identity is known from here on: an event for a supervisor (mpctl.many) and the
+-- station's "never the same board twice": a device named in $MPCTL_SKIP_DEVICES (comma-separated
+-- MACs / unique ids) is refused before anything is written, and no history line is written.
 function Attempt.target(rec, t)
   local info = t:identify()
   rec.family, rec.chip, rec.device = t.family, info.chip, info.id
+  local skip = os.getenv("MPCTL_SKIP_DEVICES")
+  local done = skip and info.id and ("," .. skip .. ","):find("," .. info.id .. ",", 1, true)
+  require("mpctl.ui").event({ event = "board", family = t.family, chip = info.chip, device = info.id,
+    skipped = done and true or nil })
+  if done then
+    getmetatable(rec).closed = true
+    -- back to the firmware it already runs: a skipped board is left as it was found
+    if t.reset_to_app then pcall(t.reset_to_app, t) end
+    error(errors.new({ kind = "refused", where = info.id,
+      detail = "board " .. tostring(info.id) .. " was already flashed in this run (again=yes flashes it again)" }), 0)
+  end
   return rec
 end
 
@@ -153,6 +167,13 @@ local function close_attempt(rec, err)
     line.result = kind == "interrupted" and "interrupted" or "failed"
     line.error_kind = kind
     line.error = tostring(type(err) == "table" and err.msg or err)
+    -- stopped by a supervisor (mpctl.many) because this board's deadline passed: a timeout
+    local deadline = tonumber(os.getenv("MPCTL_BOARD_DEADLINE") or "")
+    if kind == "interrupted" and deadline and require("mpctl.time").wall() >= deadline then
+      line.result, line.error_kind = "failed", "timeout"
+      line.error = "no result within --board-timeout (" .. tostring(os.getenv("MPCTL_BOARD_TIMEOUT")) ..
+        " s): stopped; " .. line.error
+    end
     if type(err) == "table" then
       if type(err.offset) == "number" then line.offset = err.offset end
       if type(err.hint) == "string" then line.hint = err.hint end
@@ -161,6 +182,8 @@ local function close_attempt(rec, err)
     end
   end
   local history = require("mpctl.history")
+  -- the same line as an event, for a supervisor that runs this recipe on many boards
+  pcall(require("mpctl.ui").event, { event = "history_record", record = line })
   -- held off from interrupts: a second Ctrl-C must not cut the line in half
   local ok, why = pcall(errors.shield, history.record, line, meta.opts)
   if not ok then M.warn("could not write the history record: %s", tostring(why)) end
@@ -170,6 +193,12 @@ function M.attempt(rec, opts)
   rec = rec or {}
   return setmetatable(rec, { __index = Attempt, __close = close_attempt, opts = opts,
     t0 = opts and opts.t0 or nil })
+end
+
+-- mpctl.board_data(device) -> this board's row of the station's `data=FILE` (a table of the CSV's
+-- columns), or nil: matched by MAC, else in the order boards arrived (mpctl.many.data).
+function M.board_data(device)
+  return require("mpctl.many.data").for_this_board(device)
 end
 
 -- A board named on the command line: a typo there is a usage error (exit 2), with the known ids.

@@ -128,6 +128,9 @@ function M.read_meta(path)
       end
     end
     if line:match("^%-%-%s*@raw%-args") then meta.raw_args = true end
+    -- `-- @family: esp`: the board family the recipe flashes (`--port auto` with several boards)
+    local fam = line:match("^%-%-%s*@family%s*:?%s*([%w_]+)")
+    if fam then meta.family = fam end
     if not line:match("^%-%-") and not line:match("^%s*$") then break end
   end
   f:close()

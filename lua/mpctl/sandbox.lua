@@ -23,7 +23,7 @@ local M = {}
 local ALLOWED = {}
 for _, name in ipairs({ "serial", "slip", "hash", "zlib", "http", "archive", "fs", "time", "ui", "repl",
   "esp", "dfu", "rp2", "usb", "firmware", "board", "history", "backup", "test", "errors", "target",
-  "text" }) do
+  "text", "mip" }) do
   ALLOWED[name] = true
 end
 

@@ -150,10 +150,17 @@ end
 -- ---------------------------------------------------------------------------------------
 -- discovery
 
+-- The word `board` (when no file or folder has that name) is mpctl's starter post-flash test.
+local STARTER = "board"
+
 local function list_tests(path, fs, with_py, out)
   local st = fs.stat(path)
+  if not st and path == STARTER then
+    out[#out + 1] = STARTER
+    return out
+  end
   if not st then
-    return nil, "no such file or folder: " .. path
+    return nil, "no such file or folder: " .. path .. " (`board` runs mpctl's starter post-flash test)"
   end
   if st.type == "dir" then
     for _, name in ipairs(fs.list(path)) do
@@ -223,6 +230,8 @@ local function write_junit(path, results, total_time)
   local fs = require("mpctl.fs")
   fs.write(path, table.concat(out, "\n") .. "\n")
 end
+-- The same writer for other runners (mpctl.many: one test case per board).
+M.write_junit = write_junit
 
 -- ---------------------------------------------------------------------------------------
 -- running
@@ -253,7 +262,24 @@ local function with_deadline(seconds, fn)
   return ok, err
 end
 
+-- Each test file gets a temporary folder of its own: TMPDIR points into it while the file runs,
+-- so fs.tmpdir() of the test and its helpers, and every program it starts (mpctl runs, simulators,
+-- the HTTP and TLS fixtures) leave their folders there, and the whole folder goes when the file
+-- ends, whatever the file did or forgot. Returns a to-be-closed value that restores TMPDIR.
+local function file_tmpdir()
+  local fs, proc = require("mpctl.fs"), require("mpctl.proc")
+  local old = os.getenv("TMPDIR")
+  local dir = fs.tmpdir()
+  proc.setenv("TMPDIR", dir)
+  return setmetatable({dir = dir}, {__close = function()
+    proc.setenv("TMPDIR", old)
+    collectgarbage()   -- processes and files the file's cases dropped are closed before the folder goes
+    pcall(fs.remove, dir, {recursive = true})
+  end})
+end
+
 local function run_lua_file(file, env_for, emit)
+  local tmp <close> = file_tmpdir()
   local cases = {}
   collector = cases
   local env = env_for(file)
@@ -357,6 +383,53 @@ local function run_device_script(file, ctx, emit)
   emit(r)
 end
 
+-- mpctl's starter post-flash test (mpctl.repl.starter) as one case per check, on the run's
+-- connection: the board file from --board, else the one the firmware names (sys.implementation).
+local function run_starter(ctx, emit)
+  local checks = require("mpctl.repl.starter").CHECKS
+  if not ctx.port then
+    for _, c in ipairs(checks) do
+      emit({ file = STARTER, name = c.what, status = "skip", time = 0,
+        message = "starter post-flash test: no --port given (mpctl test --port PORT board)" })
+    end
+    return
+  end
+  local time = require("mpctl.time")
+  local serial, repl = require("mpctl.serial"), require("mpctl.repl")
+  local board_mod = require("mpctl.board")
+  local conn = ctx.conn
+  local t0 = time.now()
+  local ok, err = pcall(function()
+    if not conn.device then
+      conn.port = serial.open(ctx.port, { baud = ctx.baud or 115200 })
+      conn.device = repl.attach(conn.port, { timeout = 10 })
+    end
+    local id = ctx.board or board_mod.identify(conn.device:info()).board
+    -- board ids in any case, as everywhere (esp32_generic = ESP32_GENERIC)
+    for _, known in ipairs(id and board_mod.ids() or {}) do
+      if known:upper() == id:upper() then id = known end
+    end
+    local board
+    if id then
+      local bok, b = pcall(board_mod.load, id)
+      if not bok then error(b, 0) end   -- an unknown --board says so, with the close ids
+      board = b
+    end
+    require("mpctl.repl.starter").run(conn.device, board, { on_result = function(res)
+      local r = { file = STARTER, name = res.what, status = res.status, time = time.now() - t0 }
+      if res.status == "pass" then r.output = res.detail .. "\n" else r.message = res.detail end
+      emit(r)
+      if res.status == "pass" and ctx.verbose and ctx.write then ctx.write("      " .. res.detail .. "\n") end
+      t0 = time.now()
+    end })
+  end)
+  if not ok then
+    if require("mpctl.errors").is(err, "interrupted") then error(err, 0) end
+    emit({ file = STARTER, name = "(board)", status = "fail", time = time.now() - t0,
+      message = tostring(type(err) == "table" and (err.msg or err.detail) or err) })
+  end
+end
+
 -- opts: paths (list), tap (bool), junit (path), port, baud, env_for(file) -> env, exe, out (writer)
 -- Returns passed, failed, skipped.
 function M.run(opts)
@@ -417,7 +490,9 @@ function M.run(opts)
     if conn.port then pcall(errors.shield, conn.port.close, conn.port) end
   end })
   for _, file in ipairs(files) do
-    if file:match("%.py$") then
+    if file == STARTER then
+      run_starter(setmetatable({ write = write, conn = conn }, { __index = opts }), emit)
+    elseif file:match("%.py$") then
       if opts.verbose and opts.port and not opts.tap then write(string.format("run   %s\n", file)) end
       run_device_script(file, setmetatable({ write = write, conn = conn }, { __index = opts }), emit)
     else

@@ -4,7 +4,9 @@ local M = {}
 
 -- Options mpctl itself knows. Value options take the next word (`--port P`) or `--port=P`;
 -- flags stand alone.
-local VALUE_OPTIONS = { port = true, baud = true, board = true, device = true, junit = true, listen = true }
+-- --ports, --jobs, --board-timeout: several boards from one command (mpctl.many).
+local VALUE_OPTIONS = { port = true, baud = true, board = true, device = true, junit = true, listen = true,
+  ports = true, jobs = true, ["board-timeout"] = true }
 local FLAG_OPTIONS = { json = true, quiet = true, verbose = true, help = true, version = true,
   tap = true, ["allow-exec"] = true, ["allow-fs"] = true, probe = true, ["no-probe"] = true }
 -- Options every recipe sees in its arg table.
@@ -48,6 +50,11 @@ function M.parse(argv, declared)
     opts._given[#opts._given + 1] = name
     if name == "verbose" then opts.verbose = opts.verbose + (value == false and 0 or 1)
     else opts[name] = value end
+    -- --port given several times: every one is kept (mpctl.many runs the recipe on each)
+    if name == "port" then
+      opts.port_list = opts.port_list or {}
+      opts.port_list[#opts.port_list + 1] = value
+    end
   end
   local function recipe_flag(name, value)
     arg[name] = value

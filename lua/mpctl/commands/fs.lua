@@ -1,4 +1,4 @@
---- Files on the board: ls, cat, cp, rm, mkdir, sha256 (':' marks a device path, as in mpremote).
+--- Files on the board: ls, cat, cp, rm, rmdir, mkdir, touch, tree, df, sha256 (':' marks a device path, as in mpremote).
 -- @raw-args
 -- @option r: yes|no = no; cp/rm: recursive (cp -r lib :lib)
 -- @option f: yes|no = no; cp: copy even when the device file's sha256 already matches
@@ -9,13 +9,15 @@
 -- mpctl fs --port P ls [:dir]          mpctl fs --port P cat :boot.py
 -- mpctl fs --port P cp main.py :main.py    mpctl fs --port P cp :data.csv .    mpctl fs --port P cp -r lib :lib
 -- mpctl fs --port P rm [-r] :old.py    mpctl fs --port P mkdir :lib    mpctl fs --port P sha256 :main.py
+-- mpctl fs --port P rmdir :empty        mpctl fs --port P touch :log.txt   mpctl fs --port P tree [:lib]
+-- mpctl fs --port P df [:]              (size, used and free bytes of the filesystem holding the path)
 -- Every copy is verified by sha256 computed on the device; a file already identical is skipped.
 
 local lfs, ui = mpctl.fs, mpctl.ui
 local words = {}
 for _, w in ipairs(arg) do words[#words + 1] = w end
 local sub = table.remove(words, 1)
-local usage = "fs needs a command: ls, cat, cp, rm, mkdir, sha256 (mpctl help fs)"
+local usage = "fs needs a command: ls, cat, cp, rm, rmdir, mkdir, touch, tree, df, sha256 (mpctl help fs)"
 if not sub then mpctl.usage_error(usage) end
 
 local function is_dev(p) return p:sub(1, 1) == ":" end
@@ -83,6 +85,44 @@ local function get_tree(src, dst)
   end
 end
 
+-- A folder and everything under it, drawn as `tree` does (mpremote's tree prints the same shape).
+local function tree(root)
+  local st = r:stat(root)
+  if not st then mpctl.fail("tree: :" .. root .. ": no such file or folder") end
+  ui.result({event = "file", path = root, name = root, type = st.type, size = st.type == "file" and st.size or nil},
+    ":" .. root .. (st.type == "dir" and root ~= "/" and "/" or "") .. "\n")
+  if st.type ~= "dir" then return end
+  local function walk(dir, indent)
+    -- a folder the port will not list (/proc/self/fd on the WebAssembly port) is shown as such,
+    -- and the rest of the tree is still drawn
+    local ok, list = pcall(r.ls, r, dir)
+    if not ok then
+      if not (mpctl.repl.is_error(list) and list.reason) then error(list, 0) end
+      ui.result({event = "file_error", path = dir, reason = list.reason},
+        string.format("%s└── (cannot list: %s)\n", indent, list.reason))
+      return
+    end
+    for i, e in ipairs(list) do
+      local last = i == #list
+      local path = join(dir, e.name)
+      ui.result({event = "file", path = path, name = e.name, type = e.type, size = e.size},
+        string.format("%s%s %s%s\n", indent, last and "└──" or "├──", e.name,
+          e.type == "dir" and "/" or (e.size and string.format("  (%d bytes)", e.size) or "")))
+      if e.type == "dir" then walk(path, indent .. (last and "    " or "│   ")) end
+    end
+  end
+  walk(root, "")
+end
+
+local function df(p)
+  local d = r:df(p)
+  if not d then mpctl.fail("df: the device's MicroPython has no os.statvfs, so its free space cannot be read") end
+  local pct = d.size > 0 and math.floor(d.used * 100 / d.size + 0.5) or 0
+  ui.result({event = "df", path = p, size = d.size, used = d.used, free = d.free},
+    string.format("%-12s %12s %12s %12s %5s\n%-12s %12d %12d %12d %4d%%\n",
+      "mounted on", "size", "used", "free", "use", ":" .. p, d.size, d.used, d.free, pct))
+end
+
 local function run()
 if sub == "ls" then
   local p = dev(words[1] or ":")
@@ -107,6 +147,16 @@ elseif sub == "rm" then
 elseif sub == "mkdir" then
   if not words[1] then mpctl.usage_error("fs mkdir needs a device path") end
   for _, p in ipairs(words) do r:mkdir(dev(p)) end
+elseif sub == "rmdir" then
+  if not words[1] then mpctl.usage_error("fs rmdir needs a device folder") end
+  for _, p in ipairs(words) do r:rmdir(dev(p)) end
+elseif sub == "touch" then
+  if not words[1] then mpctl.usage_error("fs touch needs a device file") end
+  for _, p in ipairs(words) do r:touch(dev(p)) end
+elseif sub == "tree" then
+  for _, p in ipairs(#words > 0 and words or {":"}) do tree(dev(p)) end
+elseif sub == "df" then
+  for _, p in ipairs(#words > 0 and words or {":"}) do df(dev(p)) end
 elseif sub == "cp" then
   if #words < 2 then mpctl.usage_error("fs cp needs SRC... DST, one side with ':' (cp main.py :main.py)") end
   local dst = table.remove(words)

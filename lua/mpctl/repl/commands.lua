@@ -82,6 +82,7 @@ end
 
 -- The post-flash proof, shared by verify_repl and the flashing recipes: reach the REPL on an
 -- open port, run print('hello'), report what firmware answers. Raises a failed check.
+-- opts.test: then run the starter post-flash test (mpctl.repl.starter) for opts.board.
 function M.verify(port, opts)
   opts = opts or {}
   local mpctl = require("mpctl")
@@ -100,6 +101,10 @@ function M.verify(port, opts)
       u.sysname or "", u.release or "", u.version or "", u.machine or ""))
   else
     print("os.uname(): not available on this port")
+  end
+  if opts.test then
+    local ok2, err = pcall(require("mpctl.repl.starter").verify, r, opts.board)
+    if not ok2 then r:close() error(err, 0) end
   end
   r:close()
   return info

@@ -180,7 +180,8 @@ def _mpctl_st(p):
  print(s[0],s[6])
 
 # The file operations by name (f: 'remove', 'rmdir', 'mkdir', 'rmr' for a whole tree, 'mkdirs'
-# for a folder that may exist): prints 'ok' or the error line.
+# for a folder that may exist, 'touch' to create a file if absent without changing its bytes):
+# prints 'ok' or the error line.
 def _mpctl_op(f,p):
  import os
  def r(p):
@@ -203,9 +204,24 @@ def _mpctl_op(f,p):
      raise x
     if not m&0x4000:
      raise x
+  elif f=='touch':
+   open(p,'ab').close()
   else:
    getattr(os,f)(p)
  except OSError as x:
   _mpctl_e(x)
   return
  print('ok')
+
+# Filesystem size of p: 'block_size blocks free_blocks' from os.statvfs, '-' on a port without it.
+def _mpctl_df(p):
+ import os
+ if not hasattr(os,'statvfs'):
+  print('-')
+  return
+ try:
+  s=os.statvfs(p)
+ except OSError as x:
+  _mpctl_e(x)
+  return
+ print(s[1] or s[0],s[2],s[3])

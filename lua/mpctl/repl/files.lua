@@ -1,4 +1,4 @@
--- mpctl.repl.files: device file operations (ls, stat, sha256, rm, rmdir, mkdir) through the
+-- mpctl.repl.files: device file operations (ls, stat, sha256, rm, rmdir, mkdir, touch, df) through the
 -- helpers of device.py, and OSErrors turned into errors that name the operation, the path and the
 -- reason in words. Methods of the object mpctl.repl.attach returns.
 local errors = require("mpctl.repl.errors")
@@ -101,6 +101,22 @@ end
 
 function F:mkdir(path, opts)
   op(self, "mkdir", (opts and opts.exist_ok) and "mkdirs" or "mkdir", path)
+end
+
+--- Creates the device file `path` when absent; an existing file keeps its bytes (mpremote touch).
+function F:touch(path)
+  op(self, "touch", "touch", path)
+end
+
+--- Size of the filesystem holding `path` (os.statvfs): {size=, used=, free=} in bytes, or nil
+-- when the port has no os.statvfs.
+function F:df(path)
+  local out = self:_call("df", path, "_mpctl_df(" .. quote(path) .. ")")
+  if out:match("^%-") then return nil end
+  local bsize, blocks, bfree = out:match("^(%d+) (%d+) (%d+)")
+  if not bsize then raise("device", "df: :" .. path .. ": unexpected answer " .. out) end
+  bsize, blocks, bfree = tonumber(bsize), tonumber(blocks), tonumber(bfree)
+  return {size = bsize * blocks, used = bsize * (blocks - bfree), free = bsize * bfree}
 end
 
 return F

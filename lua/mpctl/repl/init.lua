@@ -8,6 +8,7 @@ Where things live (lua/mpctl/repl/):
     files.lua     ls, stat, sha256, rm, mkdir, rmdir; device OSErrors in words (errno.lua)
     device.py     the Python the device runs (helpers sent once per session; tested on MicroPython)
     commands.lua  what exec/run/verify_repl do and print
+    starter.lua   the starter post-flash test (LED, temperature, filesystem, memory; device side starter.py)
     pysrc.lua, errors.lua   Python literals and .py loading, the error values (base64: mpctl.base64)
 
     local r = repl.attach(port, opts)  -- Ctrl-C, enter the raw REPL (asking again within tens of ms
@@ -109,6 +110,7 @@ M.is_error = errors.is_error
 M.pyquote = pysrc.quote
 M.run_streaming = commands.run_streaming
 M.verify = commands.verify
+M.starter = require("mpctl.repl.starter")
 M.name_traceback = commands.name_traceback
 M.machine_call = commands.machine_call
 

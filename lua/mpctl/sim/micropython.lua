@@ -16,6 +16,11 @@ simulated boards' `machine` module (mpctl.sim.board.inject; off by default: this
 published WebAssembly port as it is), trace=FILE (its hardware events), led=N (the LED's pin, 2),
 temp=C (the I2C sensor's temperature, 24).
 
+Not paced, on purpose: the WebAssembly port has no serial line on any real device, so there is no
+rate to model; this is the logic-only target (what the REPL does, and protocol cost without a wire).
+Wire speed is modelled by the simulated boards that have one: sim://esp32 (mpctl.sim.esp.wire),
+the Pyboard's USB CDC port (mpctl.sim.usb.cdc) and sim://rawrepl?throttle=true.
+
 The package is looked up in $MPCTL_NODE_MODULES, else <datadir>/node_modules (scripts/setup runs
 `npm ci` there).
 ]]

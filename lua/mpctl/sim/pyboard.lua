@@ -5,6 +5,10 @@
     options (k=v before --): start=dfu|app  timing=on|off  fault=stall|error|disconnect fault_at=N seed=S
                              flash=FILE (loaded at start when it exists, saved at exit)  serial=S
                              boards=N (N ROM bootloaders on ports 1..N)  stats=FILE (sectors erased, bytes programmed, bytes moved: JSON at exit)
+                             trace=FILE (the CDC port's bytes with the simulator's clock)  cdc_flow=none|rts  cdc_rx=1024
+
+timing: the ROM's erase/program times are off unless timing=on; the CDC port (MicroPython) is paced
+at USB full-speed CDC rates (486 KiB/s to the board, 506 KiB/s from it) unless timing=off.
 
 The board starts in its ROM DFU bootloader (the DFU/BOOT0 jumper at 3V3): 0483:DF11, model in
 mpctl.sim.usb.stm32_dfu. After a DfuSe leave with a valid vector table at 0x08000000 it re-enumerates
@@ -33,6 +37,7 @@ function M.build(opts)
   local stm32 = require("mpctl.sim.usb.stm32_dfu")
   local cdc = require("mpctl.sim.usb.cdc")
   local log = log_to_stderr(opts.quiet == "yes" or opts.quiet == true)
+  cdc.check(opts) -- the CDC port's options, refused now rather than after a DFU leave
   local host = host_mod.new { log = log }
   local flash = stm32.new_flash()
   if opts.flash then
@@ -54,7 +59,8 @@ function M.build(opts)
     return stm32.new(o)
   end
   rom_opts.next_model = function(f)
-    return cdc.new { serial = opts.serial, log = log, node = opts.node,
+    return cdc.new { serial = opts.serial, log = log, node = opts.node, heapsize = opts.heapsize,
+      timing = opts.timing, trace = opts.trace, cdc_flow = opts.cdc_flow, cdc_rx = opts.cdc_rx,
       on_bootloader = function() return rom(f) end }
   end
   if opts.start == "app" then

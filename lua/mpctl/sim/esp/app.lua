@@ -2,29 +2,18 @@
 -- (the WebAssembly build, mpctl.sim.micropython) behind the board's UART.
 --
 -- MicroPython on the ESP32 port reads its REPL input from a ring buffer the UART interrupt fills
--- (stdin_ringbuf_array[260], micropython ports/esp32/mphalport.c). The REPL takes bytes out of it
--- only while it waits for input: at a prompt, while a line or a raw-REPL command is being
--- typed, in raw-paste. While code runs (or the board is still booting) nothing is taken, and
--- bytes that land in a full buffer are lost, as on a board whose code does not read fast
--- enough. Ctrl-C is taken by the interrupt handler itself (it never enters the buffer).
---
--- The WebAssembly process would read (and buffer) anything at once, so the buffer and the
--- "is the REPL waiting for input" state are modelled here from what the REPL prints:
---   raw REPL: waiting after "raw REPL; CTRL-B to exit\r\n>" and after a result's "\x04>";
---             busy from the Ctrl-D that ends a command;
---   friendly: waiting after ">>> " or "... "; busy from the Enter that ends a line;
---   raw-paste ("R\x01" reply): waiting (its window protocol does the flow control).
--- Every byte handed to MicroPython is logged to the trace ("app rx N") with the time it was
--- taken, so a test can check the line rate from the simulator's own clock.
+-- (stdin_ringbuf_array[260], micropython ports/esp32/mphalport.c), which the REPL empties only
+-- while it waits for input; bytes landing in a full buffer are lost, Ctrl-C bypasses it. That
+-- buffer and the "is the REPL waiting" state are mpctl.sim.board.stdin (shared with the simulated
+-- Pyboard's USB CDC port); every hand-over is traced as "app rx N at T" with the simulator's clock.
 local time = require("mpctl.time")
 local inject = require("mpctl.sim.board.inject")
 local files = require("mpctl.sim.board.files")
+local stdin = require("mpctl.sim.board.stdin")
 
 local M = {}
 local A = {}
 A.__index = A
-
-local RAW_PROMPT = "raw REPL; CTRL-B to exit\r\n>"
 
 -- dev provides: o (options), chip, log, send_text, stats, line_ok.
 function M.start(dev, banner_board)
@@ -43,10 +32,20 @@ function M.start(dev, banner_board)
   dev:log("app started")
   local self = setmetatable({
     dev = dev, mod = mp, proc = proc, banner_board = banner_board,
-    banner_seen = false, buf = "", tail = "",
-    fifo = {}, fifo_n = 0, cap = dev.o.rx_fifo,
-    reading = false, repl = "friendly",
+    banner_seen = false, buf = "",
   }, A)
+  self.rxbuf = stdin.new { cap = dev.o.rx_fifo, name = "app rx",
+    log = function(...) dev:log(...) end,
+    deliver = function(s)
+      pcall(proc.port.write, proc.port, s, 5)
+      dev.stats.app_rx = (dev.stats.app_rx or 0) + #s
+    end,
+    -- the UART interrupt raises KeyboardInterrupt at once (mp_sched_keyboard_interrupt), once the
+    -- REPL runs; before that Ctrl-C is an ordinary byte
+    interrupt = function(now)
+      if not self.inj:ready() then return false end
+      self.rxbuf:deliver("\3", now)
+    end }
   local mac = string.char(table.unpack(dev.mac))
   local code = inject.setup_code({ led = dev.o.led, temp = dev.o.temp, i2c = 0x48, uid = { bytes = mac },
     freq = dev.chip.cpu_mhz * 1000000 }, M.extra_modules(dev.chip)) .. files.restore_code(dev.files)
@@ -85,9 +84,10 @@ end
 -- Returns the files, or nil when they could not be read (they are lost then, and the trace says).
 function A:stop()
   local kept
-  if self.inj:ready() and self.reading and self.fifo_n == 0 and self.repl ~= "paste" then
+  local rx = self.rxbuf
+  if self.inj:ready() and rx.reading and rx.fifo_n == 0 and rx.repl ~= "paste" then
     local why
-    kept, why = files.read(self.proc.port, self.repl, 10)
+    kept, why = files.read(self.proc.port, rx.repl, 10)
     if kept then
       self.dev:log("app files kept: %d, %d bytes", #kept, files.size(kept))
     else
@@ -102,87 +102,18 @@ end
 
 function A:port() return self.proc.port end
 
--- ---- input: the stdin ring buffer ------------------------------------------------------------
+-- ---- input: the stdin ring buffer (mpctl.sim.board.stdin) -----------------------------------
 
--- Bytes that landed in the UART at `now`: straight to the REPL while it waits for input and
--- nothing is queued, else into the buffer; beyond its size they are lost.
+-- Bytes that landed in the UART at `now`.
 function A:rx(data, now)
-  local out, lost = {}, 0
-  for i = 1, #data do
-    local c = data:sub(i, i)
-    if c == "\3" and self.inj:ready() then
-      -- the UART interrupt raises KeyboardInterrupt at once (mp_sched_keyboard_interrupt)
-      out[#out + 1] = c
-    elseif self.reading and self.fifo_n == 0 then
-      out[#out + 1] = c
-      self:note_input(c)
-    elseif self.fifo_n < self.cap then
-      self.fifo[#self.fifo + 1] = c
-      self.fifo_n = self.fifo_n + 1
-    else
-      lost = lost + 1
-    end
-  end
-  if #out > 0 then self:deliver(table.concat(out), now) end
-  if lost > 0 then
-    self.dev.stats.rx_overrun = (self.dev.stats.rx_overrun or 0) + lost
-    self.dev:log("app rx overrun: %d bytes lost (buffer of %d full)", lost, self.cap)
-  end
+  local lost = self.rxbuf:put(data, now)
+  if lost > 0 then self.dev.stats.rx_overrun = (self.dev.stats.rx_overrun or 0) + lost end
 end
 
 -- Hands buffered bytes to MicroPython while its REPL waits for input.
-function A:drain(now)
-  if self.fifo_n == 0 or not self.reading then return end
-  local out, i = {}, 1
-  while i <= self.fifo_n and self.reading do
-    local c = self.fifo[i]
-    out[#out + 1] = c
-    self:note_input(c)
-    i = i + 1
-  end
-  local rest = {}
-  for k = i, self.fifo_n do rest[#rest + 1] = self.fifo[k] end
-  self.fifo, self.fifo_n = rest, #rest
-  self:deliver(table.concat(out), now)
-end
-
-function A:deliver(s, now)
-  local ok = pcall(self.proc.port.write, self.proc.port, s, 5)
-  if ok then
-    self.dev.stats.app_rx = (self.dev.stats.app_rx or 0) + #s
-    self.dev:log("app rx %d at %.6f", #s, now or time.now())
-  end
-end
-
--- What a byte taken by the REPL does to its state.
-function A:note_input(c)
-  if self.repl == "raw" then
-    if c == "\4" then self.reading = false end
-  elseif self.repl == "friendly" then
-    if c == "\r" then self.reading = false end
-  end
-end
+function A:drain(now) self.rxbuf:drain(now) end
 
 -- ---- output ----------------------------------------------------------------------------------
-
--- True when pat occurs in t ending after position from (in the part not seen before).
-local function fresh(t, pat, from)
-  local i = math.max(1, from - #pat + 2)
-  return t:find(pat, i, true) ~= nil
-end
-
-function A:note_output(s)
-  local t = self.tail .. s
-  local from = #self.tail
-  if fresh(t, RAW_PROMPT, from) then self.repl, self.reading = "raw", true end
-  if self.repl == "raw" and fresh(t, "R\1", from) then self.repl, self.reading = "paste", true end
-  if (self.repl == "raw" or self.repl == "paste") and fresh(t, "\4>", from) then
-    self.repl, self.reading = "raw", true
-  end
-  local last = t:sub(-4)
-  if last == ">>> " or last == "... " or last == "=== " then self.repl, self.reading = "friendly", true end
-  self.tail = t:sub(-32)
-end
 
 -- Bytes from the MicroPython process: its own banner is replaced by an ESP32-like one.
 function A:output(s)
@@ -194,21 +125,21 @@ function A:output(s)
     return
   end
   if not was_ready then
-    self.repl, self.reading = "friendly", true
+    self.rxbuf.repl, self.rxbuf.reading = "friendly", true
     self:drain(time.now())
   end
   if s == "" then return end
   if self.pending_reset then
     -- what the REPL prints after machine.reset() never reaches the line of a resetting board
-    self:note_output(s)
-    if self.reading then
+    self.rxbuf:note_output(s)
+    if self.rxbuf.reading then
       self.dev:reboot_after_output(self.pending_reset, "sw")
       self.pending_reset = nil
     end
     return
   end
   self:show(s)
-  self:note_output(s)
+  self.rxbuf:note_output(s)
 end
 
 function A:show(s)
