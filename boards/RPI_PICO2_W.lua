@@ -3,7 +3,10 @@
 return {
   id = "RPI_PICO2_W", family = "rp2", chip = "RP2350", mpy_port = "rp2", machine = "Raspberry Pi Pico2 W",
   offset = 0x10000000, flash_size = 4 * 1024 * 1024,
-  uf2_families = { 0xe48bff59, 0xe48bff5a, 0xe48bff57 }, -- RP2350 ARM secure, RP2350 RISC-V, absolute
+  -- the families the RP2350 ROM takes without a partition table (its default partition's permissions,
+  -- pico-bootrom-rp2350 varm_flash_boot.c, as the simulator's lua/mpctl/sim/rp2/chips.lua cites it);
+  -- ARM non-secure blocks are ignored there
+  uf2_families = { 0xe48bff59, 0xe48bff5a, 0xe48bff57, 0xe48bff58 }, -- RP2350 ARM secure, RP2350 RISC-V, absolute, data
   drive_board_id = "RP2350",
   usb = {
     { vid = 0x2E8A, pid = 0x000F, name = "RP2350 boot ROM (BOOTSEL)", mode = "bootsel" },

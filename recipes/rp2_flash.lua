@@ -20,7 +20,13 @@ local fs = mpctl.fs
 local target, backup = mpctl.target, mpctl.backup
 
 -- 1. Which board, which image: a UF2 for another chip is refused here, before any device is touched.
-local board = mpctl.board(arg.board or "RPI_PICO")
+local board_id = arg.board
+if not board_id then
+  local why
+  board_id, why = rp2.guess_board(arg.firmware)
+  mpctl.log("no --board: assuming %s (%s; a Pico W or Pico 2 W needs --board)", board_id, why)
+end
+local board = mpctl.board(board_id)
 if board.family ~= "rp2" then mpctl.usage_error(board.id .. " is not an RP2 board (family " .. board.family .. ")") end
 local parts, firmware
 if arg.firmware == "demo" then
@@ -33,6 +39,9 @@ else
     -- kept by its absolute path, so that a rollback from another folder finds it
     local path = fs.realpath(arg.firmware)
     firmware = { file = fs.basename(path), path = path, sha256 = mpctl.hash.file(path, "sha256"), source = "file" }
+    -- a release file's name says its version (RPI_PICO-YYYYMMDD-vX.Y.Z.uf2): checked on the REPL below
+    local named = mpctl.firmware.parse_name(firmware.file)
+    firmware.version = named and named.version or nil
   else
     firmware = mpctl.firmware.get(board, arg.version or "latest")
   end
@@ -86,6 +95,16 @@ mpctl.log("MicroPython's USB serial port: %s", app)
 if arg.repl then
   local port <close> = mpctl.serial.open(app, { baud = 115200 })
   local info = mpctl.repl.verify(port, { name = app, timeout = arg.timeout })
+  -- the drive method has no read-back: the version the board reports is what says the new
+  -- firmware runs (when the file says which version it is)
+  if firmware.version and info.version then
+    mpctl.check(info.version == firmware.version or info.version:find(firmware.version, 1, true) == 1,
+      string.format("the board runs MicroPython %s, the version written", firmware.version),
+      string.format("it reports %s", info.version))
+  else
+    mpctl.skip("the board reports the version written", firmware.version and "the board did not say its version" or
+      "the firmware file does not say its version")
+  end
   record.firmware.version = record.firmware.version or info.version
 else
   mpctl.skip("REPL answers print('hello')", "repl=no")

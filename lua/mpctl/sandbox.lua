@@ -143,6 +143,9 @@ function M.policy(opts)
   -- /sys (mpctl.dfu waits for a board's CDC port there), and a `sim://pyboard` run re-executes its
   -- own command line from /proc/self/cmdline under the simulated bus
   for _, d in ipairs({ "/sys", "/proc/self" }) do add_dir(ro, d) end
+  -- where desktops and people mount removable drives, read-only: mpctl.rp2.drive looks there for
+  -- an RP2 board's BOOTSEL drive (its INFO_UF2.TXT); writing the UF2 needs drive=PATH named
+  for _, d in ipairs({ "/media", "/run/media", "/mnt" }) do add_dir(ro, d) end
   -- device paths: serial ports, USB device nodes, the usual character devices
   for _, p in ipairs({ "/dev/tty", "/dev/pts/", "/dev/ptmx", "/dev/serial/", "/dev/bus/usb/",
     "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/cu." }) do

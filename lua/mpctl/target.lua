@@ -45,6 +45,7 @@ Shared helpers for drivers and recipes:
                                                 --   driver.parts (a .dfu's elements) when it has one, else firmware.parts
     target.board_on_port(url) -> id | nil       -- asked of the MicroPython running there
     target.bootloader_via_repl(tty, log)        -- machine.bootloader() over the raw REPL (no answer awaited)
+    target.wait_usb(present, ids, seconds) -> list   -- poll present() until devices come, bounded
     target.simulated(port) -> bool              -- sim://NAME of a USB simulator: re-runs the command under it
     target.repl(app, opts) -> repl              -- attach to what t:reset_to_app() returned
     target.image(board, firmware, version) -> image  -- firmware=FILE|demo or version=: {file=, path=, sha256=,
@@ -228,6 +229,22 @@ function M.parts(path, board)
   local d = M.driver(board.family)
   if d.parts then return d.parts(path, board) end
   return require("mpctl.firmware").parts(path, board)
+end
+
+-- Polls present() (-> list of devices) until it finds some or `seconds` pass; between polls it
+-- waits up to 1 s on each USB id of `ids` ({vid=, pid=}; usb.wait wakes on hotplug). Returns the
+-- last list (empty when none came). For the drivers' "wait for the bootloader device".
+function M.wait_usb(present, ids, seconds)
+  local usb, time = require("mpctl.usb"), require("mpctl.time")
+  local deadline = time.now() + seconds
+  repeat
+    local found = present()
+    if #found > 0 then return found end
+    for _, u in ipairs(ids) do
+      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
+    end
+  until time.now() >= deadline
+  return present()
 end
 
 -- machine.bootloader() over the raw REPL of the MicroPython on `tty`: the board resets into its

@@ -9,40 +9,10 @@ local fs = require("mpctl.fs")
 local ui = require("mpctl.ui")
 local uf2 = require("mpctl.rp2.uf2")
 local rp2 = require("mpctl.rp2.target")
-local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../usb/support.lua")
+local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "support.lua")
 
-local function exe() return test.exe() or debug.getregistry()["mpctl.exe"] end
-local PICO, PICO2 = 2 * 1024 * 1024, 4 * 1024 * 1024
-
--- Runs mpctl with argv (each word quoted) under the test's own state folders; output, exit code.
-local function mpctl_run(dir, args, timeout)
-  local cmd = { "env", "XDG_STATE_HOME=" .. dir, "XDG_CACHE_HOME=" .. dir, "MPCTL_BACKUP_DIR=" .. fs.join(dir, "backups"),
-    S.sh_quote(exe()) }
-  for _, a in ipairs(args) do cmd[#cmd + 1] = S.sh_quote(a) end
-  local proc, serial, time = require("mpctl.proc"), require("mpctl.serial"), require("mpctl.time")
-  local p = proc.spawn { argv = { "sh", "-c", table.concat(cmd, " ") }, stderr = "stdout" }
-  local out <close> = serial.wrap_fd(p:stdout_fd(), "mpctl")
-  local chunks, deadline = {}, time.now() + (timeout or 150)
-  while true do
-    local left = deadline - time.now()
-    if left <= 0 then
-      p:kill("KILL"); p:wait(5); p:close()
-      error("mpctl " .. table.concat(args, " ") .. " did not finish in time; output: " .. table.concat(chunks), 0)
-    end
-    local ok, s = pcall(out.read, out, 65536, math.min(left, 1))
-    if not ok or (s == "" and out:is_eof()) then break end
-    chunks[#chunks + 1] = s
-  end
-  local code = p:wait(10)
-  p:close()
-  return table.concat(chunks), code
-end
-
-local function history(dir)
-  local lines = {}
-  for line in (S.read(fs.join(dir, "mpctl", "history.jsonl")) or ""):gmatch("[^\n]+") do lines[#lines + 1] = ui.json_decode(line) end
-  return lines
-end
+local exe, mpctl_run, history = S.exe, S.mpctl, S.history
+local PICO = 2 * 1024 * 1024
 
 local function board(id) return require("mpctl.board").load(id) end
 
@@ -97,6 +67,19 @@ test("rp2_flash method=drive: the UF2 copied onto the simulated BOOTSEL drive; t
   test.ok(not out:find("ok: flash reads back", 1, true), "no read-back claimed")
   test.contains(out, "ok: print('hello') prints hello", "the REPL answered")
   test.ok(S.read(flash):sub(1, #img) == img, "the boot ROM model wrote the image")
+  test.contains(out, "skipped: the board reports the version written (the firmware file does not say its version)", "no version to compare")
+  -- a release file's name says its version: the REPL's answer is compared with it (the simulated
+  -- board runs MicroPython 1.27.0 whatever was written)
+  local rel = fs.join(dir, "RPI_PICO-20251209-v1.27.0.uf2")
+  S.write(rel, S.read(fw))
+  out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?flash=" .. flash .. "&drive=" .. drive, "method=drive", "firmware=" .. rel })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  test.contains(out, "ok: the board runs MicroPython 1.27.0, the version written", "version compared")
+  local old = fs.join(dir, "RPI_PICO-20241129-v1.24.1.uf2")
+  S.write(old, S.read(fw))
+  out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?flash=" .. flash .. "&drive=" .. drive, "method=drive", "firmware=" .. old })
+  test.eq(code, 1, "a board that does not run the version written fails; output: " .. out:sub(-1500))
+  test.contains(out, "check failed: the board runs MicroPython 1.24.1, the version written: it reports 1.27.0", "says so")
   fs.remove(dir, { recursive = true })
 end)
 
@@ -116,7 +99,7 @@ test("a Pico 2 UF2 on a Pico (and the reverse) is refused before the board is to
   local fw1 = uf2_file(dir, "pico.uf2", "RPI_PICO", 64 * 1024, 65)
   out, code = mpctl_run(dir, { "rp2_flash", "--board", "RPI_PICO2", "--port", "sim://pico2", "firmware=" .. fw1 })
   test.eq(code, 1, "exit code; output: " .. out)
-  test.contains(out, "this UF2 is for RP2040, but RPI_PICO2 takes RP2350 ARM secure or RP2350 RISC-V or absolute UF2s", "names both")
+  test.contains(out, "this UF2 is for RP2040, but RPI_PICO2 takes RP2350 ARM secure or RP2350 RISC-V or absolute or data UF2s", "names both")
   fs.remove(dir, { recursive = true })
 end)
 
@@ -137,9 +120,9 @@ test("the board disappears mid-write: the sector reached and the resume hint; th
   local flash = fs.join(dir, "flash.bin")
   S.write(flash, string.rep("\255", PICO))
   local fw, img = uf2_file(dir, "fw.uf2", "RPI_PICO", 128 * 1024, 67)
-  -- fault_at counts FLASH_ERASE and WRITE commands: 17 per sector (1 erase + 16 pages), so the
-  -- 60th is in the 4th sector
-  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=disconnect&fault_at=60&flash=" .. flash,
+  -- fault_at counts FLASH_ERASE and WRITE commands: 2 per sector (the erase, one WRITE of the
+  -- sector's 16 pages), so the 7th is the 4th sector's erase
+  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=disconnect&fault_at=7&flash=" .. flash,
     "firmware=" .. fw })
   test.eq(code, 1, "exit code; output: " .. out)
   test.contains(out, "the board went away at sector 4 of 32 (0x10003000)", "the sector reached")
@@ -155,15 +138,19 @@ test("the board disappears mid-write: the sector reached and the resume hint; th
   fs.remove(dir, { recursive = true })
 end)
 
-test("a stalled WRITE: the boot ROM's status is read, the interface reset, the error names the sector", function()
+test("a stalled WRITE: the boot ROM's status is read, the interface reset, the sector written again; the image is verified", function()
   S.need()
   local dir = fs.tmpdir()
-  local fw = uf2_file(dir, "fw.uf2", "RPI_PICO", 64 * 1024, 68)
-  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=stall&fault_at=20", "firmware=" .. fw })
-  test.eq(code, 1, "exit code; output: " .. out)
-  test.contains(out, "WRITE 0x10001100+256 failed", "the command")
-  test.contains(out, "the boot ROM says", "the status asked with GET_COMMAND_STATUS")
-  test.contains(out, "at sector 2 of 16 (0x10001000)", "the sector reached")
+  local flash = fs.join(dir, "flash.bin")
+  local fw, img = uf2_file(dir, "fw.uf2", "RPI_PICO", 64 * 1024, 68)
+  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?fault=stall&fault_at=4&flash=" .. flash, "firmware=" .. fw })
+  test.eq(code, 0, "exit code; output: " .. out)
+  test.contains(out, "sector 0x10001000: WRITE 0x10001000+4096 failed", "the command (the 2nd sector's WRITE)")
+  test.contains(out, "the boot ROM says UNKNOWN_ERROR (8)", "the status asked with GET_COMMAND_STATUS")
+  test.contains(out, "interface reset, writing the sector again", "recovered")
+  test.contains(out, "ok: flash reads back equal to the image", "verified")
+  test.contains(out, "ok: print('hello') prints hello", "and it runs")
+  test.ok(S.read(flash):sub(1, #img) == img, "flash holds the image")
   fs.remove(dir, { recursive = true })
 end)
 
@@ -232,4 +219,75 @@ test("rp2_flash: backup with method=drive is refused before anything is written;
   test.contains(out, "hold the BOOTSEL button while plugging the Pico 2", "tells the person what to do")
   test.contains(out, "no RP2350 BOOTSEL device appeared in 1 s", "bounded")
   fs.remove(dir, { recursive = true })
+end)
+
+test("Ctrl-C during a PICOBOOT write: exit 130, the sector reached and the resume hint, an 'interrupted' history line", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local proc, serial, time = require("mpctl.proc"), require("mpctl.serial"), require("mpctl.time")
+  local env = { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir }
+  local p = proc.spawn { argv = { exe(), "sim", "pico", "timing=on", "quiet=yes", "--", exe(), "rp2_flash", "firmware=demo" },
+    stderr = "stdout", env = env }
+  local out <close> = serial.wrap_fd(p:stdout_fd(), "sim")
+  local seen = out:read_until("writing over PICOBOOT", 60)
+  test.contains(seen, "writing over PICOBOOT", "the recipe reached the board")
+  time.sleep(1.5) -- inside the ~10 s the datasheet-timed write of the 600 KB demo image takes
+  p:kill("INT")
+  local text = {}
+  local deadline = time.now() + 30
+  while time.now() < deadline do
+    local ok, s = pcall(out.read, out, 65536, 1)
+    if not ok or (s == "" and out:is_eof()) then break end
+    text[#text + 1] = s
+  end
+  local code = p:wait(10)
+  p:close()
+  text = table.concat(text)
+  test.eq(code, 130, "exit code; output: " .. text)
+  test.contains(text, "run the same command again to resume", "resume hint")
+  test.ok(text:find("flash known good up to 0x100%x+"), "offset reached: " .. text)
+  local h = history(dir)
+  test.eq(h[#h].result, "interrupted", "history: " .. ui.json_encode(h[#h] or {}))
+  test.eq(h[#h].board, "RPI_PICO")
+  fs.remove(dir, { recursive = true })
+end)
+
+test("inside `mpctl sim pico`: ports lists the BOOTSEL device as an RP2040 Pico; rp2_flash --port usb:2e8a:0003 flashes it; a wrong usb: port is not found", function()
+  S.need()
+  local q = S.sh_quote(exe())
+  local out, code = S.run_sim("pico", {}, q .. " ports", 60)
+  test.eq(code, 0, "ports; output: " .. out)
+  test.ok(out:find("usb:1%-1%s+2E8A:0003.-RP2040 BOOTSEL%s+looks like: RPI_PICO/RPI_PICO_W"), "the BOOTSEL row: " .. out)
+  out, code = S.run_sim("pico", {}, q .. " rp2_flash --port usb:2e8a:0003 firmware=demo repl=no", 120)
+  test.eq(code, 0, "rp2_flash; output: " .. out:sub(-1000))
+  test.contains(out, "ok: flash reads back equal to the image", "written and verified")
+  out, code = S.run_sim("pico", {}, q .. " rp2_flash --port usb:1-7 firmware=demo repl=no", 60)
+  test.eq(code, 1, "exit code; output: " .. out)
+  test.contains(out, "usb:1-7: no such USB device", "says so")
+end)
+
+test("a Pico running MicroPython: machine.bootloader() over the raw REPL brings BOOTSEL; an image the ROM cannot boot is written, verified, and the board coming back in BOOTSEL is reported", function()
+  S.need()
+  local dir = fs.tmpdir()
+  -- (a bootable image would bring the CDC port back a second time in this run, which the
+  -- simulated bus cannot do yet: README "Known gaps")
+  S.write(fs.join(dir, "junk.bin"), test.random_bytes(20000, 73))
+  local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico?start=app", "firmware=" .. fs.join(dir, "junk.bin") })
+  test.eq(code, 1, "exit code; output: " .. out)
+  test.contains(out, "asking MicroPython on /dev/ttyACM0 to enter its bootloader (machine.bootloader())", "the way in")
+  test.contains(out, "RP2040 in BOOTSEL", "reached BOOTSEL")
+  test.contains(out, "ok: flash reads back equal to the image", "written and verified")
+  test.contains(out, "the board came back in BOOTSEL, not as MicroPython: the boot ROM found no valid image", "why it stopped")
+  fs.remove(dir, { recursive = true })
+end)
+
+test("without --board: the chip in BOOTSEL decides (a Pico 2 is flashed as RPI_PICO2), and says so", function()
+  S.need()
+  S.with_dir(function(dir)
+    local out, code = mpctl_run(dir, { "rp2_flash", "--port", "sim://pico2", "firmware=demo", "repl=no" })
+    test.eq(code, 0, "exit code; output: " .. out:sub(-1000))
+    test.contains(out, "no --board: assuming RPI_PICO2 (an RP2350 is in BOOTSEL", "says what it assumed and why")
+    test.contains(out, "ok: flash reads back equal to the image", "flashed")
+    test.eq(history(dir)[1].board, "RPI_PICO2", "recorded as a Pico 2")
+  end)
 end)

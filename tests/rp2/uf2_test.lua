@@ -11,9 +11,8 @@ local ROOT = debug.getinfo(1, "S").source:match("^@(.*/)tests/rp2/") or "./"
 local PEER = ROOT .. "tests/rp2/uf2_peer.js"
 local F = uf2.FAMILY
 
-local function write(path, data) local f = assert(io.open(path, "wb")); f:write(data); f:close() end
-local function read(path) local f = assert(io.open(path, "rb")); local s = f:read("a"); f:close(); return s end
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local R = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "support.lua")
+local write, read, q, with_dir = R.write, R.read, R.sh_quote, R.with_dir
 
 local function node_modules()
   local nm = os.getenv("MPCTL_NODE_MODULES") or (ROOT .. "node_modules")
@@ -33,13 +32,6 @@ local function peer(args)
   local ok, _, code = p:close()
   if not ok then error("uf2 peer failed (" .. tostring(code) .. "): " .. out, 0) end
   return out
-end
-
-local function with_dir(fn)
-  local dir = fs.tmpdir()
-  local ok, e = pcall(fn, dir)
-  fs.remove(dir, { recursive = true })
-  if not ok then error(e, 0) end
 end
 
 -- A block by hand (for damaged files): the fields in spec order.
@@ -114,18 +106,11 @@ test("bin -> UF2 -> parts -> flash image round trip, with a gap between two part
   test.ok(uf2.build(parts, { family = F.RP2040 }) == data, "stable")
 end)
 
--- A minimal ELF32 LE with a text segment in flash, a data segment whose load address is in flash
--- (p_paddr) but runs from RAM (p_vaddr), and a .bss segment (no file bytes).
+-- A text segment in flash, a data segment whose load address is in flash (p_paddr) but runs from
+-- RAM (p_vaddr), and a .bss segment (no file bytes).
 local function elf(text, dat)
-  local phoff, n = 52, 3
-  local off_text = phoff + 32 * n
-  local off_data = off_text + #text
-  local hdr = "\127ELF" .. string.char(1, 1, 1, 0) .. string.rep("\0", 8) ..
-    string.pack("<I2I2I4I4I4I4I4I2I2I2I2I2I2", 2, 40, 1, 0x10000001, phoff, 0, 0x05000000, 52, 32, n, 40, 0, 0)
-  local ph = string.pack("<I4I4I4I4I4I4I4I4", 1, off_text, 0x10000000, 0x10000000, #text, #text, 5, 4) ..
-    string.pack("<I4I4I4I4I4I4I4I4", 1, off_data, 0x20000000, 0x10000000 + #text, #dat, #dat, 6, 4) ..
-    string.pack("<I4I4I4I4I4I4I4I4", 1, off_data + #dat, 0x20001000, 0x20001000, 0, 4096, 6, 4)
-  return hdr .. ph .. text .. dat
+  return R.elf { { paddr = 0x10000000, data = text }, { paddr = 0x10000000 + #text, vaddr = 0x20000000, data = dat },
+    { paddr = 0x20001000, data = "", memsz = 4096 } }
 end
 
 test(".elf -> parts at the load addresses (bss left out) -> UF2 -> the same bytes", function()

@@ -13,20 +13,18 @@ function M.need(peer)
   if peer and not fs.exists("/usr/bin/" .. peer) then test.skip(peer .. " not installed (scripts/setup)") end
 end
 
---- Runs `sh -c cmd` under `mpctl sim name args...`; returns stdout+stderr text and the exit code.
---- The whole run is bounded by timeout seconds (killed after that, and the test fails).
-function M.run_sim(name, args, cmd, timeout)
-  local argv = { test.exe() or debug.getregistry()["mpctl.exe"], "sim", name, "quiet=yes" }
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  for _, a in ipairs({ "--", "sh", "-c", cmd }) do argv[#argv + 1] = a end
-  local p = proc.spawn { argv = argv, stderr = "stdout" }
-  local out <close> = serial.wrap_fd(p:stdout_fd(), "sim " .. name)
+--- Runs argv with stdout+stderr collected; returns the text and the exit code. The whole run is
+--- bounded by timeout seconds (killed after that, and the test fails naming `label`).
+function M.run(argv, timeout, label, env)
+  local p = proc.spawn { argv = argv, stderr = "stdout", env = env }
+  local out <close> = serial.wrap_fd(p:stdout_fd(), label or argv[1])
   local chunks, deadline = {}, require("mpctl.time").now() + (timeout or 120)
   while true do
     local left = deadline - require("mpctl.time").now()
     if left <= 0 then
       p:kill("KILL"); p:wait(5); p:close()
-      error("sim " .. name .. ": the command did not finish within " .. timeout .. " s; output: " .. table.concat(chunks), 0)
+      error((label or argv[1]) .. ": the command did not finish within " .. (timeout or 120) .. " s; output: " ..
+        table.concat(chunks), 0)
     end
     local ok, s = pcall(out.read, out, 65536, math.min(left, 1))
     if not ok or (s == "" and out:is_eof()) then break end
@@ -35,6 +33,15 @@ function M.run_sim(name, args, cmd, timeout)
   local code = p:wait(10)
   p:close()
   return table.concat(chunks), code
+end
+
+--- Runs `sh -c cmd` under `mpctl sim name args...`; returns stdout+stderr text and the exit code.
+--- The whole run is bounded by timeout seconds (killed after that, and the test fails).
+function M.run_sim(name, args, cmd, timeout)
+  local argv = { test.exe() or debug.getregistry()["mpctl.exe"], "sim", name, "quiet=yes" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  for _, a in ipairs({ "--", "sh", "-c", cmd }) do argv[#argv + 1] = a end
+  return M.run(argv, timeout or 120, "sim " .. name)
 end
 
 --- A firmware-like image: a Cortex-M vector table (initial SP in SRAM, reset vector in flash,

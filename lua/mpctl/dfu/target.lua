@@ -56,15 +56,7 @@ end
 local function enter_bootloader(tty, log) require("mpctl.target").bootloader_via_repl(tty, log) end
 
 local function wait_dfu(board, seconds)
-  local deadline = time.now() + seconds
-  repeat
-    local found = dfu_present(board)
-    if #found > 0 then return found end
-    for _, u in ipairs(ids(board, "dfu")) do
-      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
-    end
-  until time.now() >= deadline
-  return dfu_present(board)
+  return require("mpctl.target").wait_usb(function() return dfu_present(board) end, ids(board, "dfu"), seconds)
 end
 
 function M.how_to_enter(board)

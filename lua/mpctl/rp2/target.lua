@@ -31,6 +31,7 @@ local M = { family = "rp2" }
 
 local RESUME = "run the same command again to resume"
 local SECTOR, PAGE = picoboot.SECTOR, picoboot.PAGE
+local READ_AHEAD = 16 -- sectors per READ when comparing (64 KiB)
 
 local T = {}
 T.__index = T
@@ -64,15 +65,7 @@ local function find_app(board)
 end
 
 local function wait_bootsel(board, seconds)
-  local deadline = time.now() + seconds
-  repeat
-    local found = bootsel_present(board)
-    if #found > 0 then return found end
-    for _, u in ipairs(ids(board, "bootsel")) do
-      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
-    end
-  until time.now() >= deadline
-  return bootsel_present(board)
+  return require("mpctl.target").wait_usb(function() return bootsel_present(board) end, ids(board, "bootsel"), seconds)
 end
 
 local function list_text(found)
@@ -194,6 +187,27 @@ function M.connect(ctx)
   return t
 end
 
+--- Which board to assume without --board: the chip of the BOOTSEL device present (one chip
+--- kind), else the chip the UF2 is for, else RPI_PICO. The device comes first so that a UF2 for the
+--- other chip is refused by the family check, naming both. Returns id, why. The W boards cannot be
+--- told apart from their BOOTSEL ROM (same chip, same ids): they need --board.
+function M.guess_board(firmware_path)
+  local rp2040 = #usb.list { vid = picoboot.VID, pid = 0x0003 }
+  local rp2350 = #usb.list { vid = picoboot.VID, pid = 0x000F }
+  if rp2350 > 0 and rp2040 == 0 then return "RPI_PICO2", "an RP2350 is in BOOTSEL" end
+  if rp2040 > 0 and rp2350 == 0 then return "RPI_PICO", "an RP2040 is in BOOTSEL" end
+  if firmware_path and firmware_path ~= "demo" then
+    local ok, data = pcall(require("mpctl.firmware").load_file, firmware_path, { max = 64 * 1024 * 1024 })
+    local okp, file = false, nil
+    if ok and uf2.is_uf2(data) then okp, file = pcall(uf2.parse, data, firmware_path) end
+    if okp and file.families[uf2.FAMILY.RP2040] then return "RPI_PICO", "the UF2 is for the RP2040" end
+    if okp and (file.families[uf2.FAMILY.RP2350_ARM_S] or file.families[uf2.FAMILY.RP2350_RISCV]) then
+      return "RPI_PICO2", "the UF2 is for the RP2350"
+    end
+  end
+  return "RPI_PICO", "the default"
+end
+
 --- What a firmware file puts where: a .uf2 (its blocks of the board's family; another family is
 --- refused here, before any device is touched, naming both), an .elf (its PT_LOAD segments), or
 --- a .bin at the board's flash start (0x10000000) or opts.address.
@@ -305,7 +319,7 @@ function T:read(addr, size, opts)
   local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "read", size) or nil
   local out, done = {}, 0
   while done < size do
-    local n = math.min(SECTOR, size - done)
+    local n = math.min(READ_AHEAD * SECTOR, size - done)
     out[#out + 1] = self.c:read(addr + done, n)
     done = done + n
     if bar then bar:update(done) end
@@ -361,25 +375,61 @@ function T:write(parts, opts)
   for _, p in ipairs(parts) do raw = raw + #p.data end
   local sectors = sectors_of(parts)
   local bar = opts.progress ~= false and require("mpctl.ui").progress(opts.label or "write", #sectors * SECTOR) or nil
-  local written, erased, skipped, programmed = 0, 0, 0, {}
+  -- written: bytes of the image in the sectors written; sent: bytes programmed (whole pages)
+  local written, sent, erased, skipped, programmed = 0, 0, 0, 0, {}
+  -- What is on flash, read ahead in runs of up to READ_AHEAD contiguous sectors per READ (picotool
+  -- reads in batches too: size/100 rounded up to a sector); fewer commands, same bytes.
+  local ahead = {}
+  local function current_of(i, s)
+    if opts.erased then return string.rep("\255", SECTOR) end
+    if not ahead[s.addr] then
+      local n = 1
+      while n < READ_AHEAD and sectors[i + n] and sectors[i + n].addr == s.addr + n * SECTOR do n = n + 1 end
+      local data = c:read(s.addr, n * SECTOR)
+      for k = 0, n - 1 do ahead[s.addr + k * SECTOR] = data:sub(k * SECTOR + 1, (k + 1) * SECTOR) end
+    end
+    local cur = ahead[s.addr]
+    ahead[s.addr] = nil
+    return cur
+  end
+  local retried = 0
   for i, s in ipairs(sectors) do
-    local ok, e = pcall(function()
-      local current = opts.erased and string.rep("\255", SECTOR) or c:read(s.addr, SECTOR)
+    local function one_sector()
+      local current = current_of(i, s)
       local want = overlay(current, s.pieces)
       if want == current and not opts.erased then skipped = skipped + 1; return end
       c:exit_xip()
       c:erase(s.addr, SECTOR)
       erased = erased + 1
-      -- program ANDs into erased (0xFF) NOR: pages that stay all 0xFF need no WRITE
-      for pg = 0, SECTOR - PAGE, PAGE do
-        local page = want:sub(pg + 1, pg + PAGE)
-        if page ~= string.rep("\255", PAGE) then
-          c:write(s.addr + pg, page)
-          written = written + PAGE
+      -- program ANDs into erased (0xFF) NOR: pages that stay all 0xFF need no WRITE; the others go
+      -- as one WRITE per run of consecutive pages (usually the whole sector in one command)
+      local blank = string.rep("\255", PAGE)
+      local pg = 0
+      while pg < SECTOR do
+        if want:sub(pg + 1, pg + PAGE) == blank then
+          pg = pg + PAGE
+        else
+          local e = pg + PAGE
+          while e < SECTOR and want:sub(e + 1, e + PAGE) ~= blank do e = e + PAGE end
+          c:write(s.addr + pg, want:sub(pg + 1, e))
+          sent = sent + (e - pg)
+          pg = e
         end
       end
+      for _, pc in ipairs(s.pieces) do written = written + #pc.data end
       programmed[#programmed + 1] = { addr = s.addr, data = want, index = i }
-    end)
+    end
+    local ok, e = pcall(one_sector)
+    -- A command the ROM refused (stall: its status read, the interface reset by picoboot) or that
+    -- timed out is retried once for this sector, from a fresh read of it; a board that went away
+    -- or Ctrl-C is not (nothing to retry with).
+    if not ok and (errors.is(e, "protocol") or errors.is(e, "timeout")) then
+      self.log(string.format("sector 0x%08X: %s; interface reset, writing the sector again", s.addr,
+        tostring(type(e) == "table" and (e.detail or e.msg) or e)))
+      retried = retried + 1
+      ahead = {}
+      ok, e = pcall(one_sector)
+    end
     if not ok then
       if bar then bar:finish() end
       error(resumable(self, e, s, i, #sectors), 0)
@@ -389,22 +439,30 @@ function T:write(parts, opts)
   if bar then bar:finish() end
   local verified, verify_skipped = false, opts.verify == false
   if not verify_skipped then
-    -- Everything written is read back; the sectors skipped were read and compared equal above.
-    for _, w in ipairs(programmed) do
-      local ok, back = pcall(c.read, c, w.addr, SECTOR)
-      if not ok then error(resumable(self, back, w, w.index, #sectors), 0) end
-      if back ~= w.data then
-        local k = 1
-        while back:byte(k) == w.data:byte(k) do k = k + 1 end
-        errors.raise("failed", c.where, string.format("verify: flash differs from the image at 0x%08X", w.addr + k - 1),
-          { offset = w.addr, hint = RESUME })
+    -- Everything written is read back (runs of contiguous sectors per READ, as above); the sectors
+    -- skipped were read and compared equal before.
+    local j = 1
+    while j <= #programmed do
+      local n = 1
+      while n < READ_AHEAD and programmed[j + n] and programmed[j + n].addr == programmed[j].addr + n * SECTOR do n = n + 1 end
+      local ok, data = pcall(c.read, c, programmed[j].addr, n * SECTOR)
+      if not ok then error(resumable(self, data, programmed[j], programmed[j].index, #sectors), 0) end
+      for k = 0, n - 1 do
+        local w, back = programmed[j + k], data:sub(k * SECTOR + 1, (k + 1) * SECTOR)
+        if back ~= w.data then
+          local x = 1
+          while back:byte(x) == w.data:byte(x) do x = x + 1 end
+          errors.raise("failed", c.where, string.format("verify: flash differs from the image at 0x%08X", w.addr + x - 1),
+            { offset = w.addr, hint = RESUME })
+        end
       end
+      j = j + n
     end
     verified = true
   end
-  return { raw = raw, sent = written, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
+  return { raw = raw, sent = sent, written = written, wire = (c.stats.bytes_out - st0.out) + (c.stats.bytes_in - st0.inb),
     seconds = time.now() - t0, verified = verified, verify_skipped = verify_skipped, verify_what = "read-back of the sectors written",
-    sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot",
+    sectors_erased = erased, sectors_skipped = skipped, sectors = #sectors, method = "picoboot", retried = retried,
     -- only the sectors the image touches are erased, and their bytes outside the image were read
     -- first and written back; nothing else is read back, so nothing is claimed about it
     outside = "skipped", outside_why = "PICOBOOT writes read back only the sectors written" }
@@ -418,11 +476,23 @@ function T:write_drive(parts, opts)
   local data = uf2.build(parts, { family = family })
   local raw = 0
   for _, p in ipairs(parts) do raw = raw + #p.data end
-  local path = drive.copy(self.drive.path, data)
+  local okc, path = pcall(drive.copy, self.drive.path, data)
+  if not okc then
+    if errors.is(path, "access") and not self.opts.drive then
+      -- found under /media or /mnt, which recipes may only read (lua/mpctl/sandbox.lua)
+      errors.raise("access", self.drive.path, "found the BOOTSEL drive here, but a recipe may write there only when told to",
+        { hint = "run again with drive=" .. self.drive.path .. " (nothing was written)" })
+    end
+    error(path, 0)
+  end
   self.log(string.format("copied %d bytes of UF2 (%d blocks, %s) to %s; waiting for the board to reboot", #data,
     #data // 512, uf2.name(family), path))
-  if not drive.wait_gone(self.drive.path, opts.timeout or 30) then
-    errors.raise("timeout", self.drive.path, "the drive is still there 30 s after the copy: the boot ROM did not take the UF2",
+  -- The ROM erases and programs as the blocks arrive: at the flash's worst case (W25Q16JV: 4 KiB
+  -- sector erase 400 ms max, page program 3 ms max) that is 28 ms per 256-byte block, so the wait
+  -- is 30 s plus 30 ms per block (650 KB of firmware: about 110 s)
+  local limit = opts.timeout or (30 + 0.03 * (#data // 512))
+  if not drive.wait_gone(self.drive.path, limit) then
+    errors.raise("timeout", self.drive.path, string.format("the drive is still there %d s after the copy: the boot ROM did not take the UF2", limit),
       { hint = "check that the file is for " .. self.board.chip .. "; unplug and replug the board in BOOTSEL and try again" })
   end
   self.rebooted = true
@@ -454,18 +524,21 @@ end
 function T:reset_to_app(opts)
   opts = opts or {}
   local where = self.c and self.c.where or ("usb:" .. tostring(self.usb_path))
+  local left = self.rebooted -- the drive copy: the drive went away (write_drive waited for it)
   if self.c then
     local ok, e = pcall(self.c.reboot, self.c)
     -- the ROM may reset before its ack reaches us: a device gone after REBOOT is the reboot
     if not ok and not errors.is(e, "not_found") then error(e, 0) end
     self.c:close()
     self.c = nil
-    usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
+    left = usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
   end
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
     local tty = find_app(self.board)
     if tty then return tty end
+    -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app)
+    if left and #bootsel_present(self.board) > 0 then break end
     for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
   end
   if #bootsel_present(self.board) > 0 then
