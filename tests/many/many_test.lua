@@ -75,6 +75,17 @@ test("4 boards at once, one failing: table, JUnit, history per board, exit 1", f
   cleanup()
 end)
 
+test("a board whose simulator will not start: its reason is in the table, the other board passes", function()
+  local _, hist, cleanup = support.workdir()
+  local code, out = support.run(argv_for({ GOOD:format(21), "sim://esp32?timing=off&mac=1" }, {}), { MPCTL_HISTORY = hist })
+  local row = out:match("\n(2  sim://esp32%?timing=off&mac=1[^\n]*)")
+  test.ok(row and row:match("FAIL") and row:find("mac= wants aa:bb:cc:dd:ee:ff", 1, true),
+    "the simulator's own message goes with the error:\n" .. out)
+  test.contains(out, "2 boards: 1 passed, 1 failed")
+  test.eq(code, 1, out)
+  cleanup()
+end)
+
 test("--json: every event tagged with its board; board_end and a summary; exit 0 when all pass", function()
   local dir, hist, cleanup = support.workdir()
   local ports = { GOOD:format(21), GOOD:format(22) }

@@ -72,18 +72,30 @@ local HANDLERS = {
     b.device = ev.record.device or b.device
     b.chip = ev.record.chip or b.chip
   end,
-  error = function(b, ev) b.error, b.error_kind = ev.message, ev.kind end,
+  -- A line printed just before the error (a simulator child's "bad option" on the shared stderr,
+  -- say) is often its reason: it goes with the error, since the board's own output is not shown.
+  error = function(b, ev)
+    local said = b.said_since_event
+    b.error, b.error_kind = ev.message, ev.kind
+    if said and type(ev.message) == "string" and not ev.message:find(said, 1, true) then
+      b.error = ev.message .. " (" .. said .. ")"
+    end
+  end,
 }
 
 local function take_line(b, line, opts)
   local ok, ev = pcall(ui.json_decode, line)
   if not ok or type(ev) ~= "table" or type(ev.event) ~= "string" then
     -- stderr shares the pipe: "mpctl: ..." lines and anything a crash prints
-    if line:match("%S") then b.last_text = line:gsub("^mpctl: ", "") end
+    if line:match("%S") then
+      b.last_text = line:gsub("^mpctl: ", "")
+      b.said_since_event = b.last_text
+    end
     return
   end
   local h = HANDLERS[ev.event]
   if h then h(b, ev) end
+  if ev.event ~= "history_record" then b.said_since_event = nil end -- the record precedes the error
   if opts.on_event then opts.on_event(b, ev) end
   if h and opts.on_change then opts.on_change(b) end
 end
