@@ -1,6 +1,7 @@
 --[[ mpctl.sim.usb.cdc: MicroPython's stm32 USB CDC port (F055:9800, "Pyboard Virtual Comm Port"),
 as a device model for mpctl.sim.usb.host, with the real MicroPython (the WebAssembly build from npm,
-as mpctl.sim.micropython runs it) behind /dev/ttyACM0.
+as mpctl.sim.micropython runs it) behind /dev/ttyACM0 (ttyACM1, ... when it comes back in the same run:
+host:tty_minor says why).
 
 The USB side is the CDC ACM descriptor set (USB CDC 1.2 / PSTN: communication interface class 2
 subclass 2 protocol 1 with header, call management, ACM and union functional descriptors and an
