@@ -1,6 +1,7 @@
 --[[ mpctl.sim.usb.cdc: MicroPython's stm32 USB CDC port (F055:9800, "Pyboard Virtual Comm Port"),
 as a device model for mpctl.sim.usb.host, with the real MicroPython (the WebAssembly build from npm,
-as mpctl.sim.micropython runs it) behind /dev/ttyACM0.
+as mpctl.sim.micropython runs it) behind /dev/ttyACM0 (ttyACM1, ... when it comes back in the same run:
+host:tty_minor says why).
 
 The USB side is the CDC ACM descriptor set (USB CDC 1.2 / PSTN: communication interface class 2
 subclass 2 protocol 1 with header, call management, ACM and union functional descriptors and an
@@ -154,28 +155,31 @@ end
 
 function M:on_plug(host, slot)
   local p = slot.syspath
-  self.tty_syspath = p .. "/1-" .. slot.port .. ":1.0/tty/ttyACM0"
+  -- ttyACM0 the first time; a board back after its bootloader gets the next one (host:tty_minor)
+  local name, minor = host:tty_minor("ttyACM")
+  self.tty_name = name
+  self.tty_syspath = p .. "/1-" .. slot.port .. ":1.0/tty/" .. name
   host:add_child(table.concat({
     "P: " .. (p:gsub("^/sys", "")) .. "/1-" .. slot.port .. ":1.0",
     "E: SUBSYSTEM=usb", "E: DEVTYPE=usb_interface", "E: DRIVER=cdc_acm",
     "A: bInterfaceNumber=00\\n", "A: bInterfaceClass=02\\n", "A: bInterfaceSubClass=02\\n",
     "A: bInterfaceProtocol=01\\n", "A: interface=" .. (self.opts.control_name or "Pyboard CDC control") .. "\\n", "", }, "\n"))
   host:add_child(table.concat({
-    "P: " .. (self.tty_syspath:gsub("^/sys", "")), "N: ttyACM0", "L: device=../../../1-" .. slot.port .. ":1.0",
-    "E: SUBSYSTEM=tty", "E: DEVNAME=/dev/ttyACM0", "E: MAJOR=166", "E: MINOR=0", "", }, "\n"))
+    "P: " .. (self.tty_syspath:gsub("^/sys", "")), "N: " .. name, "L: device=../../../1-" .. slot.port .. ":1.0",
+    "E: SUBSYSTEM=tty", "E: DEVNAME=/dev/" .. name, "E: MAJOR=166", "E: MINOR=" .. minor, "", }, "\n"))
   local serial = require("mpctl.serial")
-  local master, slave = host:dev_fd("/dev/ttyACM0")
-  self.tty = serial.wrap_fd(master, "ttyACM0 (pty master)")
-  if slave >= 0 then self.hold_fd = serial.wrap_fd(slave, "ttyACM0 (held slave)") end
+  local master, slave = host:dev_fd("/dev/" .. name)
+  self.tty = serial.wrap_fd(master, name .. " (pty master)")
+  if slave >= 0 then self.hold_fd = serial.wrap_fd(slave, name .. " (held slave)") end
   self:spawn()
-  self.log("MicroPython runs behind /dev/ttyACM0")
+  self.log("MicroPython runs behind /dev/" .. name)
 end
 
 function M:on_unplug(host)
   if self.mp then require("mpctl.sim.micropython").stop(self.mp); self.mp = nil end
   if self.tty then pcall(self.tty.close, self.tty); self.tty = nil end
   if self.hold_fd then pcall(self.hold_fd.close, self.hold_fd); self.hold_fd = nil end
-  if self.tty_syspath then pcall(host.remove, host, self.tty_syspath); self.tty_syspath = nil end
+  self.tty_syspath = nil -- host:unplug removes the interface and the tty (children first)
   if self.trace_f then self.trace_f:close(); self.trace_f = nil end
 end
 

@@ -35,7 +35,8 @@ local function hex(s) return (s:gsub(".", function(c) return string.format("%02x
 
 function M.new(opts)
   opts = opts or {}
-  local self = setmetatable({ slots = {}, next_devnum = 2, log = opts.log or function() end }, M)
+  local self = setmetatable({ slots = {}, next_devnum = 2, children = {}, tty_minors = {},
+    log = opts.log or function() end }, M)
   self.tb = usbsim.testbed()
   -- the root hub: no device node (nothing opens it), but it makes 1-N paths and parents real
   local hub = device.new { vid = 0x1d6b, pid = 0x0002, class = 9, protocol = 1, bcd_device = 0x0601,
@@ -98,13 +99,46 @@ function M:unplug(slot)
   slot.model.gone = true
   if slot.model.on_unplug then pcall(slot.model.on_unplug, slot.model, self, slot) end
   self.tb:detach(slot.id)
+  -- umockdev 0.17's remove_device does not recurse: the entries below the device (a CDC
+  -- interface, its tty) go first, deepest (last added) first, or their /sys/bus links stay and
+  -- the next add of the same interface name aborts umockdev
+  local prefix = slot.syspath .. "/"
+  for i = #self.children, 1, -1 do
+    local c = self.children[i]
+    if c.syspath:sub(1, #prefix) == prefix then
+      table.remove(self.children, i)
+      self.tb:remove(c.syspath)
+      -- without a "dev" attribute umockdev leaves the node; the kernel would not
+      if c.node then os.remove(self.tb:root() .. c.node) end
+    end
+  end
   self.tb:remove(slot.syspath)
   os.remove(self.tb:root() .. slot.node) -- umockdev keeps the node; the kernel would not
   self.log(string.format("unplugged usb:1-%d", slot.port))
 end
 
---- Adds a sysfs/dev entry below a plugged device (e.g. the tty of a CDC interface).
-function M:add_child(text) return self.tb:add(text) end
+--- Adds a sysfs/dev entry below a plugged device (e.g. the tty of a CDC interface); unplugging the
+--- device removes it (and its node, named by an "N: " line).
+function M:add_child(text)
+  local syspath = self.tb:add(text)
+  local node = text:match("\nN: ([^\n=]+)")
+  self.children[#self.children + 1] = { syspath = syspath, node = node and ("/dev/" .. node) }
+  return syspath
+end
+
+--- The next free minor of a tty driver ("ttyACM" -> "ttyACM0", 0; then "ttyACM1", 1; ...).
+--- Linux gives a re-enumerated CDC ACM port the lowest minor nobody holds, so a board that
+--- comes back usually gets /dev/ttyACM0 again, and /dev/ttyACM1 while the old node is still
+--- open. umockdev 0.17 cannot give the name back: remove_device() leaves the node's pty in its
+--- table (dev_fd) and a second add of the same node fails an assertion and aborts the whole
+--- simulator. So each appearance in one run takes a minor never used before, which is what
+--- Linux does while a client still holds the old node; clients find the port by its USB id
+--- through sysfs (mpctl.usb tty_of), never by assuming ttyACM0.
+function M:tty_minor(driver)
+  local n = self.tty_minors[driver] or 0
+  self.tty_minors[driver] = n + 1
+  return driver .. n, n
+end
 function M:dev_fd(node) return self.tb:dev_fd(node) end
 function M:remove(syspath) self.tb:remove(syspath) end
 
