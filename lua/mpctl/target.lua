@@ -231,6 +231,26 @@ function M.parts(path, board)
   return require("mpctl.firmware").parts(path, board)
 end
 
+-- The tty of the board's MicroPython USB port (`ids`: its {vid=, pid=} list), or nil while it
+-- is not there. After a reset the board comes back on the same USB port path as its bootloader
+-- had (`path`): only a device there is ours, since another board running MicroPython elsewhere
+-- on the bus would otherwise be taken for it and its REPL "prove" a flash it never had. With no
+-- path known, a lone device of those ids is taken. Returns tty, device info.
+function M.app_tty(ids, path)
+  local usb = require("mpctl.usb")
+  local found = {}
+  for _, u in ipairs(ids) do
+    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do
+      local tty = usb.tty_of(info.path)
+      if tty then
+        if path and info.path == path then return tty, info end
+        if not path then found[#found + 1] = { tty, info } end
+      end
+    end
+  end
+  if #found == 1 then return found[1][1], found[1][2] end
+end
+
 -- Polls present() (-> list of devices) until it finds some or `seconds` pass; between polls it
 -- waits up to 1 s on each USB id of `ids` ({vid=, pid=}; usb.wait wakes on hotplug). Returns the
 -- last list (empty when none came). For the drivers' "wait for the bootloader device".

@@ -33,12 +33,6 @@ end
 --- The tty of a USB device (by sysfs port path): /sys/bus/usb/devices/<path>:1.N/tty/<name>.
 M.tty_of = usb.tty_of
 
-local function find_app(board)
-  for _, u in ipairs(ids(board, "app")) do
-    local list = usb.list { vid = u.vid, pid = u.pid }
-    if #list > 0 then return list[1] end
-  end
-end
 
 local function dfu_present(board)
   local out = {}
@@ -102,8 +96,7 @@ function M.connect(ctx)
         { hint = "name one with --port usb:BUS-PATH or usb:serial=SERIAL" })
     end
     if #found == 0 then
-      local app = find_app(board)
-      local tty = app and M.tty_of(app.path)
+      local tty = require("mpctl.target").app_tty(ids(board, "app")) -- the lone MicroPython board, if one
       if tty then
         enter_bootloader(tty, log)
         found = wait_dfu(board, opts.wait or 15)
@@ -302,8 +295,7 @@ function T:reset_to_app(opts)
   self.d:close()
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
-    local app = find_app(self.board)
-    local tty = app and M.tty_of(app.path)
+    local tty = require("mpctl.target").app_tty(ids(self.board, "app"), path)
     if tty then return tty end
     for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
   end

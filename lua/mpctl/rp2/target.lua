@@ -55,14 +55,7 @@ local function bootsel_present(board)
   return out
 end
 
-local function find_app(board)
-  for _, u in ipairs(ids(board, "app")) do
-    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do
-      local tty = usb.tty_of(info.path)
-      if tty then return tty, info end
-    end
-  end
-end
+local function find_app(board, path) return require("mpctl.target").app_tty(ids(board, "app"), path) end
 
 local function wait_bootsel(board, seconds)
   return require("mpctl.target").wait_usb(function() return bootsel_present(board) end, ids(board, "bootsel"), seconds)
@@ -536,7 +529,7 @@ function T:reset_to_app(opts)
   local left = usb.wait({ path = self.usb_path, vid = self.usb_info.vid, pid = self.usb_info.pid }, 5, true)
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
-    local tty = find_app(self.board)
+    local tty = find_app(self.board, self.usb_path)
     if tty then return tty end
     -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app)
     if left and #bootsel_present(self.board) > 0 then break end
