@@ -5,6 +5,7 @@
  *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone)
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
  *   usb.tty_of(path) -> "/dev/ttyACM0" | nil  the serial port of a CDC device (by port path), from sysfs
+ *   usb.ids_at(path) -> vid, pid | nil  the device now at a port path, from sysfs (not libusb's hotplug-fed list)
  *   dev:info()  dev:claim(i)  dev:release(i)  dev:set_alt(i, alt)  dev:clear_halt(ep)  dev:reset()
  *   dev:control(bmRequestType, bRequest, wValue, wIndex, data_or_length [, timeout_s]) -> data | count
  *   dev:bulk_out(ep, data [, timeout_s]) -> count      dev:bulk_in(ep, length [, timeout_s]) -> data
@@ -926,6 +927,38 @@ static int u_tty_of(lua_State *L)
     return 1;
 }
 
+/* usb.ids_at("1-4.2") -> vid, pid | nil: the device now at that port path, read from sysfs
+ * (/sys/bus/usb/devices/<path>/idVendor, idProduct) rather than from libusb's device list. That
+ * list only changes on hotplug events, and a process can miss one: with two simulated boards
+ * re-enumerating at once, one child's libusb never listed its board's new device although sysfs
+ * (and a fresh process) had it, so "is my board back?" asks sysfs. */
+static int read_hex_file(const char *file, unsigned *v)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%x", v);
+    fclose(f);
+    return n == 1;
+}
+
+static int u_ids_at(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_argcheck(L, strchr(path, '/') == NULL && strstr(path, "..") == NULL, 1, "a USB port path such as 1-4.2");
+    char file[PATH_MAX];
+    unsigned vid, pid;
+    snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/idVendor", path);
+    if (!read_hex_file(file, &vid))
+        return 0;
+    snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/idProduct", path);
+    if (!read_hex_file(file, &pid))
+        return 0;
+    lua_pushinteger(L, vid);
+    lua_pushinteger(L, pid);
+    return 2;
+}
+
 int luaopen_mpctl_usb(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -936,7 +969,7 @@ int luaopen_mpctl_usb(lua_State *L)
         {"bulk_in", d_bulk_in}, {"string", d_string},   {"close", d_close},       {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"list", u_list}, {"open", u_open}, {"wait", u_wait}, {"parse_url", u_parse_url},
-        {"tty_of", u_tty_of}, {NULL, NULL}};
+        {"tty_of", u_tty_of}, {"ids_at", u_ids_at}, {NULL, NULL}};
     mpctl_new_class(L, DEV_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;
