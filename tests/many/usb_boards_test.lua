@@ -11,12 +11,12 @@ local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../usb/suppor
 
 local function exe() return test.exe() or debug.getregistry()["mpctl.exe"] end
 
-local function flash_two(dir, json)
+local function flash_two(dir, json, ports)
   local argv = { exe(), "sim", "pyboard", "boards=2", "quiet=yes", "--", exe() }
   if json then argv[#argv + 1] = "--json" end
-  for _, w in ipairs { "pyboard_flash", "--port", "usb:1-1", "--port", "usb:1-2", "--board-timeout", "90", "firmware=demo" } do
-    argv[#argv + 1] = w
-  end
+  argv[#argv + 1] = "pyboard_flash"
+  for _, p in ipairs(ports or { "usb:1-1", "usb:1-2" }) do argv[#argv + 1] = "--port"; argv[#argv + 1] = p end
+  for _, w in ipairs { "--board-timeout", "90", "firmware=demo" } do argv[#argv + 1] = w end
   return S.run(argv, 150, "two pyboards", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
 end
 
@@ -50,4 +50,15 @@ test("two simulated Pyboards flashed by one command: each child reaches the REPL
   test.eq(result[2], "pass", "board 2 result")
   test.ok(tty[1] and tty[2], "each board named its MicroPython port; output: " .. out:sub(-1500))
   test.ok(tty[1] ~= tty[2], "the two boards' ports differ (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
+end)
+
+test("--port auto with two simulated Pyboards in DFU mode (no tty): the recipe's @family dfu picks both as usb:PATH, both PASS", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local out, code = flash_two(dir, false, { "auto" })
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  test.ok(out:match("\n1%s+usb:1%-1%s+STM32F405RG%s+%S+%s+PASS"), "board usb:1-1 found and PASS; output: " .. out:sub(-1500))
+  test.ok(out:match("\n2%s+usb:1%-2%s+STM32F405RG%s+%S+%s+PASS"), "board usb:1-2 found and PASS")
+  test.contains(out, "2 boards: 2 passed, 0 failed", "summary line")
 end)
