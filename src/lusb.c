@@ -371,7 +371,15 @@ static const char *speed_name(int s)
 }
 
 /* Pushes the info table of dev. With h == NULL the device is opened briefly for its strings. */
+static void push_info_opt(lua_State *L, libusb_device *dev, libusb_device_handle *h, int open_it);
+
 static void push_info(lua_State *L, libusb_device *dev, libusb_device_handle *h)
+{
+    push_info_opt(L, dev, h, 1);
+}
+
+/* open_it = 0: ids and path only, the device is not opened (no strings, no configurations). */
+static void push_info_opt(lua_State *L, libusb_device *dev, libusb_device_handle *h, int open_it)
 {
     struct libusb_device_descriptor d;
     int rc = libusb_get_device_descriptor(dev, &d);
@@ -391,6 +399,8 @@ static void push_info(lua_State *L, libusb_device *dev, libusb_device_handle *h)
     set_int(L, "class", d.bDeviceClass);
     set_int(L, "bcd_device", d.bcdDevice);
     set_int(L, "max_packet0", d.bMaxPacketSize0);
+    if (!open_it && !h)
+        return;
     libusb_device_handle *own = NULL;
     if (!h) {
         int orc = libusb_open(dev, &own);
@@ -550,12 +560,18 @@ static int u_list(lua_State *L)
     ssize_t n = libusb_get_device_list(ctx, &devs);
     if (n < 0)
         return usb_raise(L, kind_of((int)n), "usb", NULL, "listing devices: %s", libusb_error_name((int)n));
+    int open_it = 1;
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "open");
+        open_it = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     lua_createtable(L, (int)n, 0);
     int k = 0;
     for (ssize_t i = 0; i < n; i++) {
         if (!matches(devs[i], &f))
             continue;
-        push_info(L, devs[i], NULL);
+        push_info_opt(L, devs[i], NULL, open_it);
         lua_rawseti(L, -2, ++k);
     }
     libusb_free_device_list(devs, 1);

@@ -62,3 +62,28 @@ test("--port auto with two simulated Pyboards in DFU mode (no tty): the recipe's
   test.ok(out:match("\n2%s+usb:1%-2%s+STM32F405RG%s+%S+%s+PASS"), "board usb:1-2 found and PASS")
   test.contains(out, "2 boards: 2 passed, 0 failed", "summary line")
 end)
+
+test("--port auto with two simulated Picos in BOOTSEL: rp2_flash's @family rp2 picks both, both PASS, each on its own ttyACM", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local argv = { exe(), "sim", "pico", "boards=2", "quiet=yes", "--", exe(), "--json", "rp2_flash", "--port", "auto",
+    "--board-timeout", "90", "firmware=demo" }
+  local out, code = S.run(argv, 150, "two picos", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  local result, port, tty = {}, {}, {}
+  for line in out:gmatch("[^\n]+") do
+    local ok, ev = pcall(ui.json_decode, line)
+    if ok and type(ev) == "table" and ev.board_index then
+      port[ev.board_index] = ev.board_port
+      if ev.event == "board_end" then result[ev.board_index] = ev.result end
+      local t = ev.event == "log" and type(ev.msg) == "string" and ev.msg:match("(/dev/ttyACM%d+)")
+      if t and not tty[ev.board_index] then tty[ev.board_index] = t end
+    end
+  end
+  test.eq(port[1], "usb:1-1", "board 1 found by --port auto as usb:PATH")
+  test.eq(port[2], "usb:1-2", "board 2 found by --port auto as usb:PATH")
+  test.eq(result[1], "pass", "board 1 result; output: " .. out:sub(-1500))
+  test.eq(result[2], "pass", "board 2 result")
+  test.ok(tty[1] and tty[2] and tty[1] ~= tty[2], "each board on its own port (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
+end)
