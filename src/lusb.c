@@ -1,6 +1,9 @@
 /* mpctl.usb: USB devices through libusb-1.0 (enumeration, descriptors, control and bulk transfers).
  *
  *   usb.list([filter]) -> { info, ... }        every device (filter: vid, pid, path, serial, bus, address)
+ *                                              filter.open = false: ids and path only, the device is not opened
+ *                                              (opening a device another process is flashing on the simulated
+ *                                              bus crashes the opener inside the umockdev preload)
  *   usb.open(filter_or_url) -> dev              exactly one match, else an error listing what is there
  *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone)
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
