@@ -8,6 +8,7 @@
 -- @option unprotect: yes|no = no; remove read protection first (the chip erases ALL of its flash)
 -- @option timeout: seconds = 15; how long to wait for the REPL after leaving DFU
 -- @option wait: seconds = 120; how long to wait for a board to appear in DFU mode
+-- @family: dfu
 -- @option test: yes|no = no; after the REPL check, run mpctl's starter post-flash test (LED, temperature, filesystem, memory)
 --
 --   mpctl pyboard_flash firmware=PYBV11-20250415-v1.25.0.dfu

@@ -9,6 +9,7 @@
 -- @option repl: yes|no = yes; after the reboot, wait for MicroPython's USB port and run print('hello')
 -- @option timeout: seconds = 15; how long to wait for the REPL after the reboot
 -- @option wait: seconds = 120; how long to wait for a board to appear in BOOTSEL
+-- @family: rp2
 --
 --   mpctl rp2_flash firmware=RPI_PICO-20250415-v1.25.0.uf2          (the one Pico in BOOTSEL)
 --   mpctl rp2_flash --port /dev/ttyACM0 version=1.25.0                (a Pico running MicroPython: machine.bootloader())

@@ -1,10 +1,14 @@
 /* mpctl.usb: USB devices through libusb-1.0 (enumeration, descriptors, control and bulk transfers).
  *
  *   usb.list([filter]) -> { info, ... }        every device (filter: vid, pid, path, serial, bus, address)
+ *                                              filter.open = false: ids and path only, the device is not opened
+ *                                              (opening a device another process is flashing on the simulated
+ *                                              bus crashes the opener inside the umockdev preload)
  *   usb.open(filter_or_url) -> dev              exactly one match, else an error listing what is there
  *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone)
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
  *   usb.tty_of(path) -> "/dev/ttyACM0" | nil  the serial port of a CDC device (by port path), from sysfs
+ *   usb.ids_at(path) -> vid, pid | nil  the device now at a port path, from sysfs (not libusb's hotplug-fed list)
  *   dev:info()  dev:claim(i)  dev:release(i)  dev:set_alt(i, alt)  dev:clear_halt(ep)  dev:reset()
  *   dev:control(bmRequestType, bRequest, wValue, wIndex, data_or_length [, timeout_s]) -> data | count
  *   dev:bulk_out(ep, data [, timeout_s]) -> count      dev:bulk_in(ep, length [, timeout_s]) -> data
@@ -370,7 +374,15 @@ static const char *speed_name(int s)
 }
 
 /* Pushes the info table of dev. With h == NULL the device is opened briefly for its strings. */
+static void push_info_opt(lua_State *L, libusb_device *dev, libusb_device_handle *h, int open_it);
+
 static void push_info(lua_State *L, libusb_device *dev, libusb_device_handle *h)
+{
+    push_info_opt(L, dev, h, 1);
+}
+
+/* open_it = 0: ids and path only, the device is not opened (no strings, no configurations). */
+static void push_info_opt(lua_State *L, libusb_device *dev, libusb_device_handle *h, int open_it)
 {
     struct libusb_device_descriptor d;
     int rc = libusb_get_device_descriptor(dev, &d);
@@ -390,6 +402,8 @@ static void push_info(lua_State *L, libusb_device *dev, libusb_device_handle *h)
     set_int(L, "class", d.bDeviceClass);
     set_int(L, "bcd_device", d.bcdDevice);
     set_int(L, "max_packet0", d.bMaxPacketSize0);
+    if (!open_it && !h)
+        return;
     libusb_device_handle *own = NULL;
     if (!h) {
         int orc = libusb_open(dev, &own);
@@ -549,12 +563,18 @@ static int u_list(lua_State *L)
     ssize_t n = libusb_get_device_list(ctx, &devs);
     if (n < 0)
         return usb_raise(L, kind_of((int)n), "usb", NULL, "listing devices: %s", libusb_error_name((int)n));
+    int open_it = 1;
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "open");
+        open_it = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     lua_createtable(L, (int)n, 0);
     int k = 0;
     for (ssize_t i = 0; i < n; i++) {
         if (!matches(devs[i], &f))
             continue;
-        push_info(L, devs[i], NULL);
+        push_info_opt(L, devs[i], NULL, open_it);
         lua_rawseti(L, -2, ++k);
     }
     libusb_free_device_list(devs, 1);
@@ -926,6 +946,38 @@ static int u_tty_of(lua_State *L)
     return 1;
 }
 
+/* usb.ids_at("1-4.2") -> vid, pid | nil: the device now at that port path, read from sysfs
+ * (/sys/bus/usb/devices/<path>/idVendor, idProduct) rather than from libusb's device list. That
+ * list only changes on hotplug events, and a process can miss one: with two simulated boards
+ * re-enumerating at once, one child's libusb never listed its board's new device although sysfs
+ * (and a fresh process) had it, so "is my board back?" asks sysfs. */
+static int read_hex_file(const char *file, unsigned *v)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%x", v);
+    fclose(f);
+    return n == 1;
+}
+
+static int u_ids_at(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_argcheck(L, strchr(path, '/') == NULL && strstr(path, "..") == NULL, 1, "a USB port path such as 1-4.2");
+    char file[PATH_MAX];
+    unsigned vid, pid;
+    snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/idVendor", path);
+    if (!read_hex_file(file, &vid))
+        return 0;
+    snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/idProduct", path);
+    if (!read_hex_file(file, &pid))
+        return 0;
+    lua_pushinteger(L, vid);
+    lua_pushinteger(L, pid);
+    return 2;
+}
+
 int luaopen_mpctl_usb(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -936,7 +988,7 @@ int luaopen_mpctl_usb(lua_State *L)
         {"bulk_in", d_bulk_in}, {"string", d_string},   {"close", d_close},       {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"list", u_list}, {"open", u_open}, {"wait", u_wait}, {"parse_url", u_parse_url},
-        {"tty_of", u_tty_of}, {NULL, NULL}};
+        {"tty_of", u_tty_of}, {"ids_at", u_ids_at}, {NULL, NULL}};
     mpctl_new_class(L, DEV_MT, meta, methods);
     luaL_newlib(L, funcs);
     return 1;

@@ -238,13 +238,25 @@ end
 -- path known, a lone device of those ids is taken. Returns tty, device info.
 function M.app_tty(ids, path)
   local usb = require("mpctl.usb")
+  if path then
+    -- Asked of sysfs, not of libusb's device list: that list follows hotplug events, and a child
+    -- of the many-boards runner missed its board's re-enumeration while another board came back
+    -- at the same moment (usb.ids_at).
+    local vid, pid = usb.ids_at(path)
+    local tty = vid and usb.tty_of(path)
+    if tty then
+      for _, u in ipairs(ids) do
+        if u.vid == vid and u.pid == pid then return tty, { path = path, vid = vid, pid = pid } end
+      end
+    end
+    return nil
+  end
   local found = {}
   for _, u in ipairs(ids) do
     for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do
       local tty = usb.tty_of(info.path)
       if tty then
-        if path and info.path == path then return tty, info end
-        if not path then found[#found + 1] = { tty, info } end
+        found[#found + 1] = { tty, info }
       end
     end
   end

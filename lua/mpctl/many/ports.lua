@@ -1,7 +1,8 @@
 -- mpctl.many.ports: the ports a many-board run covers, from the command line:
 --   --port P given several times      each one (local ttys, rfc2217://, socket://, sim:// mixed)
 --   --port auto                       every attached board of the recipe's family, by USB id
---                                     (the boards/*.lua files, as `mpctl ports` shows them)
+--                                     (the boards/*.lua files, as `mpctl ports` shows them;
+--                                     a bootloader device without a tty as usb:PATH)
 --   --ports FILE                      one port per line; blank lines and # comments skipped
 local usage_error = require("mpctl.cli.args").usage_error
 local identity = require("mpctl.many.identity")
@@ -46,7 +47,8 @@ end
 
 -- The boards of this run: { {url=, id= (mpctl.many.identity facts)} ... } in the order given,
 -- duplicates refused (two children on one port would fight over it).
--- opts.family: for auto; opts.list: serial.list() (read when not given).
+-- opts.family: for auto; opts.list: serial.list() (read when not given); opts.usb_rows: the
+-- USB-only devices (mpctl.dfu.ports.rows(), read when not given; false = none).
 function M.expand(specs, opts)
   opts = opts or {}
   local listed = opts.list or require("mpctl.serial").list()
@@ -61,6 +63,11 @@ function M.expand(specs, opts)
   for _, spec in ipairs(specs) do
     if spec == "auto" then
       local rows = require("mpctl.cli.ports").describe(listed)
+      -- USB devices without a serial port (a Pyboard in DFU mode, a Pico in BOOTSEL): their port
+      -- is usb:PATH, which the DFU and RP2 drivers open by USB port path.
+      if opts.usb_rows ~= false then
+        for _, r in ipairs(opts.usb_rows or require("mpctl.dfu.ports").rows()) do rows[#rows + 1] = r end
+      end
       local hits = M.auto(rows, opts.family)
       if #hits == 0 then
         local present = {}

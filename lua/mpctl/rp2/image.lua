@@ -14,8 +14,9 @@ local M = {}
 --- other chip is refused by the family check, naming both. Returns id, why. The W boards cannot be
 --- told apart from their BOOTSEL ROM (same chip, same ids): they need --board.
 function M.guess_board(firmware_path)
-  local rp2040 = #usb.list { vid = picoboot.VID, pid = 0x0003 }
-  local rp2350 = #usb.list { vid = picoboot.VID, pid = 0x000F }
+  -- open = false: only counted, so a device another mpctl is flashing (many boards) is not opened
+  local rp2040 = #usb.list { vid = picoboot.VID, pid = 0x0003, open = false }
+  local rp2350 = #usb.list { vid = picoboot.VID, pid = 0x000F, open = false }
   if rp2350 > 0 and rp2040 == 0 then return "RPI_PICO2", "an RP2350 is in BOOTSEL" end
   if rp2040 > 0 and rp2350 == 0 then return "RPI_PICO", "an RP2040 is in BOOTSEL" end
   if firmware_path and firmware_path ~= "demo" then

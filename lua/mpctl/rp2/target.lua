@@ -444,16 +444,26 @@ function T:reset_to_app(opts)
   while time.now() < deadline do
     local tty = find_app(self.board, self.usb_path)
     if tty then return tty end
-    -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app)
-    if left and #bootsel_present(self.board) > 0 then break end
+    -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app).
+    -- Only a BOOTSEL device at this board's path counts: another board of a many-boards run
+    -- may still be in BOOTSEL elsewhere on the bus.
+    if left and self:bootsel_again() then break end
     for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
   end
-  if #bootsel_present(self.board) > 0 then
+  if self:bootsel_again() then
     errors.raise("failed", where, "the board came back in BOOTSEL, not as MicroPython: the boot ROM found no valid image",
       { hint = "check that the firmware is a MicroPython build for " .. self.board.id })
   end
   errors.raise("timeout", where, "MicroPython's USB serial port (2E8A:0005) did not appear after the reboot",
     { hint = "unplug and replug the board; check that the firmware is for " .. self.board.id })
+end
+
+-- A BOOTSEL device of this board's chip at its USB path (not opened: ids only).
+function T:bootsel_again()
+  for _, u in ipairs(ids(self.board, "bootsel")) do
+    if #usb.list { vid = u.vid, pid = u.pid, path = self.usb_path, open = false } > 0 then return true end
+  end
+  return false
 end
 
 function T:summary(st)

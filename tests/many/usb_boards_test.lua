@@ -1,0 +1,89 @@
+-- Several USB-bootloader boards flashed by one command: two simulated Pyboards (`sim pyboard
+-- boards=2`, one umockdev bus, real libusb) each flashed in its own child of the many-boards
+-- runner. Both leave DFU and come back as MicroPython's CDC port at the same moment; each child
+-- must find its own board's port (at its bootloader's USB path), not the other's, and not give up
+-- because its libusb missed the hotplug event of its board (the bug this test was written for:
+-- the board that came back second timed out).
+local test = require("mpctl.test")
+local fs = require("mpctl.fs")
+local ui = require("mpctl.ui")
+local S = dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../usb/support.lua")
+
+local function exe() return test.exe() or debug.getregistry()["mpctl.exe"] end
+
+local function flash_two(dir, json, ports)
+  local argv = { exe(), "sim", "pyboard", "boards=2", "quiet=yes", "--", exe() }
+  if json then argv[#argv + 1] = "--json" end
+  argv[#argv + 1] = "pyboard_flash"
+  for _, p in ipairs(ports or { "usb:1-1", "usb:1-2" }) do argv[#argv + 1] = "--port"; argv[#argv + 1] = p end
+  for _, w in ipairs { "--board-timeout", "90", "firmware=demo" } do argv[#argv + 1] = w end
+  return S.run(argv, 150, "two pyboards", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
+end
+
+test("two simulated Pyboards flashed by one command: both PASS, the table shows both, exit 0", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local out, code = flash_two(dir, false)
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  test.ok(out:match("\n1%s+usb:1%-1%s+STM32F405RG%s+%S+%s+PASS"), "table row of board 1 says PASS; output: " .. out:sub(-1500))
+  test.ok(out:match("\n2%s+usb:1%-2%s+STM32F405RG%s+%S+%s+PASS"), "table row of board 2 says PASS; output: " .. out:sub(-1500))
+  test.contains(out, "2 boards: 2 passed, 0 failed", "summary line")
+end)
+
+test("two simulated Pyboards flashed by one command: each child reaches the REPL on its own CDC port", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local out, code = flash_two(dir, true)
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  local tty, result = {}, {}
+  for line in out:gmatch("[^\n]+") do
+    local ok, ev = pcall(ui.json_decode, line)
+    if ok and type(ev) == "table" and ev.board_index then
+      local t = ev.event == "log" and type(ev.msg) == "string" and ev.msg:match("^MicroPython's USB serial port: (%S+)")
+      if t then tty[ev.board_index] = t end
+      if ev.event == "board_end" then result[ev.board_index] = ev.result end
+    end
+  end
+  test.eq(result[1], "pass", "board 1 result; output: " .. out:sub(-1500))
+  test.eq(result[2], "pass", "board 2 result")
+  test.ok(tty[1] and tty[2], "each board named its MicroPython port; output: " .. out:sub(-1500))
+  test.ok(tty[1] ~= tty[2], "the two boards' ports differ (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
+end)
+
+test("--port auto with two simulated Pyboards in DFU mode (no tty): the recipe's @family dfu picks both as usb:PATH, both PASS", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local out, code = flash_two(dir, false, { "auto" })
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  test.ok(out:match("\n1%s+usb:1%-1%s+STM32F405RG%s+%S+%s+PASS"), "board usb:1-1 found and PASS; output: " .. out:sub(-1500))
+  test.ok(out:match("\n2%s+usb:1%-2%s+STM32F405RG%s+%S+%s+PASS"), "board usb:1-2 found and PASS")
+  test.contains(out, "2 boards: 2 passed, 0 failed", "summary line")
+end)
+
+test("--port auto with two simulated Picos in BOOTSEL: rp2_flash's @family rp2 picks both, both PASS, each on its own ttyACM", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local argv = { exe(), "sim", "pico", "boards=2", "quiet=yes", "--", exe(), "--json", "rp2_flash", "--port", "auto",
+    "--board-timeout", "90", "firmware=demo" }
+  local out, code = S.run(argv, 150, "two picos", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, "exit code; output: " .. out:sub(-1500))
+  local result, port, tty = {}, {}, {}
+  for line in out:gmatch("[^\n]+") do
+    local ok, ev = pcall(ui.json_decode, line)
+    if ok and type(ev) == "table" and ev.board_index then
+      port[ev.board_index] = ev.board_port
+      if ev.event == "board_end" then result[ev.board_index] = ev.result end
+      local t = ev.event == "log" and type(ev.msg) == "string" and ev.msg:match("(/dev/ttyACM%d+)")
+      if t and not tty[ev.board_index] then tty[ev.board_index] = t end
+    end
+  end
+  test.eq(port[1], "usb:1-1", "board 1 found by --port auto as usb:PATH")
+  test.eq(port[2], "usb:1-2", "board 2 found by --port auto as usb:PATH")
+  test.eq(result[1], "pass", "board 1 result; output: " .. out:sub(-1500))
+  test.eq(result[2], "pass", "board 2 result")
+  test.ok(tty[1] and tty[2] and tty[1] ~= tty[2], "each board on its own port (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
+end)
