@@ -2,7 +2,7 @@
 --
 --   mpctl esp32_flash --port /dev/ttyUSB0 --port /dev/ttyUSB1 --port rfc2217://lab2:4001 firmware=F
 --   mpctl esp32_flash --port auto firmware=F          (every attached board of the recipe's family)
---   mpctl esp32_flash --ports boards.txt --jobs 4 --board-timeout 5m --junit out.xml firmware=F
+--   mpctl esp32_flash --ports boards.txt --jobs 4 --board-timeout 300 --junit out.xml firmware=F
 --
 -- Each board runs in its own child, `mpctl --json --port P RECIPE ...` (mpctl.many.supervisor),
 -- watched from one poll loop; mpctl.many.view shows it. Each child writes its own history record
