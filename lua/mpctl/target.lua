@@ -236,6 +236,11 @@ end
 -- had (`path`): only a device there is ours, since another board running MicroPython elsewhere
 -- on the bus would otherwise be taken for it and its REPL "prove" a flash it never had. With no
 -- path known, a lone device of those ids is taken. Returns tty, device info.
+-- sysfs names the tty a moment before its /dev node exists (udev makes it; umockdev too): the
+-- port is only handed out once it can be opened (a station run opened it in that moment and
+-- got "no such port").
+local function node_ready(tty) return require("mpctl.fs").stat(tty) ~= nil end
+
 function M.app_tty(ids, path)
   local usb = require("mpctl.usb")
   if path then
@@ -244,7 +249,7 @@ function M.app_tty(ids, path)
     -- at the same moment (usb.ids_at).
     local vid, pid = usb.ids_at(path)
     local tty = vid and usb.tty_of(path)
-    if tty then
+    if tty and node_ready(tty) then
       for _, u in ipairs(ids) do
         if u.vid == vid and u.pid == pid then return tty, { path = path, vid = vid, pid = pid } end
       end
@@ -255,9 +260,7 @@ function M.app_tty(ids, path)
   for _, u in ipairs(ids) do
     for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do
       local tty = usb.tty_of(info.path)
-      if tty then
-        found[#found + 1] = { tty, info }
-      end
+      if tty and node_ready(tty) then found[#found + 1] = { tty, info } end
     end
   end
   if #found == 1 then return found[1][1], found[1][2] end

@@ -87,3 +87,39 @@ test("--port auto with two simulated Picos in BOOTSEL: rp2_flash's @family rp2 p
   test.eq(result[2], "pass", "board 2 result")
   test.ok(tty[1] and tty[2] and tty[1] ~= tty[2], "each board on its own port (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
 end)
+
+-- The station with USB-only bootloader devices: two simulated Pyboards in DFU mode appear as
+-- usb:1-1 and usb:1-2 (listed without being opened), each is flashed once; when each comes back
+-- as MicroPython's CDC port while its run is still going it is the same board (identity by USB
+-- path), and if its run has ended by then it is sent to DFU again (at its own USB path, not the
+-- other board's) and skipped by its chip id. Ctrl-C ends the station with the totals.
+test("station with two simulated Pyboards in DFU mode: each flashed once, never twice", function()
+  S.need()
+  local support = require("support")
+  local time = require("mpctl.time")
+  local dir = fs.tmpdir()
+  local log = fs.join(dir, "station.csv")
+  local st = support.start({ "sim", "pyboard", "boards=2", "quiet=yes", "--", exe(), "station", "pyboard_flash",
+    "firmware=demo", "log=" .. log, "--board-timeout", "90" }, { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir, NO_COLOR = "1" })
+  local ok, err = pcall(function()
+    local deadline = time.now() + 120
+    while time.now() < deadline and select(2, st.pump(0.3):gsub("PASS %[", "")) < 2 do
+      if st.text:find("FAIL %[") then break end
+    end
+    time.sleep(2) -- both boards are back as MicroPython's CDC port by now: the station looks twice a second
+    st.pump(0.2)
+  end)
+  st.p:kill("INT")
+  local _, out = st.finish(60)
+  local csv = fs.exists(log) and fs.read(log) or ""
+  fs.remove(dir, { recursive = true })
+  if not ok then error(err, 0) end
+  test.ok(out:find("PASS %[1%] usb:1%-1") and out:find("PASS %[2%] usb:1%-2"), "both boards PASS:\n" .. out)
+  -- back as MicroPython's CDC port each board may be looked at again (its USB serial is not the
+  -- id the DFU ROM gave), but it is recognised by its chip id and skipped, never written twice
+  test.eq(select(2, out:gsub("PASS %[", "")), 2, "two boards flashed:\n" .. out)
+  test.eq(select(2, out:gsub("FAIL %[", "")), 0, "nothing failed:\n" .. out)
+  test.ok(out:match("station: %d boards: 2 passed, 0 failed"), "totals:\n" .. out)
+  test.eq(select(2, csv:gsub(",pass,", "")), 2, "the log has a pass line per board:\n" .. csv)
+  test.eq(select(2, csv:gsub(",fail,", "")), 0, "and no fail line:\n" .. csv)
+end)

@@ -49,8 +49,26 @@ end
 -- machine.bootloader() over the raw REPL: the board resets into its DFU bootloader (target.bootloader_via_repl).
 local function enter_bootloader(tty, log) require("mpctl.target").bootloader_via_repl(tty, log) end
 
-local function wait_dfu(board, seconds)
-  return require("mpctl.target").wait_usb(function() return dfu_present(board) end, ids(board, "dfu"), seconds)
+local function wait_dfu(board, seconds, at)
+  local function present()
+    local all, out = dfu_present(board), {}
+    for _, d in ipairs(all) do if at == nil or d.path == at then out[#out + 1] = d end end
+    return out
+  end
+  return require("mpctl.target").wait_usb(present, ids(board, "dfu"), seconds)
+end
+
+-- After machine.bootloader() on the MicroPython port `tty`: the board's DFU device, which comes
+-- up at the USB path the tty sat on (with several boards entering DFU at once, as in a station,
+-- "the one DFU device present" is not this board's). A tty whose USB path is unknown: the one.
+local function dfu_after_bootloader(board, tty, opts, where)
+  local at = require("mpctl.many.identity").usb_path(tty)
+  local found = wait_dfu(board, opts.wait or 15, at)
+  if #found ~= 1 then
+    errors.raise("timeout", where, "no DFU device appeared" .. (at and (" at usb:" .. at) or "") .. " after machine.bootloader()",
+      { hint = M.how_to_enter(board) })
+  end
+  return { path = found[1].path }
 end
 
 function M.how_to_enter(board)
@@ -76,17 +94,13 @@ function M.connect(ctx)
       local tty = M.tty_of(list[1].path)
       if not tty then errors.raise("unsupported", port, "neither a DFU device nor a serial port") end
       enter_bootloader(tty, log)
-      local found = wait_dfu(board, opts.wait or 15)
-      if #found ~= 1 then errors.raise("timeout", port, "no DFU device appeared after machine.bootloader()", { hint = M.how_to_enter(board) }) end
-      spec = { path = found[1].path }
+      spec = dfu_after_bootloader(board, tty, opts, port)
     else
       spec = filter
     end
   elseif type(port) == "string" and port ~= "" then
     enter_bootloader(port, log)
-    local found = wait_dfu(board, opts.wait or 15)
-    if #found ~= 1 then errors.raise("timeout", port, "no DFU device appeared after machine.bootloader()", { hint = M.how_to_enter(board) }) end
-    spec = { path = found[1].path }
+    spec = dfu_after_bootloader(board, port, opts, port)
   else
     local found = dfu_present(board)
     if #found > 1 then

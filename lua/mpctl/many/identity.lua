@@ -16,8 +16,12 @@ local fs = require("mpctl.fs")
 
 local M = {}
 
--- The USB location of a local tty ("1-1.4"), or nil (not USB, not Linux, a pty, a URL).
+-- The USB location of a local tty ("1-1.4"), or of a usb:PATH port (a bootloader device without
+-- a tty: the same board later comes back as a tty at that path), or nil (not USB, not Linux, a
+-- pty, another URL).
 function M.usb_path(port)
+  local at = type(port) == "string" and port:match("^usb:(%d+%-[%d%.]+)$")
+  if at then return at end
   local name = type(port) == "string" and port:match("^/dev/([%w_%-%.]+)$")
   if not name then return nil end
   local ok, real = pcall(fs.realpath, "/sys/class/tty/" .. name .. "/device")

@@ -1,6 +1,7 @@
 -- mpctl.many.watch: the ports present now, for a station that waits for boards to appear.
 --   devices: every attached USB serial port that looks like a board of the family (by USB id,
---            as `mpctl ports` and `--port auto` see them): real /dev/ttyUSB*, /dev/ttyACM* hotplug
+--            as `mpctl ports` and `--port auto` see them): real /dev/ttyUSB*, /dev/ttyACM* hotplug;
+--            and USB-only bootloader devices of the family (DFU, BOOTSEL) as usb:PATH
 --   watch=FILE   one port URL per line (# comments): a line added is a board plugged in, a line
 --                removed is a board unplugged; how tests (and a lab script) make simulated or
 --                remote (rfc2217://) boards come and go
@@ -52,6 +53,24 @@ local function from_glob(g, add)
   end
 end
 
+-- USB devices of the family without a serial port (a Pyboard in DFU mode, a Pico in BOOTSEL) as
+-- usb:PATH, which the DFU and RP2 drivers open by USB port path. Listed without opening them
+-- (ids and path only): the station looks twice a second, and opening a device that a board's
+-- child is flashing is not ours to do (on the simulated bus it breaks umockdev's preload).
+function M.usb_only(family)
+  local ok, usb = pcall(require, "mpctl.usb")
+  if not ok then return {} end
+  local board, out = require("mpctl.board"), {}
+  for _, d in ipairs(usb.list { open = false }) do
+    if d.vid and not usb.tty_of(d.path) then
+      for _, b in ipairs(board.match_usb(d.vid, d.pid)) do
+        if family == nil or b.family == family then out[#out + 1] = "usb:" .. d.path break end
+      end
+    end
+  end
+  return out
+end
+
 -- A watcher: opts.watch (FILE|DIR|GLOB or nil), opts.devices (bool), opts.family.
 function M.new(opts)
   local self = {}
@@ -69,6 +88,7 @@ function M.new(opts)
       local by_path = {}
       for _, r in ipairs(listed) do by_path[r.path] = r end
       for _, r in ipairs(require("mpctl.many.ports").auto(rows, opts.family)) do add(r.path, by_path[r.path]) end
+      for _, url in ipairs(M.usb_only(opts.family)) do add(url) end
     end
     local w = opts.watch
     if w then
