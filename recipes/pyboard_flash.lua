@@ -16,33 +16,13 @@
 --   mpctl pyboard_flash --port /dev/ttyACM0 version=1.25.0     (a board running MicroPython: machine.bootloader())
 --   mpctl pyboard_flash --port sim://pyboard firmware=demo     (the simulated Pyboard)
 
-local dfu_target = require("mpctl.dfu.target")
-local dfu_file = require("mpctl.dfu.file")
-local fs = mpctl.fs
 local target, backup = mpctl.target, mpctl.backup
 
 -- 1. Which board, which image: refused here, before any device is touched, when it is wrong.
 local board = mpctl.board(arg.board or "PYBV11")
 if board.family ~= "dfu" then mpctl.usage_error(board.id .. " is not a DFU board (family " .. board.family .. ")") end
-local dfu_ids = {}
-for _, u in ipairs(board.usb) do if u.mode == "dfu" then dfu_ids = u break end end
-local parts, firmware
-if arg.firmware == "demo" then
-  local image = dfu_target.demo_image(board)
-  parts = { { offset = board.offset, data = image, name = "demo image" } }
-  firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)), source = "demo" }
-else
-  if arg.firmware then
-    if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-    -- kept by its absolute path, so that a rollback from another folder finds it
-    local path = fs.realpath(arg.firmware)
-    firmware = { file = fs.basename(path), path = path, sha256 = mpctl.hash.file(path, "sha256"), source = "file" }
-  else
-    firmware = mpctl.firmware.get(board, arg.version or "latest")
-  end
-  parts = dfu_file.load(firmware.path, { address = tonumber(arg.address), base = board.offset,
-    vid = dfu_ids.vid, pid = dfu_ids.pid })
-end
+local firmware = target.image(board, arg.firmware, arg.version, { address = tonumber(arg.address) })
+local parts = firmware.parts
 local size = 0
 for _, p in ipairs(parts) do size = size + #p.data end
 if board.flash_size and size > board.flash_size then

@@ -17,7 +17,6 @@
 --   mpctl rp2_flash --port sim://pico firmware=demo                   (the simulated Pico)
 
 local rp2 = require("mpctl.rp2.target")
-local fs = mpctl.fs
 local target, backup = mpctl.target, mpctl.backup
 
 -- 1. Which board, which image: a UF2 for another chip is refused here, before any device is touched.
@@ -29,25 +28,8 @@ if not board_id then
 end
 local board = mpctl.board(board_id)
 if board.family ~= "rp2" then mpctl.usage_error(board.id .. " is not an RP2 board (family " .. board.family .. ")") end
-local parts, firmware
-if arg.firmware == "demo" then
-  local image = rp2.demo_image(board)
-  parts = { { offset = board.offset, data = image, name = "demo image" } }
-  firmware = { file = "demo image (generated)", sha256 = mpctl.hash.hex(mpctl.hash.sha256(image)), source = "demo" }
-else
-  if arg.firmware then
-    if not fs.exists(arg.firmware) then mpctl.usage_error("firmware file " .. arg.firmware .. " not found") end
-    -- kept by its absolute path, so that a rollback from another folder finds it
-    local path = fs.realpath(arg.firmware)
-    firmware = { file = fs.basename(path), path = path, sha256 = mpctl.hash.file(path, "sha256"), source = "file" }
-    -- a release file's name says its version (RPI_PICO-YYYYMMDD-vX.Y.Z.uf2): checked on the REPL below
-    local named = mpctl.firmware.parse_name(firmware.file)
-    firmware.version = named and named.version or nil
-  else
-    firmware = mpctl.firmware.get(board, arg.version or "latest")
-  end
-  parts = rp2.parts(firmware.path, board, { address = tonumber(arg.address) })
-end
+local firmware = target.image(board, arg.firmware, arg.version, { address = tonumber(arg.address) })
+local parts = firmware.parts
 local first, last = target.extent(parts)
 if first < board.offset or last > board.offset + board.flash_size then
   mpctl.fail(string.format("%s covers 0x%08X..0x%08X, outside %s's %d KiB of flash at 0x%08X; nothing was written",

@@ -188,7 +188,7 @@ end
 -- rollback from another folder finds it), firmware=demo (a generated image, when the family's
 -- driver can make one), else version= (default latest) through the firmware cache. `parts` are
 -- what goes where: one image at the board's offset, or an ESP-IDF bundle's files.
-function M.image(board, firmware, version)
+function M.image(board, firmware, version, opts)
   local fw = require("mpctl.firmware")
   local fs, hash = require("mpctl.fs"), require("mpctl.hash")
   local mpctl = require("mpctl")
@@ -203,9 +203,12 @@ function M.image(board, firmware, version)
     if firmware ~= "-" and not fs.stat(firmware) then mpctl.usage_error("firmware file " .. firmware .. " not found") end
     -- firmware.parts reads regular files only (or "-"), bounded by the flash: a FIFO or /dev/zero
     -- is refused before anything reads it, so it is read first and hashed from what was read.
-    local parts = fw.parts(firmware, board)
+    local parts = M.parts(firmware, board, opts)
     local path = firmware == "-" and "-" or abs(firmware)
-    local sha = fw.is_bundle(firmware) and hash.file(path, "sha256") or hash.hex(hash.sha256(parts[1].data))
+    -- a file the family reads itself (.dfu, .uf2) or a bundle is named by the file's hash, a raw
+    -- image by the bytes written
+    local whole = firmware ~= "-" and (fw.is_bundle(firmware) or M.driver(board.family).parts ~= nil)
+    local sha = whole and hash.file(path, "sha256") or hash.hex(hash.sha256(parts[1].data))
     img = { file = firmware == "-" and "standard input" or fs.basename(path), path = firmware ~= "-" and path or nil,
       sha256 = sha, source = "file", parts = parts }
     -- the same bytes may be in the firmware cache (fetched earlier): then the record names it too
@@ -219,15 +222,16 @@ function M.image(board, firmware, version)
     img = { file = got.file, path = abs(got.path), sha256 = got.sha256, version = got.version,
       source = got.url or got.source, cache = got.path }
   end
-  img.parts = img.parts or fw.parts(img.path, board)
+  img.parts = img.parts or M.parts(img.path, board, opts)
   return img
 end
 
 -- What a firmware file puts where. A family whose files carry their own addresses (.dfu, .hex)
--- reads them through its driver; raw images go to the board's offset (firmware.parts).
-function M.parts(path, board)
+-- reads them through its driver (opts.address: where a raw .bin goes); raw images go to the
+-- board's offset (firmware.parts).
+function M.parts(path, board, opts)
   local d = M.driver(board.family)
-  if d.parts then return d.parts(path, board) end
+  if d.parts then return d.parts(path, board, opts) end
   return require("mpctl.firmware").parts(path, board)
 end
 

@@ -163,9 +163,10 @@ end
 
 --- What a firmware file puts where, for rollback and target.image: .dfu (its elements' addresses),
 --- .hex (its records'), .bin at the board's flash start; refused when corrupt or for another VID:PID.
-function M.parts(path, board)
+function M.parts(path, board, opts)
   local dfu_id = ids(board, "dfu")[1] or {}
-  return require("mpctl.dfu.file").load(path, { base = board.offset, vid = dfu_id.vid, pid = dfu_id.pid })
+  return require("mpctl.dfu.file").load(path, { address = opts and opts.address, base = board.offset,
+    vid = dfu_id.vid, pid = dfu_id.pid })
 end
 
 function T:identify()
