@@ -58,9 +58,13 @@ function L:_recv(left)
   return s
 end
 
+function L:_timeout_message(what, timeout, seen)
+  return string.format('repl %s: timeout after %.1f s waiting for %s; last bytes seen: "%s"',
+    self.name, timeout, what, errors.escape(seen or ""))
+end
+
 function L:_timeout(what, timeout, seen)
-  raise("timeout", string.format('repl %s: timeout after %.1f s waiting for %s; last bytes seen: "%s"',
-    self.name, timeout, what, errors.escape(seen or "")), {what = what, seen = seen or ""})
+  raise("timeout", self:_timeout_message(what, timeout, seen), {what = what, seen = seen or ""})
 end
 
 -- A failed wait of the port in the REPL's words: timeout (with the bytes seen), hang-up, or as it is.

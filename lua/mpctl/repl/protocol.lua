@@ -360,6 +360,12 @@ function P:exec(code, opts)
     self.raw = false
     error(res, 0)
   end
+  if is_error(res, "timeout") and res.what then
+    -- the wait that ran out had only what was left of the whole budget: name the budget the
+    -- caller gave (--timeout), not the remainder
+    res.message = self:_timeout_message(res.what, timeout, res.seen)
+    res.msg, res.detail = res.message, res.message
+  end
   if is_error(res, "timeout") and not opts.no_interrupt then
     local iok, ierr = pcall(self.interrupt, self, {timeout = opts.interrupt_timeout or 2})
     res.message = res.message .. (iok and "; interrupted with Ctrl-C, device back at the prompt"
