@@ -5,7 +5,8 @@
  *                                              (opening a device another process is flashing on the simulated
  *                                              bus crashes the opener inside the umockdev preload)
  *   usb.open(filter_or_url) -> dev              exactly one match, else an error listing what is there
- *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone)
+ *   usb.wait(filter, timeout [, gone]) -> info | nil   until a matching device appears (or is gone); filter.open
+ *                                              = false as for list
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
  *   usb.tty_of(path) -> "/dev/ttyACM0" | nil  the serial port of a CDC device (by port path), from sysfs
  *   usb.ids_at(path) -> vid, pid | nil  the device now at a port path, from sysfs (not libusb's hotplug-fed list)
@@ -32,12 +33,14 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libusb.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define CTX_KEY "mpctl.usb.context"
@@ -218,6 +221,51 @@ static int ctx_gc(lua_State *L)
     return 0;
 }
 
+/* Under umockdev (the simulated bus: UMOCKDEV_DIR set) a process's uevent socket is a Unix socket
+ * named $UMOCKDEV_DIR/event<fd>, after its descriptor number, and its bind() unlinks that name
+ * first (umockdev 0.17, libumockdev-preload.c netlink_bind). Processes of one program on one bus
+ * (the children of `mpctl --port A --port B`) reach libusb_init with the same lowest free fd, so a
+ * later one unlinks an earlier one's socket: that process hears no more hotplug events (its
+ * board's new device never shows in libusb's list), and when two binds interleave, libusb_init
+ * fails with LIBUSB_ERROR_OTHER. Holding every free descriptor below a number taken from the pid
+ * while libusb opens its sockets gives each process its own name. Nothing of this runs on a real
+ * bus. */
+struct fd_hold {
+    int fds[1024];
+    int n;
+};
+
+static void hold_low_fds(struct fd_hold *h)
+{
+    h->n = 0;
+    struct rlimit rl;
+    if (!getenv("UMOCKDEV_DIR") || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 256)
+        return;
+    long room = (rl.rlim_cur > 1024 ? 1024 : (long)rl.rlim_cur) - 160;
+    int below = 32 + (int)(getpid() % room);
+    int base = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (base < 0)
+        return;
+    h->fds[h->n++] = base;
+    while (h->n < (int)(sizeof h->fds / sizeof h->fds[0])) {
+        int fd = fcntl(base, F_DUPFD_CLOEXEC, 0); /* the lowest free number */
+        if (fd < 0)
+            break;
+        if (fd >= below) {
+            close(fd);
+            break;
+        }
+        h->fds[h->n++] = fd;
+    }
+}
+
+static void release_fds(struct fd_hold *h)
+{
+    for (int i = 0; i < h->n; i++)
+        close(h->fds[i]);
+    h->n = 0;
+}
+
 /* The state's context (created on first use); pushes nothing. */
 static libusb_context *get_ctx(lua_State *L)
 {
@@ -235,7 +283,14 @@ static libusb_context *get_ctx(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
+    struct fd_hold *hold = malloc(sizeof *hold);
+    if (hold)
+        hold_low_fds(hold);
     int rc = libusb_init(&c->ctx);
+    if (hold) {
+        release_fds(hold);
+        free(hold);
+    }
     if (rc != 0) {
         c->ctx = NULL;
         lua_pop(L, 1);
@@ -653,6 +708,12 @@ static int u_wait(lua_State *L)
     read_filter(L, 1, &f);
     double timeout = luaL_checknumber(L, 2);
     int gone = lua_toboolean(L, 3);
+    int open_it = 1;
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "open");
+        open_it = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     double deadline = mpctl_now() + timeout;
     libusb_context *ctx = get_ctx(L);
     for (;;) {
@@ -665,7 +726,7 @@ static int u_wait(lua_State *L)
             if (matches(devs[i], &f))
                 hit = devs[i];
         if (hit && !gone) {
-            push_info(L, hit, NULL);
+            push_info_opt(L, hit, NULL, open_it);
             libusb_free_device_list(devs, 1);
             return 1;
         }
@@ -948,9 +1009,9 @@ static int u_tty_of(lua_State *L)
 
 /* usb.ids_at("1-4.2") -> vid, pid | nil: the device now at that port path, read from sysfs
  * (/sys/bus/usb/devices/<path>/idVendor, idProduct) rather than from libusb's device list. That
- * list only changes on hotplug events, and a process can miss one: with two simulated boards
- * re-enumerating at once, one child's libusb never listed its board's new device although sysfs
- * (and a fresh process) had it, so "is my board back?" asks sysfs. */
+ * list only changes on hotplug events, and a process can miss one (on the simulated bus it did,
+ * until hold_low_fds above: another process had taken its uevent socket), so "is my board
+ * back?" asks sysfs, which cannot miss it. */
 static int read_hex_file(const char *file, unsigned *v)
 {
     FILE *f = fopen(file, "r");

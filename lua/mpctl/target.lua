@@ -271,16 +271,19 @@ function M.app_tty(ids, path)
 end
 
 -- Polls present() (-> list of devices) until it finds some or `seconds` pass; between polls it
--- waits up to 1 s on each USB id of `ids` ({vid=, pid=}; usb.wait wakes on hotplug). Returns the
--- last list (empty when none came). For the drivers' "wait for the bootloader device".
-function M.wait_usb(present, ids, seconds)
+-- waits up to 1 s on each USB id of `ids` ({vid=, pid=}; usb.wait wakes on hotplug), at USB path
+-- `at` when given. Returns the last list (empty when none came). For the drivers' "wait for the
+-- bootloader device". The wait opens nothing: on a bus shared with other boards' runs, opening
+-- a device one of them is flashing is not ours to do (and on the simulated bus it crashes the
+-- opener inside the umockdev preload).
+function M.wait_usb(present, ids, seconds, at)
   local usb, time = require("mpctl.usb"), require("mpctl.time")
   local deadline = time.now() + seconds
   repeat
     local found = present()
     if #found > 0 then return found end
     for _, u in ipairs(ids) do
-      usb.wait({ vid = u.vid, pid = u.pid }, math.min(1, math.max(0.05, deadline - time.now())))
+      usb.wait({ vid = u.vid, pid = u.pid, path = at, open = false }, math.min(1, math.max(0.05, deadline - time.now())))
     end
   until time.now() >= deadline
   return present()

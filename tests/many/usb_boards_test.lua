@@ -88,6 +88,19 @@ test("--port auto with two simulated Picos in BOOTSEL: rp2_flash's @family rp2 p
   test.ok(tty[1] and tty[2] and tty[1] ~= tty[2], "each board on its own port (" .. tostring(tty[1]) .. ", " .. tostring(tty[2]) .. ")")
 end)
 
+test("two simulated Picos in BOOTSEL and no --port: listed by USB path, not guessed; nothing written", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local out, code = S.run({ exe(), "sim", "pico", "boards=2", "quiet=yes", "--", exe(), "rp2_flash", "firmware=demo" },
+    90, "two picos, no port", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 2, "a usage error; output: " .. out)
+  test.contains(out, "2 RP2040 boards are in BOOTSEL: usb:1-1 (2e8a:0003")
+  test.contains(out, "usb:1-2 (2e8a:0003")
+  test.contains(out, "--port usb:BUS-PATH")
+  test.ok(not out:find("bytes at 0x10000000", 1, true), "nothing was written; output: " .. out)
+end)
+
 -- The station with USB-only bootloader devices: two simulated Pyboards in DFU mode appear as
 -- usb:1-1 and usb:1-2 (listed without being opened), each is flashed once; when each comes back
 -- as MicroPython's CDC port while its run is still going it is the same board (identity by USB

@@ -34,9 +34,10 @@ end
 M.tty_of = usb.tty_of
 
 
-local function dfu_present(board)
+-- The board's DFU devices; at = a USB path: only the device there (nothing else is opened).
+local function dfu_present(board, at)
   local out = {}
-  for _, d in ipairs(dfu.list()) do
+  for _, d in ipairs(dfu.list(at and { path = at } or nil)) do
     if d.mode == "dfu" then
       local match = #ids(board, "dfu") == 0
       for _, u in ipairs(ids(board, "dfu")) do if u.vid == d.vid and u.pid == d.pid then match = true end end
@@ -50,19 +51,15 @@ end
 local function enter_bootloader(tty, log) require("mpctl.target").bootloader_via_repl(tty, log) end
 
 local function wait_dfu(board, seconds, at)
-  local function present()
-    local all, out = dfu_present(board), {}
-    for _, d in ipairs(all) do if at == nil or d.path == at then out[#out + 1] = d end end
-    return out
-  end
-  return require("mpctl.target").wait_usb(present, ids(board, "dfu"), seconds)
+  local function present() return dfu_present(board, at) end
+  return require("mpctl.target").wait_usb(present, ids(board, "dfu"), seconds, at)
 end
 
--- After machine.bootloader() on the MicroPython port `tty`: the board's DFU device, which comes
--- up at the USB path the tty sat on (with several boards entering DFU at once, as in a station,
--- "the one DFU device present" is not this board's). A tty whose USB path is unknown: the one.
-local function dfu_after_bootloader(board, tty, opts, where)
-  local at = require("mpctl.many.identity").usb_path(tty)
+-- After machine.bootloader() on a MicroPython port: the board's DFU device, which comes up at
+-- the USB path the tty sat on (`at`, read before the tty went away: with several boards entering
+-- DFU at once, as in a station, "the one DFU device present" is not this board's, and opening
+-- the others is not ours to do). A tty whose USB path is unknown (at = nil): the one present.
+local function dfu_after_bootloader(board, at, opts, where)
   local found = wait_dfu(board, opts.wait or 15, at)
   if #found ~= 1 then
     errors.raise("timeout", where, "no DFU device appeared" .. (at and (" at usb:" .. at) or "") .. " after machine.bootloader()",
@@ -94,13 +91,14 @@ function M.connect(ctx)
       local tty = M.tty_of(list[1].path)
       if not tty then errors.raise("unsupported", port, "neither a DFU device nor a serial port") end
       enter_bootloader(tty, log)
-      spec = dfu_after_bootloader(board, tty, opts, port)
+      spec = dfu_after_bootloader(board, list[1].path, opts, port)
     else
       spec = filter
     end
   elseif type(port) == "string" and port ~= "" then
+    local at = require("mpctl.many.identity").usb_path(port)
     enter_bootloader(port, log)
-    spec = dfu_after_bootloader(board, port, opts, port)
+    spec = dfu_after_bootloader(board, at, opts, port)
   else
     local found = dfu_present(board)
     if #found > 1 then
@@ -110,10 +108,10 @@ function M.connect(ctx)
         { hint = "name one with --port usb:BUS-PATH or usb:serial=SERIAL" })
     end
     if #found == 0 then
-      local tty = require("mpctl.target").app_tty(ids(board, "app")) -- the lone MicroPython board, if one
+      local tty, info = require("mpctl.target").app_tty(ids(board, "app")) -- the lone MicroPython board, if one
       if tty then
         enter_bootloader(tty, log)
-        found = wait_dfu(board, opts.wait or 15)
+        found = wait_dfu(board, opts.wait or 15, info and info.path)
       end
     end
     if #found == 0 then
@@ -312,7 +310,7 @@ function T:reset_to_app(opts)
   while time.now() < deadline do
     local tty = require("mpctl.target").app_tty(ids(self.board, "app"), path)
     if tty then return tty end
-    for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
+    for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid, path = path, open = false }, 0.2) end
   end
   errors.raise("timeout", "usb:" .. path, "the board did not come back as MicroPython's USB serial port after leaving DFU",
     { hint = "press RST (and remove the DFU/BOOT0 jumper); check that the firmware is for this board" })

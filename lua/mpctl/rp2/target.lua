@@ -46,23 +46,28 @@ function M.how_to_enter(board)
   return board.bootsel_entry or "hold the BOOTSEL button while plugging the board into USB, then let go"
 end
 
--- The BOOTSEL devices of this board's chip (2E8A:0003 for an RP2040 board, 000F for RP2350).
-local function bootsel_present(board)
+-- The BOOTSEL devices of this board's chip (2E8A:0003 for an RP2040 board, 000F for RP2350);
+-- at = a USB path: only the one there (no other device is opened: another board's run may be
+-- flashing it).
+local function bootsel_present(board, at)
   local out = {}
   for _, u in ipairs(ids(board, "bootsel")) do
-    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid }) do out[#out + 1] = info end
+    for _, info in ipairs(usb.list { vid = u.vid, pid = u.pid, path = at }) do out[#out + 1] = info end
   end
   return out
 end
 
 local function find_app(board, path) return require("mpctl.target").app_tty(ids(board, "app"), path) end
 
-local function wait_bootsel(board, seconds)
-  return require("mpctl.target").wait_usb(function() return bootsel_present(board) end, ids(board, "bootsel"), seconds)
+local function wait_bootsel(board, seconds, at)
+  return require("mpctl.target").wait_usb(function() return bootsel_present(board, at) end, ids(board, "bootsel"),
+    seconds, at)
 end
 
 local function list_text(found)
   local names = {}
+  found = { table.unpack(found) }
+  table.sort(found, function(a, b) return tostring(a.path) < tostring(b.path) end)
   for _, d in ipairs(found) do
     names[#names + 1] = string.format("usb:%s (%04x:%04x %s)", d.path, d.vid, d.pid, d.serial or "")
   end
@@ -72,11 +77,14 @@ end
 -- Where the BOOTSEL device is: {path=} of the one device, after getting the board there.
 local function reach_bootsel(board, port, opts, log)
   local wait = tonumber(opts.wait)
-  local function after_bootloader(where)
-    local found = wait_bootsel(board, wait or 15)
+  -- the BOOTSEL device comes up at the USB path the tty sat on (`at`, read before the tty went
+  -- away): with several boards entering BOOTSEL at once (many boards, a station), "the one
+  -- present" is not this board's, and opening the others is not ours to do
+  local function after_bootloader(where, at)
+    local found = wait_bootsel(board, wait or 15, at)
     if #found ~= 1 then
-      errors.raise("timeout", where, "no " .. board.chip .. " BOOTSEL device appeared after machine.bootloader()",
-        { hint = M.how_to_enter(board) })
+      errors.raise("timeout", where, "no " .. board.chip .. " BOOTSEL device appeared" .. (at and (" at usb:" .. at) or "") ..
+        " after machine.bootloader()", { hint = M.how_to_enter(board) })
     end
     return found[1]
   end
@@ -86,14 +94,15 @@ local function reach_bootsel(board, port, opts, log)
       local tty = usb.tty_of(list[1].path)
       if not tty then errors.raise("unsupported", port, "neither an RP2 BOOTSEL device nor a serial port") end
       require("mpctl.target").bootloader_via_repl(tty, log)
-      return after_bootloader(port)
+      return after_bootloader(port, list[1].path)
     end
     if #list == 0 then errors.raise("not_found", port, "no such USB device", { hint = "see `mpctl ports`" }) end
     if #list > 1 then errors.raise("usage", port, #list .. " devices match: " .. list_text(list), { hint = "name one by its bus path" }) end
     return list[1]
   elseif type(port) == "string" and port ~= "" then
+    local at = require("mpctl.many.identity").usb_path(port)
     require("mpctl.target").bootloader_via_repl(port, log)
-    return after_bootloader(port)
+    return after_bootloader(port, at)
   end
   local found = bootsel_present(board)
   if #found > 1 then
@@ -101,10 +110,10 @@ local function reach_bootsel(board, port, opts, log)
       { hint = "name one with --port usb:BUS-PATH or usb:serial=SERIAL" })
   end
   if #found == 0 then
-    local tty = find_app(board)
+    local tty, info = find_app(board)
     if tty then
       require("mpctl.target").bootloader_via_repl(tty, log)
-      found = wait_bootsel(board, wait or 15)
+      found = wait_bootsel(board, wait or 15, info and info.path)
     end
   end
   if #found == 0 then
@@ -448,7 +457,7 @@ function T:reset_to_app(opts)
     -- Only a BOOTSEL device at this board's path counts: another board of a many-boards run
     -- may still be in BOOTSEL elsewhere on the bus.
     if left and self:bootsel_again() then break end
-    for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid }, 0.2) end
+    for _, u in ipairs(ids(self.board, "app")) do usb.wait({ vid = u.vid, pid = u.pid, path = self.usb_path, open = false }, 0.2) end
   end
   if self:bootsel_again() then
     errors.raise("failed", where, "the board came back in BOOTSEL, not as MicroPython: the boot ROM found no valid image",
