@@ -80,6 +80,10 @@ if undo.device and id and undo.device:lower() ~= id:lower() then
       arg.port, id, undo.device))
   end
   mpctl.skip("same board as the flash being undone", string.format("force=yes: %s here, %s in the history", id, undo.device))
+elseif undo.device and not id then
+  -- an RP2040 in BOOTSEL: its ROM shows the same serial on every board; its id comes with MicroPython
+  mpctl.skip("same board as the flash being undone, before writing",
+    "the board does not tell its id in its bootloader; it is compared once the board is back")
 end
 
 -- 5. Write it back, verified.
@@ -96,6 +100,13 @@ else
   mpctl.verified(t:write(parts, { verify = true, label = "rollback" }), "flash matches the previous firmware")
 end
 local app = t:reset_to_app()
+local after = t:identify().id
+if undo.device and not id and after then
+  record.device = after
+  mpctl.check(after:lower() == undo.device:lower(), "the board rolled back is the one the flash was made on",
+    string.format("it is %s, the flash undone was made on %s: that board's backup is now on this one; flash this " ..
+      "board again with the firmware it should run", after, undo.device))
+end
 
 -- 6. Files: back from the backup taken before the flash, verified by SHA-256 on the device.
 local files_dir = type(undo.backup) == "table" and undo.backup.files

@@ -45,8 +45,8 @@ record:target(t)
 local id = t:identify()
 record.port = record.port or ("usb:" .. tostring(id.path))
 record.method = id.method
-mpctl.log("%s in BOOTSEL (usb %s at usb:%s, serial %s), %d KiB flash at 0x%08X, writing over %s", board.id, id.usb,
-  tostring(id.path), id.id or "?", id.flash_size // 1024, id.flash_base,
+mpctl.log("%s in BOOTSEL (usb %s at usb:%s, USB serial %s, board id %s), %d KiB flash at 0x%08X, writing over %s",
+  board.id, id.usb, tostring(id.path), id.usb_serial or "?", id.id or "known once MicroPython runs", id.flash_size // 1024, id.flash_base,
   id.method == "drive" and ("the drive " .. id.drive) or "PICOBOOT")
 
 -- 3. Refuse an image that does not fit, before anything is erased.
@@ -73,6 +73,9 @@ target.report(t, { parts = parts }, st)
 -- 6. Reboot into MicroPython; its USB serial port (2E8A:0005) appears.
 local app = t:reset_to_app { timeout = arg.timeout }
 mpctl.log("MicroPython's USB serial port: %s", app)
+-- an RP2040's id is its flash chip's, which only MicroPython shows (its ROM's serial is the same
+-- on every board): the history and a station's "never twice" learn it here
+record.device = record.device or t:identify().id
 
 -- 7. Prove it runs: the same check as verify_repl.
 if arg.repl then

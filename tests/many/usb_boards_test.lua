@@ -101,6 +101,51 @@ test("two simulated Picos in BOOTSEL and no --port: listed by USB path, not gues
   test.ok(not out:find("bytes at 0x10000000", 1, true), "nothing was written; output: " .. out)
 end)
 
+-- Every RP2040 shows the same serial in BOOTSEL (E0C9125B0D9B: the ROM's, not the board's), so it
+-- must never be taken for the board's id: a station that did so skipped every Pico after the
+-- first as "already flashed", and a rollback compared two equal strings. The id is the flash
+-- chip's, which MicroPython shows as its USB serial (the simulator gives each board its own).
+test("RP2040 identity: the ROM's shared BOOTSEL serial is never the board's id; MicroPython's flash id is, and a station skips by it", function()
+  S.need()
+  local dir = fs.tmpdir()
+  local e = string.format("%q --json rp2_flash firmware=demo --port", exe())
+  local script = table.concat({
+    e .. " usb:1-1 > one.json 2>&1; echo one=$?",
+    -- what the old code put in a station's skip list for the first Pico
+    "MPCTL_SKIP_DEVICES=E0C9125B0D9B,E6614C311B7A7A37 " .. e .. " usb:1-2 > two.json 2>&1; echo two=$?",
+    -- board 1 again, now running MicroPython: known by its id before anything is written
+    "MPCTL_SKIP_DEVICES=E6614C311B7A7A37 " .. e .. " usb:1-1 > three.json 2>&1; echo three=$?",
+  }, "\n")
+  local out, code = S.run({ exe(), "sim", "pico", "boards=2", "quiet=yes", "--", "sh", "-c", "cd " .. dir .. " && " .. script },
+    120, "rp2040 identity", { XDG_STATE_HOME = dir, XDG_CACHE_HOME = dir })
+  local function events(name)
+    local list = {}
+    for line in (fs.exists(fs.join(dir, name)) and fs.read(fs.join(dir, name)) or ""):gmatch("[^\n]+") do
+      local ok, ev = pcall(ui.json_decode, line)
+      if ok and type(ev) == "table" then list[#list + 1] = ev end
+    end
+    return list
+  end
+  local function find(list, kind)
+    for _, ev in ipairs(list) do if ev.event == kind then return ev end end
+  end
+  local one, two, three = events("one.json"), events("two.json"), events("three.json")
+  local hist = fs.exists(fs.join(dir, "mpctl/history.jsonl")) and fs.read(fs.join(dir, "mpctl/history.jsonl")) or ""
+  fs.remove(dir, { recursive = true })
+  test.eq(code, 0, out)
+  test.contains(out, "one=0", "board 1 flashed")
+  test.contains(out, "two=0", "board 2 flashed, not skipped for the ROM's serial: " .. ui.json_encode(two[#two] or {}))
+  test.eq(find(one, "board").device, nil, "in BOOTSEL an RP2040's id is not known (not the ROM's serial)")
+  test.eq(find(one, "history_record").record.device, "E6614C311B7A7A37", "board 1's id from its MicroPython")
+  test.eq(find(two, "history_record").record.device, "E6614C311B7A7A38", "board 2's own id")
+  test.ok(not hist:find("E0C9125B0D9B", 1, true), "the ROM's serial is in no history line:\n" .. hist)
+  test.ok(not out:find("three=0", 1, true), "board 1 again is refused: " .. out)
+  local b3 = find(three, "board")
+  test.eq(b3 and b3.device, "E6614C311B7A7A37", "board 1 known by the id its MicroPython showed before BOOTSEL")
+  test.eq(b3 and b3.skipped, true, "and skipped")
+  test.eq(find(three, "history_record"), nil, "a skipped board writes no history line")
+end)
+
 -- The station with USB-only bootloader devices: two simulated Pyboards in DFU mode appear as
 -- usb:1-1 and usb:1-2 (listed without being opened), each is flashed once; when each comes back
 -- as MicroPython's CDC port while its run is still going it is the same board (identity by USB

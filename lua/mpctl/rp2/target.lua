@@ -57,6 +57,23 @@ local function bootsel_present(board, at)
   return out
 end
 
+-- Whether the boot ROM's USB serial names the board. The RP2040 has no unique id of its own and
+-- its ROM shows the same serial, E0C9125B0D9B, on every board (pico-examples issue #6; picotool
+-- pull request #84: its --serial filter cannot tell RP2040s in BOOTSEL apart); such a board's id
+-- is its flash chip's unique id, which MicroPython gives as its USB serial number. The RP2350's
+-- ROM shows the chip's own id, the same string MicroPython shows.
+local function rom_serial_is_board_id(board) return board.chip ~= "RP2040" end
+
+-- The USB serial number of the device at a port path, read from sysfs (nothing is opened).
+local function serial_at(path)
+  if not path then return nil end
+  local f = io.open("/sys/bus/usb/devices/" .. path .. "/serial", "r")
+  if not f then return nil end
+  local s = f:read("l")
+  f:close()
+  return s ~= "" and s or nil
+end
+
 local function find_app(board, path) return require("mpctl.target").app_tty(ids(board, "app"), path) end
 
 local function wait_bootsel(board, seconds, at)
@@ -74,7 +91,8 @@ local function list_text(found)
   return table.concat(names, ", ")
 end
 
--- Where the BOOTSEL device is: {path=} of the one device, after getting the board there.
+-- Where the BOOTSEL device is: {path=} of the one device, after getting the board there; and
+-- when the board was running MicroPython, the id its USB port showed (read before it left).
 local function reach_bootsel(board, port, opts, log)
   local wait = tonumber(opts.wait)
   -- the BOOTSEL device comes up at the USB path the tty sat on (`at`, read before the tty went
@@ -94,16 +112,18 @@ local function reach_bootsel(board, port, opts, log)
       local tty = usb.tty_of(list[1].path)
       if not tty then errors.raise("unsupported", port, "neither an RP2 BOOTSEL device nor a serial port") end
       require("mpctl.target").bootloader_via_repl(tty, log)
-      return after_bootloader(port, list[1].path)
+      return after_bootloader(port, list[1].path), list[1].serial
     end
     if #list == 0 then errors.raise("not_found", port, "no such USB device", { hint = "see `mpctl ports`" }) end
     if #list > 1 then errors.raise("usage", port, #list .. " devices match: " .. list_text(list), { hint = "name one by its bus path" }) end
     return list[1]
   elseif type(port) == "string" and port ~= "" then
     local at = require("mpctl.many.identity").usb_path(port)
+    local app_id = serial_at(at)
     require("mpctl.target").bootloader_via_repl(port, log)
-    return after_bootloader(port, at)
+    return after_bootloader(port, at), app_id
   end
+  local app_id
   local found = bootsel_present(board)
   if #found > 1 then
     errors.raise("usage", "usb", #found .. " " .. board.chip .. " boards are in BOOTSEL: " .. list_text(found),
@@ -112,6 +132,7 @@ local function reach_bootsel(board, port, opts, log)
   if #found == 0 then
     local tty, info = find_app(board)
     if tty then
+      app_id = serial_at(info and info.path)
       require("mpctl.target").bootloader_via_repl(tty, log)
       found = wait_bootsel(board, wait or 15, info and info.path)
     end
@@ -125,7 +146,7 @@ local function reach_bootsel(board, port, opts, log)
         { hint = M.how_to_enter(board) })
     end
   end
-  return found[1]
+  return found[1], app_id
 end
 
 local function sim_query(port)
@@ -168,9 +189,9 @@ function M.connect(ctx)
   if method ~= nil and method ~= "picoboot" and method ~= "drive" then
     errors.raise("usage", "method", "method=" .. tostring(method) .. ": use picoboot or drive")
   end
-  local dev = reach_bootsel(board, port, opts, log)
+  local dev, app_id = reach_bootsel(board, port, opts, log)
   local t = setmetatable({ family = "rp2", board = board, log = log, opts = opts, usb_path = dev.path,
-    usb_info = dev, event = "rp2_flash" }, T)
+    usb_info = dev, app_id = app_id, event = "rp2_flash" }, T)
   if method ~= "drive" then
     local ok, c = pcall(picoboot.open, { path = dev.path, vid = dev.vid, pid = dev.pid }, { log = log })
     if ok then
@@ -194,10 +215,15 @@ local image = require("mpctl.rp2.image")
 M.guess_board, M.parts, M.demo_image, M.boot2_crc = image.guess_board, image.parts, image.demo_image, image.boot2_crc
 M.RP2350_IMAGE_DEF = image.RP2350_IMAGE_DEF
 
+-- id: the board's unique id when known (see rom_serial_is_board_id): an RP2040 found in BOOTSEL
+-- has none until its MicroPython shows it (reset_to_app), so id is nil then, not the ROM's serial
+-- every RP2040 shares (a station would take a second board for the first and skip it).
 function T:identify()
   local info = self.usb_info or {}
-  return { chip = self.board.chip, flash_size = self.board.flash_size, flash_base = self.board.offset, id = info.serial,
-    usb = string.format("%04x:%04x", info.vid or 0, info.pid or 0), path = self.usb_path, method = self.method,
+  local id = self.app_id or (rom_serial_is_board_id(self.board) and info.serial or nil)
+  return { chip = self.board.chip, flash_size = self.board.flash_size, flash_base = self.board.offset, id = id,
+    usb = string.format("%04x:%04x", info.vid or 0, info.pid or 0), usb_serial = info.serial, path = self.usb_path,
+    method = self.method,
     drive = self.drive and self.drive.path }
 end
 
@@ -452,7 +478,11 @@ function T:reset_to_app(opts)
   local deadline = time.now() + (opts.timeout or 15)
   while time.now() < deadline do
     local tty = find_app(self.board, self.usb_path)
-    if tty then return tty end
+    if tty then
+      -- MicroPython's USB serial is the board's unique id (an RP2040's flash id): now it is known
+      self.app_id = self.app_id or serial_at(self.usb_path)
+      return tty
+    end
     -- gone and back in BOOTSEL: the ROM found nothing to boot (it would have started the app).
     -- Only a BOOTSEL device at this board's path counts: another board of a many-boards run
     -- may still be in BOOTSEL elsewhere on the bus.

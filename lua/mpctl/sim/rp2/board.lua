@@ -88,11 +88,22 @@ function M:bootsel()
   return require("mpctl.sim.usb.rp2_boot").new(self)
 end
 
+-- The board's unique id, which MicroPython's rp2 port gives as its USB serial number
+-- (pico_get_unique_board_id): on an RP2040 the flash chip's unique id (the RP2040 has none of its
+-- own: pico-examples issue #6), so it differs from the ROM's BOOTSEL serial; on an RP2350 the
+-- chip's id, the same string its BOOTSEL device shows (picotool pull request #84).
+function M:unique_id()
+  if self.chip.name == "rp2040" then
+    return self.serial or string.format("E6614C311B7A7A%02X", 0x36 + (self.index or 1))
+  end
+  return self.serial or self.chip.serial
+end
+
 -- MicroPython's CDC port, with machine.bootloader() leading back to BOOTSEL.
 function M:app()
   return require("mpctl.sim.usb.cdc").new { vid = 0x2E8A, pid = 0x0005, bcd_device = 0x0100,
     product = "Board in FS mode", control_name = "Board CDC", data_name = "Board CDC",
-    serial = self.serial or (self.chip.name == "rp2040" and "E6614C311B7A7A37" or "C1A3F2B4D5E60718"),
+    serial = self:unique_id(),
     log = self.log, node = self.opts.node, bootloader_name = "BOOTSEL boot ROM",
     on_bootloader = function() return self:bootsel() end }
 end
@@ -131,7 +142,9 @@ function M.build(chip, opts)
   for i = 2, tonumber(opts.boards or 1) do
     local o = { quiet = opts.quiet, timing = opts.timing, node = opts.node }
     if chip.name == "rp2350" then o.serial = string.format("%s%02X", chip.serial:sub(1, -3), i) end
-    host:plug(M.new(chip, o):bootsel(), { port = i })
+    local extra = M.new(chip, o)
+    extra.index = i
+    host:plug(extra:bootsel(), { port = i })
   end
   local function save()
     if opts.stats then

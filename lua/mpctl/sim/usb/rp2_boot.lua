@@ -95,7 +95,10 @@ function M.new(board)
   local bulk = function(addr) return { address = addr, attributes = 2, max_packet = 64, interval = 0 } end
   self.usb = device.new {
     vid = 0x2E8A, pid = chip.pid, bcd_device = 0x0100, usb_version = chip.bcd_usb, max_packet0 = 64,
-    manufacturer = "Raspberry Pi", product = chip.product, serial = board.serial or chip.serial,
+    -- RP2040: the ROM's constant, whatever the board (serial= sets the flash's unique id instead,
+    -- what MicroPython shows); RP2350: the chip's id
+    manufacturer = "Raspberry Pi", product = chip.product,
+    serial = chip.name == "rp2040" and chip.serial or (board.serial or chip.serial),
     configs = { { attributes = 0x80, max_power = chip.max_power, interfaces = {
       { class = 0x08, subclass = 0x06, protocol = 0x50, endpoints = { bulk(0x81), bulk(0x02) } },
       { class = 0xFF, subclass = 0x00, protocol = 0x00, endpoints = { bulk(EP_OUT), bulk(EP_IN) } },
