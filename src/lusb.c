@@ -228,21 +228,22 @@ static int ctx_gc(lua_State *L)
  * later one unlinks an earlier one's socket: that process hears no more hotplug events (its
  * board's new device never shows in libusb's list), and when two binds interleave, libusb_init
  * fails with LIBUSB_ERROR_OTHER. Holding every free descriptor below a number taken from the pid
- * while libusb opens its sockets gives each process its own name. Nothing of this runs on a real
- * bus. */
+ * while libusb opens its sockets gives each process its own name (two pids equal modulo the range
+ * can still meet: then the failed init is tried again with another number). Nothing of this runs
+ * on a real bus. */
 struct fd_hold {
     int fds[1024];
     int n;
 };
 
-static void hold_low_fds(struct fd_hold *h)
+static void hold_low_fds(struct fd_hold *h, int attempt)
 {
     h->n = 0;
     struct rlimit rl;
     if (!getenv("UMOCKDEV_DIR") || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 256)
         return;
     long room = (rl.rlim_cur > 1024 ? 1024 : (long)rl.rlim_cur) - 160;
-    int below = 32 + (int)(getpid() % room);
+    int below = 32 + (int)(((long)getpid() + 97L * attempt) % room);
     int base = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (base < 0)
         return;
@@ -284,13 +285,17 @@ static libusb_context *get_ctx(lua_State *L)
     }
     lua_setmetatable(L, -2);
     struct fd_hold *hold = malloc(sizeof *hold);
-    if (hold)
-        hold_low_fds(hold);
-    int rc = libusb_init(&c->ctx);
-    if (hold) {
-        release_fds(hold);
-        free(hold);
+    int rc = LIBUSB_ERROR_OTHER;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (hold)
+            hold_low_fds(hold, attempt);
+        rc = libusb_init(&c->ctx);
+        if (hold)
+            release_fds(hold);
+        if (rc != LIBUSB_ERROR_OTHER || !getenv("UMOCKDEV_DIR"))
+            break;
     }
+    free(hold);
     if (rc != 0) {
         c->ctx = NULL;
         lua_pop(L, 1);
