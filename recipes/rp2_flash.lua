@@ -19,6 +19,10 @@
 local rp2 = require("mpctl.rp2.target")
 local target, backup = mpctl.target, mpctl.backup
 
+-- A simulated Pico (--port sim://pico): the whole command runs on the simulated bus from here,
+-- so what follows is said once.
+if arg.port and arg.port:match("^sim://") then target.simulated(arg.port) end
+
 -- 1. Which board, which image: a UF2 for another chip is refused here, before any device is touched.
 local board_id = arg.board
 if not board_id then
