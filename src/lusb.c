@@ -9,7 +9,8 @@
  *                                              = false as for list
  *   usb.parse_url("usb:0483:df11" | "usb:1-4.2" | "usb:serial=X") -> filter
  *   usb.tty_of(path) -> "/dev/ttyACM0" | nil  the serial port of a CDC device (by port path), from sysfs
- *   usb.ids_at(path) -> vid, pid | nil  the device now at a port path, from sysfs (not libusb's hotplug-fed list)
+ *   usb.ids_at(path) -> vid, pid, serial | nil  the device now at a port path, from sysfs (not libusb's
+ *                                              hotplug-fed list); serial nil when the device has none
  *   dev:info()  dev:claim(i)  dev:release(i)  dev:set_alt(i, alt)  dev:clear_halt(ep)  dev:reset()
  *   dev:control(bmRequestType, bRequest, wValue, wIndex, data_or_length [, timeout_s]) -> data | count
  *   dev:bulk_out(ep, data [, timeout_s]) -> count      dev:bulk_in(ep, length [, timeout_s]) -> data
@@ -1041,7 +1042,18 @@ static int u_ids_at(lua_State *L)
         return 0;
     lua_pushinteger(L, vid);
     lua_pushinteger(L, pid);
-    return 2;
+    snprintf(file, sizeof file, "/sys/bus/usb/devices/%s/serial", path);
+    char serial[256];
+    FILE *f = fopen(file, "r");
+    if (f && fgets(serial, sizeof serial, f)) {
+        serial[strcspn(serial, "\r\n")] = '\0';
+        lua_pushstring(L, serial);
+    } else {
+        lua_pushnil(L);
+    }
+    if (f)
+        fclose(f);
+    return 3;
 }
 
 int luaopen_mpctl_usb(lua_State *L)

@@ -67,11 +67,8 @@ local function rom_serial_is_board_id(board) return board.chip ~= "RP2040" end
 -- The USB serial number of the device at a port path, read from sysfs (nothing is opened).
 local function serial_at(path)
   if not path then return nil end
-  local f = io.open("/sys/bus/usb/devices/" .. path .. "/serial", "r")
-  if not f then return nil end
-  local s = f:read("l")
-  f:close()
-  return s ~= "" and s or nil
+  local serial = select(3, usb.ids_at(path))
+  return serial ~= "" and serial or nil
 end
 
 local function find_app(board, path) return require("mpctl.target").app_tty(ids(board, "app"), path) end
